@@ -1,0 +1,566 @@
+//! f32 GEMM: `C = act(alpha * op(A) op(B) + beta * C + bias)`, cache-blocked in the BLIS
+//! five-loop structure around a `wide::f32x16` microkernel, with the dense layer's bias and
+//! activation applied on the register tile before it is stored (the "epilogue").
+//!
+//! Loops, outermost first (vocabulary of the BLIS papers):
+//! - JC over n by `nc`: the B block (`kc x nc`) lives in L3.
+//! - PC over k by `kc`: never parallel, every iteration writes the same C. Only the first
+//!   applies the caller's `beta` (later ones accumulate) and only the last the epilogue.
+//! - IC over m by `mc`: the A block (`mc x kc`) lives in L2.
+//! - JR over n by `NR`: one B micro-panel (`kc x NR`) lives in L1.
+//! - IR over m by `MR`: one microkernel call computes an `MR x NR` tile in registers.
+//!
+//! Operands are strided views ([`MatRef`]), so transposes cost nothing to express. A is read
+//! directly with its strides or packed into `MR`-row micro-panels; B is read directly when its
+//! rows are contiguous (the small layer shapes, where packing would cost as much as the
+//! arithmetic) or packed into `NR`-column micro-panels (transposed B, or large m where the
+//! panels are reused many times). Threads (with `std`) split C into disjoint row or column
+//! ranges, only when a product is large enough to gain; results do not depend on the thread
+//! count.
+//!
+//! Raw pointers stay inside this file; every `unsafe` block states why its accesses are in
+//! bounds.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use wide::f32x16;
+
+use super::activation::Activation;
+use super::simd::{LANES, load, load_partial, store, store_partial};
+
+/// Rows of C per microkernel tile.
+pub const MR: usize = 8;
+/// `f32x16` vectors per tile row; `NR = NV * 16` columns of C per tile.
+const NV: usize = 2;
+/// Columns of C per microkernel tile.
+pub const NR: usize = NV * LANES;
+
+/// A read-only strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A contiguous row-major `rows x cols` matrix.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols, 1)
+    }
+
+    /// A general view; panics if any element would lie outside `data` (a programming error).
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, rs: usize, cs: usize) -> Self {
+        if rows > 0 && cols > 0 {
+            let last =
+                (rows - 1).checked_mul(rs).and_then(|r| (cols - 1).checked_mul(cs).and_then(|c| r.checked_add(c)));
+            assert!(
+                last.is_some_and(|l| l < data.len()),
+                "MatRef {rows}x{cols} with strides ({rs}, {cs}) does not fit in {} elements",
+                data.len()
+            );
+        }
+        MatRef { data, rows, cols, rs, cs }
+    }
+
+    /// The transpose, as a view of the same data.
+    pub fn t(self) -> Self {
+        MatRef { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Element `(i, j)`.
+    pub fn at(&self, i: usize, j: usize) -> f32 {
+        assert!(i < self.rows && j < self.cols, "MatRef index ({i}, {j}) out of bounds");
+        self.data[i * self.rs + j * self.cs]
+    }
+
+    /// The `rows x cols` sub-matrix starting at `(r0, c0)`.
+    fn sub(&self, r0: usize, c0: usize, rows: usize, cols: usize) -> Self {
+        debug_assert!(r0 + rows <= self.rows && c0 + cols <= self.cols);
+        let offset = if rows > 0 && cols > 0 { r0 * self.rs + c0 * self.cs } else { 0 };
+        MatRef { data: &self.data[offset..], rows, cols, rs: self.rs, cs: self.cs }
+    }
+}
+
+/// A mutable row-major matrix view with leading dimension `ld`.
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    data: &'a mut [f32],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// A contiguous row-major `rows x cols` matrix.
+    pub fn new(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        Self::strided(data, rows, cols, cols)
+    }
+
+    /// Rows `ld` elements apart; panics if the view does not fit in `data`.
+    pub fn strided(data: &'a mut [f32], rows: usize, cols: usize, ld: usize) -> Self {
+        if rows > 0 && cols > 0 {
+            assert!(cols <= ld, "MatMut: {cols} columns do not fit in leading dimension {ld}");
+            let last = (rows - 1).checked_mul(ld).and_then(|r| r.checked_add(cols - 1));
+            assert!(
+                last.is_some_and(|l| l < data.len()),
+                "MatMut {rows}x{cols} (ld {ld}) does not fit in {} elements",
+                data.len()
+            );
+        }
+        MatMut { data, rows, cols, ld }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    pub fn at(&self, i: usize, j: usize) -> f32 {
+        assert!(i < self.rows && j < self.cols, "MatMut index ({i}, {j}) out of bounds");
+        self.data[i * self.ld + j]
+    }
+
+    pub fn at_mut(&mut self, i: usize, j: usize) -> &mut f32 {
+        assert!(i < self.rows && j < self.cols, "MatMut index ({i}, {j}) out of bounds");
+        &mut self.data[i * self.ld + j]
+    }
+}
+
+/// What happens to each element of the result before it is stored: `act(x + bias[j])`.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// One value per column of C.
+    pub bias: Option<&'a [f32]>,
+    /// Applied element-wise (softmax is row-wise and passes through).
+    pub activation: Activation,
+}
+
+impl Epilogue<'_> {
+    /// Store `alpha * AB + beta * C` as it is.
+    pub const NONE: Epilogue<'static> = Epilogue { bias: None, activation: Activation::Identity };
+
+    fn is_none(&self) -> bool {
+        self.bias.is_none() && self.activation == Activation::Identity
+    }
+}
+
+/// Whether an operand is packed into micro-panels before the microkernel reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Packing {
+    /// Pack only where it pays (see [`Blocking::DEFAULT`]).
+    Auto,
+    Always,
+    /// Read in place. B is still packed when its rows are not contiguous.
+    Never,
+}
+
+/// Block sizes of the five loops, and when to pack. Injectable so that tests reach the
+/// multi-block paths with small matrices.
+#[derive(Clone, Copy, Debug)]
+pub struct Blocking {
+    /// Rows of the A block kept in L2 (a multiple of `MR`).
+    pub mc: usize,
+    /// Depth of the A and B blocks: `kc x NR` floats of B stay in L1.
+    pub kc: usize,
+    /// Columns of the B block kept in L3 (a multiple of `NR`).
+    pub nc: usize,
+    pub pack_a: Packing,
+    pub pack_b: Packing,
+    /// Products below this many flops (2mnk) run on one thread.
+    pub parallel_min_flops: usize,
+}
+
+impl Blocking {
+    /// For this project's machines (Zen 5: 48 KiB L1d, 1 MiB L2 per core, 32 MiB L3):
+    /// B micro-panel 256 x 32 x 4 B = 32 KiB in L1, A block 256 x 256 x 4 B = 256 KiB in L2,
+    /// B block 256 x 4096 x 4 B = 4 MiB in L3.
+    pub const DEFAULT: Blocking = Blocking {
+        mc: 256,
+        kc: 256,
+        nc: 4096,
+        pack_a: Packing::Auto,
+        pack_b: Packing::Auto,
+        parallel_min_flops: 4_000_000,
+    };
+
+    fn checked(self) -> Self {
+        assert!(
+            self.mc >= MR && self.mc % MR == 0 && self.nc >= NR && self.nc % NR == 0 && self.kc > 0,
+            "Blocking {self:?}: mc must be a multiple of {MR}, nc of {NR}, kc positive"
+        );
+        self
+    }
+}
+
+impl Default for Blocking {
+    fn default() -> Self {
+        Blocking::DEFAULT
+    }
+}
+
+/// `C = act(alpha * A B + beta * C + bias)` for views `a` (`m x k`), `b` (`k x n`) and a
+/// row-major `c` (`m x n`). With `beta == 0`, C is write-only: its old contents (even NaN)
+/// never reach the result.
+///
+/// # Panics
+/// If the shapes do not agree or `bias` is not `n` long (programming errors).
+pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>, epi: Epilogue<'_>) {
+    gemm_with(&Blocking::DEFAULT, alpha, a, b, beta, c, epi)
+}
+
+/// [`gemm`] with explicit block sizes.
+pub fn gemm_with(
+    blocking: &Blocking,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
+    let blocking = blocking.checked();
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "gemm: A is {m}x{k} but B has {} rows", b.rows);
+    assert!(c.rows == m && c.cols == n, "gemm: C is {}x{}, expected {m}x{n}", c.rows, c.cols);
+    if let Some(bias) = epi.bias {
+        assert_eq!(bias.len(), n, "gemm: bias has {} values for {n} columns", bias.len());
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    let target = Target { ptr: c.data.as_mut_ptr(), ld: c.ld };
+    #[cfg(feature = "std")]
+    if parallel::run(&blocking, alpha, a, b, beta, target, epi) {
+        return;
+    }
+    // SAFETY: `target` covers exactly the m x n view `c`, which we borrow mutably.
+    unsafe { gemm_serial(&blocking, alpha, a, b, beta, target, epi) }
+}
+
+/// Where C lives: row-major, `ld` apart. Raw so that threads can share disjoint parts.
+#[derive(Clone, Copy)]
+struct Target {
+    ptr: *mut f32,
+    ld: usize,
+}
+
+impl Target {
+    /// The target starting `offset` elements further on.
+    ///
+    /// # Safety
+    /// The offset must stay inside C.
+    #[cfg(feature = "std")]
+    unsafe fn offset(self, offset: usize) -> Target {
+        // SAFETY: the caller keeps the offset inside C.
+        Target { ptr: unsafe { self.ptr.add(offset) }, ld: self.ld }
+    }
+}
+
+// SAFETY: threads receive Targets covering disjoint rectangles of one C (see `parallel`).
+unsafe impl Send for Target {}
+unsafe impl Sync for Target {}
+
+#[cfg(feature = "std")]
+mod parallel {
+    use super::*;
+
+    /// Splits C among rayon's threads when the product is large enough; returns false when it
+    /// should run on this thread instead.
+    pub(super) fn run(
+        blocking: &Blocking,
+        alpha: f32,
+        a: MatRef<'_>,
+        b: MatRef<'_>,
+        beta: f32,
+        c: Target,
+        epi: Epilogue<'_>,
+    ) -> bool {
+        let (m, k, n) = (a.rows, a.cols, b.cols);
+        let threads = rayon::current_num_threads();
+        let flops = 2usize.saturating_mul(m).saturating_mul(n).saturating_mul(k);
+        if threads < 2 || flops < blocking.parallel_min_flops {
+            return false;
+        }
+        // Rows when there are enough of them (each thread keeps all of B), else columns.
+        let split_rows = m >= 2 * MR * threads || n < 2 * NR;
+        let (len, unit) = if split_rows { (m, MR) } else { (n, NR) };
+        let units = len.div_ceil(unit);
+        let parts = threads.min(units);
+        if parts < 2 {
+            return false;
+        }
+        use rayon::prelude::*;
+        (0..parts).into_par_iter().for_each(|p| {
+            let start = units * p / parts * unit;
+            let end = (units * (p + 1) / parts * unit).min(len);
+            let (sub_a, sub_b, sub_c, sub_epi);
+            if split_rows {
+                sub_a = a.sub(start, 0, end - start, k);
+                sub_b = b;
+                // SAFETY: rows start..end of C, disjoint from the other parts' rows.
+                sub_c = unsafe { c.offset(start * c.ld) };
+                sub_epi = epi;
+            } else {
+                sub_a = a;
+                sub_b = b.sub(0, start, k, end - start);
+                // SAFETY: columns start..end of C, disjoint from the other parts' columns.
+                sub_c = unsafe { c.offset(start) };
+                sub_epi = Epilogue { bias: epi.bias.map(|bias| &bias[start..end]), ..epi };
+            }
+            // SAFETY: sub_c covers the sub-views' rows x cols inside C, disjoint across parts.
+            unsafe { gemm_serial(blocking, alpha, sub_a, sub_b, beta, sub_c, sub_epi) }
+        });
+        true
+    }
+}
+
+/// One thread's GEMM over an `a.rows x b.cols` rectangle of C.
+///
+/// # Safety
+/// `c` must address a writable `a.rows x b.cols` row-major rectangle that nothing else
+/// accesses during the call.
+unsafe fn gemm_serial(
+    blocking: &Blocking,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: Target,
+    epi: Epilogue<'_>,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let Blocking { mc, kc, nc, .. } = *blocking;
+    // Packing pays when a panel is read by many microkernel calls: B panels by every IR step
+    // (m / MR of them), A blocks by every JR step. Rows of B must be contiguous to be read
+    // in place.
+    let pack_b = b.cs != 1
+        || match blocking.pack_b {
+            Packing::Auto => m > 4 * MR,
+            Packing::Always => true,
+            Packing::Never => false,
+        };
+    let pack_a = match blocking.pack_a {
+        Packing::Auto => m > 4 * MR && n > 4 * NR,
+        Packing::Always => true,
+        Packing::Never => false,
+    };
+    let mut b_buf: Vec<f32> = if pack_b { vec![0.0; kc.min(k) * nc.min(n).next_multiple_of(NR)] } else { Vec::new() };
+    let mut a_buf: Vec<f32> = if pack_a { vec![0.0; mc.min(m).next_multiple_of(MR) * kc.min(k)] } else { Vec::new() };
+    // The last, partial B panel when B is read in place: reading past its columns could
+    // leave the slice, so it is copied out with zero padding.
+    let mut edge_buf: Vec<f32> = Vec::new();
+
+    for jc in (0..n).step_by(nc) {
+        let n_block = nc.min(n - jc);
+        let mut pc = 0;
+        loop {
+            let k_block = kc.min(k - pc);
+            let beta_block = if pc == 0 { beta } else { 1.0 };
+            let last_k = pc + k_block >= k;
+            let b_block = b.sub(pc, jc, k_block, n_block);
+            if pack_b {
+                pack_b_panels(&mut b_buf, b_block);
+            } else if n_block % NR != 0 {
+                let edge = n_block - n_block % NR;
+                edge_buf.clear();
+                edge_buf.resize(k_block * NR, 0.0);
+                pack_b_panels(&mut edge_buf, b_block.sub(0, edge, k_block, n_block - edge));
+            }
+            for ic in (0..m).step_by(mc) {
+                let m_block = mc.min(m - ic);
+                let a_block = a.sub(ic, pc, m_block, k_block);
+                if pack_a {
+                    pack_a_panels(&mut a_buf, a_block);
+                }
+                for jr in (0..n_block).step_by(NR) {
+                    let cols = NR.min(n_block - jr);
+                    let (b_ptr, b_step) = if pack_b {
+                        (b_buf[jr * k_block..].as_ptr(), NR)
+                    } else if cols < NR {
+                        (edge_buf.as_ptr(), NR)
+                    } else {
+                        (b_block.data.as_ptr().wrapping_add(jr), b.rs)
+                    };
+                    for ir in (0..m_block).step_by(MR) {
+                        let rows = MR.min(m_block - ir);
+                        let (a_ptr, a_offsets, a_step) = if pack_a {
+                            (a_buf[ir * k_block..].as_ptr(), core::array::from_fn(|i| i), MR)
+                        } else {
+                            // Rows past the edge repeat the last row: in bounds, and their
+                            // results are never stored.
+                            let offsets = core::array::from_fn(|i| i.min(rows - 1) * a.rs);
+                            (a_block.data.as_ptr().wrapping_add(ir * a.rs), offsets, a.cs)
+                        };
+                        // SAFETY: A: offsets + (k_block-1) * a_step stay inside the a_block
+                        // rows ir..ir+rows (packed: inside a_buf's panel). B: k_block rows of
+                        // NR floats from b_ptr stay inside b_buf / edge_buf / the full-width
+                        // panel of b_block.
+                        let acc = unsafe { microkernel(k_block, a_ptr, a_offsets, a_step, b_ptr, b_step) };
+                        // SAFETY: the tile (ic+ir.., jc+jr..) of rows x cols lies in C.
+                        unsafe {
+                            let tile = c.ptr.add((ic + ir) * c.ld + jc + jr);
+                            let epi = if last_k { Some(&epi) } else { None };
+                            store_tile(&acc, tile, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
+                        }
+                    }
+                }
+            }
+            pc += k_block;
+            if pc >= k {
+                break;
+            }
+        }
+    }
+}
+
+/// Copies `block` (`k x n`) into `NR`-column micro-panels: panel `p` holds, for each row
+/// `kk`, columns `p*NR .. p*NR+NR` contiguously; columns past `n` are zero.
+fn pack_b_panels(buf: &mut [f32], block: MatRef<'_>) {
+    let (k, n) = (block.rows, block.cols);
+    if k == 0 {
+        return;
+    }
+    for (p, panel) in buf.chunks_exact_mut(k * NR).take(n.div_ceil(NR)).enumerate() {
+        let j0 = p * NR;
+        let width = NR.min(n - j0);
+        for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+            for (j, out) in row.iter_mut().enumerate() {
+                *out = if j < width { block.data[kk * block.rs + (j0 + j) * block.cs] } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// Copies `block` (`m x k`) into `MR`-row micro-panels: panel `p` holds, for each `kk`,
+/// rows `p*MR .. p*MR+MR` contiguously; rows past `m` are zero.
+fn pack_a_panels(buf: &mut [f32], block: MatRef<'_>) {
+    let (m, k) = (block.rows, block.cols);
+    if k == 0 {
+        return;
+    }
+    for (p, panel) in buf.chunks_exact_mut(k * MR).take(m.div_ceil(MR)).enumerate() {
+        let i0 = p * MR;
+        let height = MR.min(m - i0);
+        for (kk, col) in panel.chunks_exact_mut(MR).enumerate() {
+            for (i, out) in col.iter_mut().enumerate() {
+                *out = if i < height { block.data[(i0 + i) * block.rs + kk * block.cs] } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// The microkernel: returns the `MR x NR` tile `sum over kk < k of a(i, kk) * b(kk, j)`.
+///
+/// Element `a(i, kk)` is `*a.add(a_offsets[i] + kk * a_step)`; row `kk` of the B micro-panel
+/// is the `NR` contiguous floats at `b.add(kk * b_step)`. Edge tiles are the caller's: it
+/// pads B panels and repeats A rows, and stores only the valid part of the tile. The
+/// accumulators stay in registers (16 of the 32 zmm registers for 8 x 32).
+///
+/// # Safety
+/// Every address named above, for `kk < k`, must be readable.
+#[inline(always)]
+unsafe fn microkernel(
+    k: usize,
+    a: *const f32,
+    a_offsets: [usize; MR],
+    a_step: usize,
+    b: *const f32,
+    b_step: usize,
+) -> [[f32x16; NV]; MR] {
+    let mut acc = [[f32x16::ZERO; NV]; MR];
+    let (mut a, mut b) = (a, b);
+    for _ in 0..k {
+        // SAFETY: the caller guarantees NR readable floats at b for this kk.
+        let bv: [f32x16; NV] = core::array::from_fn(|v| unsafe { load(b.add(v * LANES)) });
+        for i in 0..MR {
+            // SAFETY: the caller guarantees a(i, kk) is readable.
+            let ai = f32x16::splat(unsafe { *a.add(a_offsets[i]) });
+            for v in 0..NV {
+                acc[i][v] = ai.mul_add(bv[v], acc[i][v]);
+            }
+        }
+        // wrapping_add: after the last iteration the pointers may point past their buffers
+        // without being read.
+        a = a.wrapping_add(a_step);
+        b = b.wrapping_add(b_step);
+    }
+    acc
+}
+
+/// Stores the valid `rows x cols` part of a tile: `x = alpha*acc + beta*C`, then with an
+/// epilogue `act(x + bias)`. C is not read when `beta == 0`.
+///
+/// # Safety
+/// `c` must address a writable `rows x cols` tile with rows `ldc` apart; `bias` (if any)
+/// must hold at least `col0 + cols` values.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_tile(
+    acc: &[[f32x16; NV]; MR],
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    alpha: f32,
+    beta: f32,
+    epi: Option<&Epilogue<'_>>,
+    col0: usize,
+) {
+    let alpha_v = f32x16::splat(alpha);
+    let beta_v = f32x16::splat(beta);
+    let epi = epi.filter(|e| !e.is_none());
+    let bias: [f32x16; NV] = core::array::from_fn(|v| {
+        let lo = (v * LANES).min(cols);
+        let hi = ((v + 1) * LANES).min(cols);
+        match epi.and_then(|e| e.bias) {
+            Some(bias) => load_partial(&bias[col0 + lo..col0 + hi], 0.0),
+            None => f32x16::ZERO,
+        }
+    });
+    let finish = |x: f32x16, v: usize| match epi {
+        Some(e) => e.activation.forward_vec(x + bias[v]),
+        None => x,
+    };
+    for (i, acc_row) in acc.iter().enumerate().take(rows) {
+        // SAFETY: row i < rows of the tile.
+        let row = unsafe { c.add(i * ldc) };
+        if cols == NR {
+            for v in 0..NV {
+                // SAFETY: full tile: NR = NV*16 writable (and, for beta != 0, readable)
+                // floats from row.
+                unsafe {
+                    let p = row.add(v * LANES);
+                    let mut x = acc_row[v] * alpha_v;
+                    if beta != 0.0 {
+                        x = beta_v.mul_add(load(p), x);
+                    }
+                    store(p, finish(x, v));
+                }
+            }
+        } else {
+            // SAFETY: cols valid floats from row.
+            let out = unsafe { core::slice::from_raw_parts_mut(row, cols) };
+            for (v, chunk) in out.chunks_mut(LANES).enumerate() {
+                let mut x = acc_row[v] * alpha_v;
+                if beta != 0.0 {
+                    x = beta_v.mul_add(load_partial(chunk, 0.0), x);
+                }
+                store_partial(chunk, finish(x, v));
+            }
+        }
+    }
+}

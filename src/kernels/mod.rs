@@ -1,0 +1,16 @@
+//! The leaf of the crate: SIMD compute kernels over `f32` slices. Imports only `core`,
+//! `wide` and `libm` (and `rayon`, with `std`, in the GEMM driver).
+//!
+//! Every kernel has a plain scalar twin in [`reference`]; the twin is the specification, and
+//! tests and fuzz targets compare each kernel against it.
+
+pub mod activation;
+pub mod gemm;
+pub mod reference;
+pub mod softmax;
+pub mod vector;
+
+mod simd;
+
+pub use activation::Activation;
+pub use gemm::{Blocking, Epilogue, MatMut, MatRef, gemm};

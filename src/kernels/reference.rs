@@ -1,0 +1,113 @@
+//! Scalar twins of every kernel: the specification. Written for clarity, not speed; tests,
+//! benches and fuzz targets compare the SIMD kernels against these.
+
+use super::activation::{Activation, SELU_ALPHA, SELU_SCALE};
+use super::gemm::{MatMut, MatRef};
+
+/// `f(x)` for one value.
+pub fn activation(act: Activation, x: f32) -> f32 {
+    match act {
+        Activation::Identity | Activation::Softmax => x,
+        Activation::Relu => x.max(0.0),
+        Activation::LeakyRelu { alpha } => {
+            if x < 0.0 {
+                alpha * x
+            } else {
+                x
+            }
+        }
+        Activation::Elu { alpha } => {
+            if x < 0.0 {
+                alpha * libm::expm1f(x)
+            } else {
+                x
+            }
+        }
+        Activation::Selu => SELU_SCALE * if x < 0.0 { SELU_ALPHA * libm::expm1f(x) } else { x },
+        Activation::Tanh => libm::tanhf(x),
+        Activation::Logistic => 1.0 / (1.0 + libm::expf(-x)),
+    }
+}
+
+/// `f'(x)` computed from `y = f(x)`.
+pub fn activation_derivative_from_output(act: Activation, y: f32) -> f32 {
+    match act {
+        Activation::Identity | Activation::Softmax => 1.0,
+        Activation::Relu => {
+            if y > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        Activation::LeakyRelu { alpha } => {
+            if y < 0.0 {
+                alpha
+            } else {
+                1.0
+            }
+        }
+        Activation::Elu { alpha } => {
+            if y < 0.0 {
+                y + alpha
+            } else {
+                1.0
+            }
+        }
+        Activation::Selu => {
+            if y < 0.0 {
+                y + SELU_SCALE * SELU_ALPHA
+            } else {
+                SELU_SCALE
+            }
+        }
+        Activation::Tanh => 1.0 - y * y,
+        Activation::Logistic => y * (1.0 - y),
+    }
+}
+
+/// `C = act(alpha * op(A) op(B) + beta * C + bias)`, by the textbook triple loop with an f64
+/// accumulator. With `beta == 0`, C is not read (NaN in C does not leak).
+pub fn gemm(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: &mut MatMut<'_>,
+    bias: Option<&[f32]>,
+    act: Activation,
+) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    assert_eq!(b.rows(), k, "reference gemm: inner dimensions differ");
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0f64;
+            for p in 0..k {
+                acc += a.at(i, p) as f64 * b.at(p, j) as f64;
+            }
+            let mut v = alpha * acc as f32;
+            if beta != 0.0 {
+                v += beta * c.at(i, j);
+            }
+            if let Some(bias) = bias {
+                v += bias[j];
+            }
+            *c.at_mut(i, j) = activation(act, v);
+        }
+    }
+}
+
+/// Row-wise softmax of `logits` (`rows x n`) fused with sparse cross-entropy: writes the
+/// probabilities into `probs` and returns the summed loss. In f64 for a precise reference.
+pub fn softmax_cross_entropy(logits: &[f32], n: usize, labels: &[u8], probs: &mut [f32]) -> f64 {
+    let mut total = 0f64;
+    for (r, (row, out)) in logits.chunks_exact(n).zip(probs.chunks_exact_mut(n)).enumerate() {
+        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let sum: f64 = row.iter().map(|&x| libm::exp(x as f64 - max)).sum();
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o = (libm::exp(x as f64 - max) / sum) as f32;
+        }
+        total += max + libm::log(sum) - row[labels[r] as usize] as f64;
+    }
+    total
+}

@@ -1,0 +1,27 @@
+//! simdnn: deep dense networks on CPUs.
+//!
+//! Dependencies point one way (see `README.md`, "Architecture"):
+//! `kernels` <- `nn` <- `optim`, and `format`; these build without `std`
+//! (`--no-default-features`: `#![no_std]` + `alloc`). `data` <- `train` and the CLI need `std`.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+pub mod error;
+pub mod format;
+pub mod kernels;
+pub mod nn;
+pub mod optim;
+pub mod rng;
+
+#[cfg(feature = "std")]
+pub mod bench;
+#[cfg(feature = "std")]
+pub mod data;
+#[cfg(feature = "std")]
+pub mod fsutil;
+#[cfg(feature = "std")]
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,450 @@
+//! The `simdnn` command line: a thin layer over the library (every behaviour it has, the
+//! library has; this file parses flags, draws progress and prints results).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use simdnn::data::Cifar10;
+use simdnn::data::fetch::{FetchOptions, fetch_cifar10, is_complete};
+use simdnn::kernels::Activation;
+use simdnn::nn::Initializer;
+use simdnn::optim::OptimizerConfig;
+use simdnn::train::run::{load_model, train_run};
+use simdnn::train::{Event, TrainConfig, config::default_data_dir, evaluate};
+use simdnn::{Error, Result};
+
+#[derive(Parser)]
+#[command(name = "simdnn", version, about = "Deep dense networks on CPUs: train, evaluate and benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on CIFAR-10 (downloads the data when it is missing).
+    Train(TrainArgs),
+    /// Loss and accuracy of a saved model on a CIFAR-10 split.
+    Eval(EvalArgs),
+    /// Micro-benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Data set management.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The recipe to start from; every other flag overrides one of its settings.
+    #[arg(long, default_value = "8a")]
+    preset: String,
+    /// Directory with data_batch_1..5.bin and test_batch.bin [default: $SIMDNN_DATA, else data/cifar-10-batches-bin]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run directory [default: runs/<preset>-<UTC time>]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Hidden dense layers.
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Units per hidden layer.
+    #[arg(long)]
+    width: Option<usize>,
+    /// Hidden activation: identity, relu, leaky_relu[:alpha], elu[:alpha], selu, tanh, logistic.
+    #[arg(long, value_parser = parse_activation)]
+    activation: Option<Activation>,
+    /// Weight initialiser: he_normal, he_uniform, lecun_normal, lecun_uniform, glorot_normal, glorot_uniform.
+    #[arg(long, value_parser = parse_initializer)]
+    init: Option<Initializer>,
+    /// Optimiser (Keras's defaults unless overridden): sgd, adam, adamw, nadam, rmsprop, adagrad.
+    #[arg(long)]
+    optimizer: Option<String>,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    beta1: Option<f32>,
+    #[arg(long)]
+    beta2: Option<f32>,
+    #[arg(long)]
+    epsilon: Option<f32>,
+    /// SGD momentum.
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// SGD with Nesterov momentum.
+    #[arg(long)]
+    nesterov: bool,
+    /// RMSProp's decay of the mean square.
+    #[arg(long)]
+    rho: Option<f32>,
+    /// AdamW's decoupled weight decay.
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Epochs without val_loss improvement before stopping.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Smallest val_loss decrease that counts as an improvement.
+    #[arg(long)]
+    min_delta: Option<f64>,
+    /// Keep the last epoch's weights instead of restoring the best.
+    #[arg(long)]
+    no_restore_best: bool,
+    /// Training records held out for validation (the first ones, as the notebook does).
+    #[arg(long)]
+    val_size: Option<usize>,
+    /// Standardise inputs per feature instead of scaling by 1/255.
+    #[arg(long)]
+    standardise: bool,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Worker threads [default: one per core].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitName {
+    Train,
+    Val,
+    Test,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A .simdnn model file.
+    model: PathBuf,
+    #[arg(long, value_enum, default_value = "test")]
+    split: SplitName,
+    /// Directory with the CIFAR-10 binary files [default: $SIMDNN_DATA, else data/cifar-10-batches-bin]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Size of the validation split (`--split val` and `train`).
+    #[arg(long, default_value_t = 5000)]
+    val_size: usize,
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print JSON: {"accuracy", "loss", "records", "seconds"}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Single-precision GEMM, C[m x n] = A[m x k] B[k x n]: median GFLOP/s and time per call.
+    Gemm {
+        #[arg(long)]
+        m: usize,
+        #[arg(long)]
+        k: usize,
+        #[arg(long)]
+        n: usize,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Read A transposed (stored k x m).
+        #[arg(long)]
+        transpose_a: bool,
+        /// Read B transposed (stored n x k).
+        #[arg(long)]
+        transpose_b: bool,
+        /// Measurement time.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Print {"gflops": .., "us_per_call": ..}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Download and unpack CIFAR-10 (binary version) into --data.
+    Fetch {
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Archive URL [default: $SIMDNN_CIFAR10_URL, else the official one]
+        #[arg(long)]
+        url: Option<String>,
+        /// Expected MD5 of the archive [default: $SIMDNN_CIFAR10_MD5, else the official one]
+        #[arg(long)]
+        md5: Option<String>,
+    },
+}
+
+fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
+    match Activation::parse(s) {
+        Some(a) if !a.is_row_wise() => Ok(a),
+        _ => Err(format!(
+            "unknown activation `{s}` (accepted: identity, relu, leaky_relu[:alpha], elu[:alpha], selu, tanh, logistic)"
+        )),
+    }
+}
+
+fn parse_initializer(s: &str) -> std::result::Result<Initializer, String> {
+    Initializer::parse(s).ok_or_else(|| format!("unknown initializer `{s}` (accepted: {})", Initializer::NAMES))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => cmd_train(args),
+        Command::Eval(args) => cmd_eval(args),
+        Command::Bench(BenchCommand::Gemm { m, k, n, threads, transpose_a, transpose_b, seconds, json }) => {
+            cmd_bench_gemm(m, k, n, threads, transpose_a, transpose_b, seconds, json)
+        }
+        Command::Data(DataCommand::Fetch { data, url, md5 }) => {
+            let dir = data.unwrap_or_else(default_data_dir);
+            fetch(&dir, url, md5)
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fetch(dir: &std::path::Path, url: Option<String>, md5: Option<String>) -> Result<()> {
+    let mut opts = FetchOptions::from_env();
+    if let Some(url) = url {
+        opts.url = url;
+    }
+    if let Some(md5) = md5 {
+        opts.md5 = md5.to_ascii_lowercase();
+    }
+    eprintln!("downloading CIFAR-10 from {} into {}", opts.url, dir.display());
+    fetch_cifar10(dir, &opts)
+}
+
+fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
+    let mut cfg = TrainConfig::preset(&args.preset)?;
+    cfg.data_dir = args.data.clone().unwrap_or(cfg.data_dir);
+    cfg.out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}", cfg.preset, utc_stamp())));
+    macro_rules! set {
+        ($($field:ident),*) => { $( if let Some(v) = args.$field { cfg.$field = v; } )* };
+    }
+    set!(depth, width, activation, lr, batch_size, epochs, patience, min_delta, val_size, seed, threads);
+    if let Some(init) = args.init {
+        cfg.init = init;
+    }
+    if let Some(name) = &args.optimizer {
+        cfg.optimizer = OptimizerConfig::keras_default(name).ok_or_else(|| {
+            Error::config("--optimizer", format!("unknown optimizer `{name}` (accepted: {})", OptimizerConfig::NAMES))
+        })?;
+    }
+    apply_optimizer_flags(&mut cfg.optimizer, args)?;
+    cfg.restore_best_weights = !args.no_restore_best;
+    cfg.standardise |= args.standardise;
+    Ok(cfg)
+}
+
+/// Applies --beta1, --momentum, ... to the optimiser they belong to; a flag the chosen
+/// optimiser does not have is an error rather than silently ignored.
+fn apply_optimizer_flags(opt: &mut OptimizerConfig, args: &TrainArgs) -> Result<()> {
+    let mut unused = Vec::new();
+    let mut take = |name: &'static str, flag: Option<f32>, slot: Option<&mut f32>| match (flag, slot) {
+        (Some(v), Some(s)) => *s = v,
+        (Some(_), None) => unused.push(name),
+        _ => {}
+    };
+    let (mut b1, mut b2, mut eps, mut mom, mut rho, mut wd) = (None, None, None, None, None, None);
+    let mut nesterov_slot = None;
+    match opt {
+        OptimizerConfig::Sgd { momentum, nesterov } => {
+            mom = Some(momentum);
+            nesterov_slot = Some(nesterov);
+        }
+        OptimizerConfig::Adam { beta1, beta2, epsilon } | OptimizerConfig::Nadam { beta1, beta2, epsilon } => {
+            (b1, b2, eps) = (Some(beta1), Some(beta2), Some(epsilon));
+        }
+        OptimizerConfig::AdamW { beta1, beta2, epsilon, weight_decay } => {
+            (b1, b2, eps, wd) = (Some(beta1), Some(beta2), Some(epsilon), Some(weight_decay));
+        }
+        OptimizerConfig::RmsProp { rho: r, epsilon } => (rho, eps) = (Some(r), Some(epsilon)),
+        OptimizerConfig::AdaGrad { epsilon, .. } => eps = Some(epsilon),
+    }
+    take("--beta1", args.beta1, b1);
+    take("--beta2", args.beta2, b2);
+    take("--epsilon", args.epsilon, eps);
+    take("--momentum", args.momentum, mom);
+    take("--rho", args.rho, rho);
+    take("--weight-decay", args.weight_decay, wd);
+    match nesterov_slot {
+        Some(n) => *n |= args.nesterov,
+        None if args.nesterov => unused.push("--nesterov"),
+        None => {}
+    }
+    if let Some(flag) = unused.first() {
+        return Err(Error::config(*flag, "does not apply to the chosen optimizer (see --optimizer)"));
+    }
+    Ok(())
+}
+
+fn cmd_train(args: TrainArgs) -> Result<()> {
+    let cfg = train_config(&args)?;
+    cfg.validate()?;
+    if !is_complete(&cfg.data_dir) {
+        eprintln!("CIFAR-10 not found in {}", cfg.data_dir.display());
+        fetch(&cfg.data_dir, None, None)?;
+    }
+    let params = cfg.layer_specs().len();
+    eprintln!(
+        "training preset {} ({} hidden x {} {}, {} layers) -> {}",
+        cfg.preset,
+        cfg.depth,
+        cfg.width,
+        cfg.activation,
+        params,
+        cfg.out_dir.display()
+    );
+    let show_bar = !args.quiet && std::io::stderr().is_terminal();
+    let epochs = cfg.epochs;
+    let mut bar: Option<ProgressBar> = None;
+    let mut on_event = |event: Event<'_>| match event {
+        Event::EpochStart { epoch, steps } => {
+            if show_bar {
+                let b = ProgressBar::new(steps as u64);
+                b.set_style(
+                    ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+                b.set_prefix(format!("{epoch}/{epochs}"));
+                bar = Some(b);
+            }
+        }
+        Event::Step { step, loss, accuracy } => {
+            if let Some(b) = &bar {
+                if step % 64 == 0 {
+                    b.set_position(step as u64);
+                    b.set_message(format!("loss {loss:.4} accuracy {accuracy:.4}"));
+                }
+            }
+        }
+        Event::EpochEnd(r) => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            println!(
+                "epoch {:>3}/{epochs}  loss {:.4}  accuracy {:.4}  val_loss {:.4}  val_accuracy {:.4}  lr {:.2e}  {:.2} s",
+                r.epoch, r.loss, r.accuracy, r.val_loss, r.val_accuracy, r.lr, r.seconds
+            );
+        }
+    };
+    let summary = train_run(&cfg, &mut on_event)?;
+    println!(
+        "best epoch {} of {}: val_loss {:.4}, val_accuracy {:.4}; {:.2} s per epoch; model {}",
+        summary.best_epoch,
+        summary.epochs_run,
+        summary.best_val_loss,
+        summary.best_val_accuracy,
+        summary.mean_epoch_seconds,
+        summary.out_dir.join("best.simdnn").display()
+    );
+    Ok(())
+}
+
+fn cmd_eval(args: EvalArgs) -> Result<()> {
+    let saved = load_model(&args.model)?;
+    let dir = args.data.unwrap_or_else(default_data_dir);
+    let data = Cifar10::open(&dir)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| Error::config("--threads", e.to_string()))?;
+    let split = match args.split {
+        SplitName::Test => data.test_records(),
+        SplitName::Val => data.train_val(args.val_size)?.1,
+        SplitName::Train => data.train_val(args.val_size)?.0,
+    };
+    if saved.model.input_dim() != simdnn::data::cifar::IMAGE_BYTES {
+        return Err(Error::Shape(format!(
+            "{} takes {} inputs, CIFAR-10 images have 3072",
+            args.model.display(),
+            saved.model.input_dim()
+        )));
+    }
+    let start = std::time::Instant::now();
+    let (loss, accuracy) = pool.install(|| evaluate(&saved.model, &split, &saved.preprocess));
+    let seconds = start.elapsed().as_secs_f64();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "accuracy": accuracy, "loss": loss, "records": split.len(), "seconds": seconds })
+        );
+    } else {
+        println!("{} records: loss {loss:.4}, accuracy {accuracy:.4} ({seconds:.3} s)", split.len());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cmd_bench_gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    threads: usize,
+    ta: bool,
+    tb: bool,
+    seconds: f64,
+    json: bool,
+) -> Result<()> {
+    for (flag, v) in [("--m", m), ("--k", k), ("--n", n), ("--threads", threads)] {
+        if v == 0 || v > 1 << 16 {
+            return Err(Error::config(flag, format!("must be between 1 and 65536, got {v}")));
+        }
+    }
+    if (m * k + k * n + m * n) > 1 << 28 {
+        return Err(Error::config("--m/--k/--n", "the matrices would need more than 1 GiB"));
+    }
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 600.0) {
+        return Err(Error::config("--seconds", "must be between 0 and 600"));
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::config("--threads", e.to_string()))?;
+    let t = pool.install(|| simdnn::bench::gemm_timing(m, k, n, ta, tb, seconds));
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "m": m, "k": k, "n": n, "threads": threads, "gflops": t.gflops, "us_per_call": t.us_per_call })
+        );
+    } else {
+        println!(
+            "gemm m={m} k={k} n={n} threads={threads}: {:.1} GFLOP/s, {:.2} us per call (median)",
+            t.gflops, t.us_per_call
+        );
+    }
+    Ok(())
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, for default run directory names.
+fn utc_stamp() -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}

@@ -1,0 +1,89 @@
+//! The dense (fully connected) layer: `y = act(x W + b)` as one fused GEMM, and its backward
+//! pass as one fused element-wise pass (activation derivative and bias gradient) plus two
+//! GEMMs (weight gradient, input gradient).
+
+use crate::kernels::Activation;
+use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
+use crate::kernels::vector::activation_backward_with_bias_grad;
+
+/// A dense layer's shape and where its parameters sit in the model's parameter vector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dense {
+    pub n_in: usize,
+    pub n_out: usize,
+    pub activation: Activation,
+    /// Offset of the weights, `[n_in, n_out]` row-major (Keras's kernel layout).
+    pub(crate) w_offset: usize,
+    /// Offset of the bias, `[n_out]`, right after the weights.
+    pub(crate) b_offset: usize,
+}
+
+impl Dense {
+    pub(crate) fn new(n_in: usize, n_out: usize, activation: Activation, offset: usize) -> Self {
+        Dense { n_in, n_out, activation, w_offset: offset, b_offset: offset + n_in * n_out }
+    }
+
+    /// Parameters owned: weights then bias.
+    pub fn num_params(&self) -> usize {
+        self.n_in * self.n_out + self.n_out
+    }
+
+    pub fn weights<'p>(&self, params: &'p [f32]) -> &'p [f32] {
+        &params[self.w_offset..self.b_offset]
+    }
+
+    pub fn bias<'p>(&self, params: &'p [f32]) -> &'p [f32] {
+        &params[self.b_offset..self.b_offset + self.n_out]
+    }
+
+    /// `y = act(x W + b)` for a batch. Softmax is row-wise and left to the model (fused
+    /// with the loss in training): for a softmax layer `y` holds the logits.
+    ///
+    /// # Shapes
+    /// `x`: `[batch, n_in]`, `y`: `[batch, n_out]`.
+    pub fn forward(&self, params: &[f32], x: &[f32], y: &mut [f32], batch: usize) {
+        let epilogue = Epilogue { bias: Some(self.bias(params)), activation: self.activation };
+        gemm(
+            1.0,
+            MatRef::new(x, batch, self.n_in),
+            MatRef::new(self.weights(params), self.n_in, self.n_out),
+            0.0,
+            MatMut::new(y, batch, self.n_out),
+            epilogue,
+        );
+    }
+
+    /// Backward pass. On entry `dy` holds dL/dy; on exit it holds dL/dz (the gradient
+    /// before the activation). Writes dL/dW and dL/db into this layer's part of `grads`
+    /// (overwriting), and dL/dx into `dx` when given (the first layer needs none).
+    ///
+    /// For softmax the caller passes dL/dz directly (softmax is fused with the loss).
+    ///
+    /// # Shapes
+    /// `x`: `[batch, n_in]`, `y` and `dy`: `[batch, n_out]`, `dx`: `[batch, n_in]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        &self,
+        params: &[f32],
+        x: &[f32],
+        y: &[f32],
+        dy: &mut [f32],
+        grads: &mut [f32],
+        dx: Option<&mut [f32]>,
+        batch: usize,
+    ) {
+        let (n_in, n_out) = (self.n_in, self.n_out);
+        let (w_grad, rest) = grads[self.w_offset..].split_at_mut(n_in * n_out);
+        let b_grad = &mut rest[..n_out];
+        b_grad.fill(0.0);
+        activation_backward_with_bias_grad(self.activation, y, dy, n_out, b_grad);
+        let dz = MatRef::new(dy, batch, n_out);
+        // dW = x^T dz
+        gemm(1.0, MatRef::new(x, batch, n_in).t(), dz, 0.0, MatMut::new(w_grad, n_in, n_out), Epilogue::NONE);
+        // dx = dz W^T
+        if let Some(dx) = dx {
+            let w = MatRef::new(self.weights(params), n_in, n_out);
+            gemm(1.0, dz, w.t(), 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! Optimisers, written element by element as in their references, over the model's flat
+//! parameter vector. Imports only `core`/`alloc` (and `rayon` with `std`, to split the
+//! element loop across threads: every element's update is independent, so the result does
+//! not depend on the split). No knowledge of data, files or layers.
+//!
+//! Each optimiser follows Keras 3's update rule and defaults, because Keras is what users
+//! compare against; each step is checked in `tests/optim.rs` against values computed by hand.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// One optimisation step over all parameters.
+pub trait Optimizer: Send {
+    /// `params -= update(grads)` at learning rate `lr`; advances the step counter.
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32);
+    /// Steps taken so far.
+    fn iterations(&self) -> u64;
+}
+
+/// The optimisers' names and settings, as chosen on the command line.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "std", derive(serde::Serialize))]
+#[cfg_attr(feature = "std", serde(tag = "name", rename_all = "lowercase"))]
+pub enum OptimizerConfig {
+    Sgd { momentum: f32, nesterov: bool },
+    Adam { beta1: f32, beta2: f32, epsilon: f32 },
+    AdamW { beta1: f32, beta2: f32, epsilon: f32, weight_decay: f32 },
+    Nadam { beta1: f32, beta2: f32, epsilon: f32 },
+    RmsProp { rho: f32, epsilon: f32 },
+    AdaGrad { initial_accumulator: f32, epsilon: f32 },
+}
+
+impl OptimizerConfig {
+    pub const NAMES: &'static str = "sgd, adam, adamw, nadam, rmsprop, adagrad";
+
+    /// Keras's defaults for the named optimiser.
+    pub fn keras_default(name: &str) -> Option<Self> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "sgd" => OptimizerConfig::Sgd { momentum: 0.0, nesterov: false },
+            "adam" => OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 },
+            "adamw" => OptimizerConfig::AdamW { beta1: 0.9, beta2: 0.999, epsilon: 1e-7, weight_decay: 0.004 },
+            "nadam" => OptimizerConfig::Nadam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 },
+            "rmsprop" => OptimizerConfig::RmsProp { rho: 0.9, epsilon: 1e-7 },
+            "adagrad" => OptimizerConfig::AdaGrad { initial_accumulator: 0.1, epsilon: 1e-7 },
+            _ => return None,
+        })
+    }
+
+    /// A fresh optimiser for `n` parameters.
+    pub fn build(self, n: usize) -> alloc::boxed::Box<dyn Optimizer> {
+        use alloc::boxed::Box;
+        match self {
+            OptimizerConfig::Sgd { momentum, nesterov } => Box::new(Sgd::new(n, momentum, nesterov)),
+            OptimizerConfig::Adam { beta1, beta2, epsilon } => Box::new(Adam::new(n, beta1, beta2, epsilon, 0.0)),
+            OptimizerConfig::AdamW { beta1, beta2, epsilon, weight_decay } => {
+                Box::new(Adam::new(n, beta1, beta2, epsilon, weight_decay))
+            }
+            OptimizerConfig::Nadam { beta1, beta2, epsilon } => Box::new(Nadam::new(n, beta1, beta2, epsilon)),
+            OptimizerConfig::RmsProp { rho, epsilon } => Box::new(RmsProp::new(n, rho, epsilon)),
+            OptimizerConfig::AdaGrad { initial_accumulator, epsilon } => {
+                Box::new(AdaGrad::new(n, initial_accumulator, epsilon))
+            }
+        }
+    }
+}
+
+/// Per-parameter state, `S` floats per parameter stored side by side (for Adam: m then v),
+/// so one chunk of parameters and its state split across threads together.
+struct Slots<const S: usize> {
+    state: Vec<f32>,
+}
+
+impl<const S: usize> Slots<S> {
+    fn new(n: usize, init: f32) -> Self {
+        Slots { state: vec![init; n * S] }
+    }
+
+    /// Calls `update(param, grad, state)` for every parameter.
+    fn for_each(&mut self, params: &mut [f32], grads: &[f32], update: impl Fn(&mut f32, f32, &mut [f32; S]) + Sync) {
+        assert_eq!(params.len(), grads.len(), "optimizer: {} parameters but {} gradients", params.len(), grads.len());
+        assert_eq!(
+            params.len() * S,
+            self.state.len(),
+            "optimizer: built for {} parameters, given {}",
+            self.state.len() / S.max(1),
+            params.len()
+        );
+        let run = |p: &mut [f32], g: &[f32], s: &mut [f32]| {
+            let states = s.chunks_exact_mut(S.max(1));
+            for ((p, &g), s) in p.iter_mut().zip(g).zip(states) {
+                let s: &mut [f32; S] = s.try_into().unwrap_or_else(|_| unreachable!("chunks of S"));
+                update(p, g, s);
+            }
+        };
+        #[cfg(feature = "std")]
+        {
+            use rayon::prelude::*;
+            // Large enough to amortise a rayon task (about 10 us of work per chunk).
+            const CHUNK: usize = 1 << 15;
+            if params.len() > CHUNK && rayon::current_num_threads() > 1 {
+                params
+                    .par_chunks_mut(CHUNK)
+                    .zip(grads.par_chunks(CHUNK))
+                    .zip(self.state.par_chunks_mut(CHUNK * S.max(1)))
+                    .for_each(|((p, g), s)| run(p, g, s));
+                return;
+            }
+        }
+        run(params, grads, &mut self.state);
+    }
+}
+
+/// Stochastic gradient descent with optional (Nesterov) momentum, as Keras's `SGD`:
+/// `v = momentum * v - lr * g`; then `p += v`, or with Nesterov `p += momentum * v - lr * g`.
+pub struct Sgd {
+    momentum: f32,
+    nesterov: bool,
+    velocity: Slots<1>,
+    t: u64,
+}
+
+impl Sgd {
+    pub fn new(n: usize, momentum: f32, nesterov: bool) -> Self {
+        // Plain SGD keeps no state.
+        let slots = if momentum != 0.0 { n } else { 0 };
+        Sgd { momentum, nesterov, velocity: Slots::new(slots, 0.0), t: 0 }
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        self.t += 1;
+        let (momentum, nesterov) = (self.momentum, self.nesterov);
+        if momentum == 0.0 {
+            for (p, &g) in params.iter_mut().zip(grads) {
+                *p -= lr * g;
+            }
+            return;
+        }
+        self.velocity.for_each(params, grads, |p, g, [v]| {
+            *v = momentum * *v - lr * g;
+            *p += if nesterov { momentum * *v - lr * g } else { *v };
+        });
+    }
+
+    fn iterations(&self) -> u64 {
+        self.t
+    }
+}
+
+/// Adam (Kingma & Ba, 2015) in Keras's "epsilon hat" form, with decoupled weight decay
+/// (AdamW, Loshchilov & Hutter, 2019) when `weight_decay > 0`, applied first as Keras does:
+/// `p -= lr * wd * p`; `m += (g - m)(1 - b1)`; `v += (g^2 - v)(1 - b2)`;
+/// `p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)`.
+pub struct Adam {
+    beta1: f32,
+    beta2: f32,
+    epsilon: f32,
+    weight_decay: f32,
+    moments: Slots<2>,
+    t: u64,
+}
+
+impl Adam {
+    pub fn new(n: usize, beta1: f32, beta2: f32, epsilon: f32, weight_decay: f32) -> Self {
+        Adam { beta1, beta2, epsilon, weight_decay, moments: Slots::new(n, 0.0), t: 0 }
+    }
+}
+
+impl Optimizer for Adam {
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        self.t += 1;
+        let t = self.t as f64;
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.epsilon);
+        let alpha = (lr as f64 * (1.0 - libm::pow(b2 as f64, t)).sqrt() / (1.0 - libm::pow(b1 as f64, t))) as f32;
+        let decay = lr * self.weight_decay;
+        self.moments.for_each(params, grads, |p, g, [m, v]| {
+            *p -= decay * *p;
+            *m += (g - *m) * (1.0 - b1);
+            *v += (g * g - *v) * (1.0 - b2);
+            *p -= alpha * *m / (v.sqrt() + eps);
+        });
+    }
+
+    fn iterations(&self) -> u64 {
+        self.t
+    }
+}
+
+/// Nadam: Adam with Nesterov momentum (Dozat, 2016), in Keras 3's variant, which uses
+/// Dozat's momentum schedule `u_t = b1 (1 - 0.5 * 0.96^t)` and its running product
+/// `U_t = u_1 ... u_t`:
+/// `m_hat = u_{t+1} m / (1 - U_t u_{t+1}) + (1 - u_t) g / (1 - U_t)`,
+/// `v_hat = v / (1 - b2^t)`, `p -= lr * m_hat / (sqrt(v_hat) + eps)`.
+/// Keras's variant (not PyTorch's `NAdam`, whose schedule decays with 0.96^(0.004 t)) so
+/// that the notebook's recipe trains the same way here as there.
+pub struct Nadam {
+    beta1: f32,
+    beta2: f32,
+    epsilon: f32,
+    /// `U_t`, the running product of the momentum schedule (f64: it is a product of
+    /// thousands of factors).
+    u_product: f64,
+    moments: Slots<2>,
+    t: u64,
+}
+
+impl Nadam {
+    pub fn new(n: usize, beta1: f32, beta2: f32, epsilon: f32) -> Self {
+        Nadam { beta1, beta2, epsilon, u_product: 1.0, moments: Slots::new(n, 0.0), t: 0 }
+    }
+
+    fn momentum_schedule(beta1: f32, t: u64) -> f64 {
+        beta1 as f64 * (1.0 - 0.5 * libm::pow(0.96, t as f64))
+    }
+}
+
+impl Optimizer for Nadam {
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        self.t += 1;
+        let (b1, b2, eps) = (self.beta1, self.beta2, self.epsilon);
+        let u_t = Self::momentum_schedule(b1, self.t);
+        let u_next = Self::momentum_schedule(b1, self.t + 1);
+        self.u_product *= u_t;
+        let m_coef = (u_next / (1.0 - self.u_product * u_next)) as f32;
+        let g_coef = ((1.0 - u_t) / (1.0 - self.u_product)) as f32;
+        let v_coef = (1.0 / (1.0 - libm::pow(b2 as f64, self.t as f64))) as f32;
+        self.moments.for_each(params, grads, |p, g, [m, v]| {
+            *m += (g - *m) * (1.0 - b1);
+            *v += (g * g - *v) * (1.0 - b2);
+            let m_hat = m_coef * *m + g_coef * g;
+            let v_hat = *v * v_coef;
+            *p -= lr * m_hat / (v_hat.sqrt() + eps);
+        });
+    }
+
+    fn iterations(&self) -> u64 {
+        self.t
+    }
+}
+
+/// RMSProp (Hinton's lecture 6e), as Keras's `RMSprop` without momentum or centring:
+/// `v = rho v + (1 - rho) g^2`; `p -= lr g / sqrt(v + eps)`.
+pub struct RmsProp {
+    rho: f32,
+    epsilon: f32,
+    mean_square: Slots<1>,
+    t: u64,
+}
+
+impl RmsProp {
+    pub fn new(n: usize, rho: f32, epsilon: f32) -> Self {
+        RmsProp { rho, epsilon, mean_square: Slots::new(n, 0.0), t: 0 }
+    }
+}
+
+impl Optimizer for RmsProp {
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        self.t += 1;
+        let (rho, eps) = (self.rho, self.epsilon);
+        self.mean_square.for_each(params, grads, |p, g, [v]| {
+            *v = rho * *v + (1.0 - rho) * g * g;
+            *p -= lr * g / (*v + eps).sqrt();
+        });
+    }
+
+    fn iterations(&self) -> u64 {
+        self.t
+    }
+}
+
+/// AdaGrad (Duchi et al., 2011), as Keras's `Adagrad` (accumulator starts at 0.1):
+/// `a += g^2`; `p -= lr g / sqrt(a + eps)`.
+pub struct AdaGrad {
+    epsilon: f32,
+    accumulator: Slots<1>,
+    t: u64,
+}
+
+impl AdaGrad {
+    pub fn new(n: usize, initial_accumulator: f32, epsilon: f32) -> Self {
+        AdaGrad { epsilon, accumulator: Slots::new(n, initial_accumulator), t: 0 }
+    }
+}
+
+impl Optimizer for AdaGrad {
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        self.t += 1;
+        let eps = self.epsilon;
+        self.accumulator.for_each(params, grads, |p, g, [a]| {
+            *a += g * g;
+            *p -= lr * g / (*a + eps).sqrt();
+        });
+    }
+
+    fn iterations(&self) -> u64 {
+        self.t
+    }
+}

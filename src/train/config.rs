@@ -1,0 +1,190 @@
+//! Every setting of a training run, the notebook's presets, and their validation: an
+//! impossible setting is an error naming its flag, before any work starts.
+
+use std::path::PathBuf;
+
+use crate::data::cifar::{CLASSES, IMAGE_BYTES};
+use crate::kernels::Activation;
+use crate::nn::{Initializer, LayerSpec};
+use crate::optim::OptimizerConfig;
+use crate::{Error, Result};
+
+/// The resolved settings of one run (written to the run's `config.json`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    pub preset: String,
+    pub data_dir: PathBuf,
+    pub out_dir: PathBuf,
+    /// Hidden dense layers.
+    pub depth: usize,
+    /// Units per hidden layer.
+    pub width: usize,
+    pub activation: Activation,
+    pub init: Initializer,
+    pub optimizer: OptimizerConfig,
+    pub lr: f32,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub patience: usize,
+    pub min_delta: f64,
+    pub restore_best_weights: bool,
+    /// The first `val_size` training records validate; the rest train.
+    pub val_size: usize,
+    pub seed: u64,
+    /// Worker threads (0: one per core).
+    pub threads: usize,
+    /// Standardise inputs per feature (else `x / 255`).
+    pub standardise: bool,
+}
+
+impl TrainConfig {
+    pub const PRESETS: &'static str = "8a";
+
+    /// A preset by name: `8a` is the notebook's first model (Flatten -> 20 x Dense(100, ELU,
+    /// He normal) -> Dense(10, softmax), Nadam at 1e-4, batch 32, 30 epochs, early stopping
+    /// with patience 10 restoring the best weights, 5,000 validation records).
+    pub fn preset(name: &str) -> Result<Self> {
+        match name {
+            "8a" => Ok(TrainConfig {
+                preset: name.into(),
+                data_dir: default_data_dir(),
+                out_dir: PathBuf::new(),
+                depth: 20,
+                width: 100,
+                activation: Activation::ELU,
+                init: Initializer::HeNormal,
+                optimizer: OptimizerConfig::Nadam { beta1: 0.9, beta2: 0.999, epsilon: 1e-7 },
+                lr: 1e-4,
+                batch_size: 32,
+                epochs: 30,
+                patience: 10,
+                min_delta: 0.0,
+                restore_best_weights: true,
+                val_size: 5_000,
+                seed: 42,
+                threads: 0,
+                standardise: false,
+            }),
+            other => Err(Error::config("--preset", format!("unknown preset `{other}` (accepted: {})", Self::PRESETS))),
+        }
+    }
+
+    /// The layers: `depth` hidden layers, then the softmax output.
+    pub fn layer_specs(&self) -> Vec<LayerSpec> {
+        let hidden = LayerSpec { units: self.width, activation: self.activation, init: self.init };
+        let output = LayerSpec { units: CLASSES, activation: Activation::Softmax, init: Initializer::GlorotUniform };
+        std::iter::repeat_n(hidden, self.depth).chain([output]).collect()
+    }
+
+    /// Rejects settings that cannot work, naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(Error::config(name, format!("must be a positive number, got {v}")))
+            }
+        };
+        let unit = |name: &str, v: f32| {
+            if (0.0..1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::config(name, format!("must be in [0, 1), got {v}")))
+            }
+        };
+        positive("--lr", self.lr as f64)?;
+        if self.lr > 10.0 {
+            return Err(Error::config("--lr", format!("{} is far above any rate that trains (at most 10)", self.lr)));
+        }
+        let range = |name: &str, v: usize, lo: usize, hi: usize| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(Error::config(name, format!("must be between {lo} and {hi}, got {v}")))
+            }
+        };
+        range("--batch-size", self.batch_size, 1, 65_536)?;
+        range("--epochs", self.epochs, 1, 100_000)?;
+        range("--depth", self.depth, 0, 1_000)?;
+        range("--width", self.width, 1, 65_536)?;
+        range("--val-size", self.val_size, 1, 49_999)?;
+        range("--threads", self.threads, 0, 1_024)?;
+        if !(self.min_delta.is_finite() && self.min_delta >= 0.0) {
+            return Err(Error::config("--min-delta", format!("must be a non-negative number, got {}", self.min_delta)));
+        }
+        if self.activation.is_row_wise() {
+            return Err(Error::config("--activation", "softmax is only for the output layer"));
+        }
+        let params = (IMAGE_BYTES + 1) as u128 * self.width as u128
+            + self.depth as u128 * (self.width as u128 + 1) * self.width as u128;
+        if params > 1 << 31 {
+            return Err(Error::config(
+                "--width",
+                format!("{} hidden layers of {} units need {params} parameters (at most 2^31)", self.depth, self.width),
+            ));
+        }
+        match self.optimizer {
+            OptimizerConfig::Sgd { momentum, .. } => unit("--momentum", momentum)?,
+            OptimizerConfig::Adam { beta1, beta2, epsilon } | OptimizerConfig::Nadam { beta1, beta2, epsilon } => {
+                unit("--beta1", beta1)?;
+                unit("--beta2", beta2)?;
+                positive("--epsilon", epsilon as f64)?;
+            }
+            OptimizerConfig::AdamW { beta1, beta2, epsilon, weight_decay } => {
+                unit("--beta1", beta1)?;
+                unit("--beta2", beta2)?;
+                positive("--epsilon", epsilon as f64)?;
+                unit("--weight-decay", weight_decay)?;
+            }
+            OptimizerConfig::RmsProp { rho, epsilon } => {
+                unit("--rho", rho)?;
+                positive("--epsilon", epsilon as f64)?;
+            }
+            OptimizerConfig::AdaGrad { initial_accumulator, epsilon } => {
+                if !(initial_accumulator.is_finite() && initial_accumulator >= 0.0) {
+                    return Err(Error::config("--initial-accumulator", "must be a non-negative number"));
+                }
+                positive("--epsilon", epsilon as f64)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings as JSON (the run's `config.json`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "preset": self.preset,
+            "data_dir": self.data_dir,
+            "out_dir": self.out_dir,
+            "model": {
+                "input": IMAGE_BYTES,
+                "depth": self.depth,
+                "width": self.width,
+                "activation": self.activation.to_string(),
+                "initializer": self.init.name(),
+                "output": { "units": CLASSES, "activation": "softmax", "initializer": "glorot_uniform" },
+                "preprocess": if self.standardise { "standardise" } else { "scale 1/255" },
+            },
+            "loss": "sparse_categorical_crossentropy",
+            "optimizer": self.optimizer,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "epochs": self.epochs,
+            "early_stopping": {
+                "monitor": "val_loss",
+                "patience": self.patience,
+                "min_delta": self.min_delta,
+                "restore_best_weights": self.restore_best_weights,
+            },
+            "checkpoint": { "monitor": "val_loss", "save_best_only": true, "file": "best.simdnn" },
+            "val_size": self.val_size,
+            "seed": self.seed,
+            "threads": self.threads,
+        })
+    }
+}
+
+/// `$SIMDNN_DATA`, else `./data/cifar-10-batches-bin`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("SIMDNN_DATA").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("data/cifar-10-batches-bin"))
+}

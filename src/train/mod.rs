@@ -1,0 +1,164 @@
+//! Training: the fit loop, its callbacks (early stopping, save-best checkpoints), per-epoch
+//! history, evaluation, and the run directory a `simdnn train` writes. Imports `nn`,
+//! `optim`, `data` and `fsutil`; the CLI is a thin layer over [`run::train_run`].
+
+pub mod callbacks;
+pub mod config;
+pub mod history;
+pub mod run;
+
+use std::time::Instant;
+
+use crate::data::Split;
+use crate::data::cifar::IMAGE_BYTES;
+use crate::nn::{Preprocess, Sequential, Workspace};
+use crate::optim::Optimizer;
+use crate::rng::{seeded, shuffle};
+use crate::{Error, Result};
+
+pub use callbacks::{EarlyStopping, SaveBest, Verdict};
+pub use config::TrainConfig;
+pub use history::EpochRecord;
+
+/// Records evaluated per forward pass outside training (large enough for the GEMM to
+/// split across threads, small enough to stay in cache).
+const EVAL_BATCH: usize = 500;
+
+/// What the fit loop reports as it goes (the CLI draws progress from it).
+pub enum Event<'a> {
+    EpochStart {
+        epoch: usize,
+        steps: usize,
+    },
+    /// After each optimisation step: the running mean loss and accuracy of the epoch.
+    Step {
+        step: usize,
+        loss: f64,
+        accuracy: f64,
+    },
+    EpochEnd(&'a EpochRecord),
+}
+
+/// Mean loss and accuracy of `model` on `split`.
+pub fn evaluate(model: &Sequential, split: &Split<'_>, preprocess: &Preprocess) -> (f64, f64) {
+    let mut ws = Workspace::new(model, EVAL_BATCH.min(split.len()));
+    let mut x = vec![0f32; EVAL_BATCH * IMAGE_BYTES];
+    let mut y = vec![0u8; EVAL_BATCH];
+    let (mut loss, mut correct) = (0f64, 0usize);
+    let indices: Vec<u32> = (0..split.len() as u32).collect();
+    for chunk in indices.chunks(EVAL_BATCH) {
+        let n = chunk.len();
+        split.fill_batch(chunk, preprocess, &mut x[..n * IMAGE_BYTES], &mut y[..n]);
+        let (l, c) = model.evaluate_batch(&x[..n * IMAGE_BYTES], &y[..n], &mut ws);
+        loss += l;
+        correct += c;
+    }
+    let n = split.len().max(1) as f64;
+    (loss / n, correct as f64 / n)
+}
+
+/// The state of one training run, between epochs.
+pub struct Trainer<'a> {
+    pub model: Sequential,
+    pub optimizer: Box<dyn Optimizer>,
+    pub preprocess: Preprocess,
+    pub train: Split<'a>,
+    pub val: Split<'a>,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub seed: u64,
+    grads: Vec<f32>,
+    ws: Workspace,
+    order: Vec<u32>,
+    x: Vec<f32>,
+    y: Vec<u8>,
+}
+
+impl<'a> Trainer<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        model: Sequential,
+        optimizer: Box<dyn Optimizer>,
+        preprocess: Preprocess,
+        train: Split<'a>,
+        val: Split<'a>,
+        batch_size: usize,
+        lr: f32,
+        seed: u64,
+    ) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(Error::config("--batch-size", "must be at least 1"));
+        }
+        if train.is_empty() || val.is_empty() {
+            return Err(Error::config(
+                "--val-size",
+                format!("needs records on both sides ({} training, {} validation)", train.len(), val.len()),
+            ));
+        }
+        if model.input_dim() != IMAGE_BYTES {
+            return Err(Error::Shape(format!(
+                "the model takes {} inputs but images have {IMAGE_BYTES}",
+                model.input_dim()
+            )));
+        }
+        let grads = vec![0.0; model.num_params()];
+        let ws = Workspace::new(&model, batch_size);
+        let order = (0..train.len() as u32).collect();
+        Ok(Trainer {
+            model,
+            optimizer,
+            preprocess,
+            train,
+            val,
+            batch_size,
+            lr,
+            seed,
+            grads,
+            ws,
+            order,
+            x: vec![0.0; batch_size * IMAGE_BYTES],
+            y: vec![0; batch_size],
+        })
+    }
+
+    /// One pass over the shuffled training split, then validation. `epoch` is 1-based and
+    /// seeds the shuffle, so any epoch can be replayed on its own.
+    pub fn run_epoch(&mut self, epoch: usize, on_event: &mut dyn FnMut(Event<'_>)) -> Result<EpochRecord> {
+        let start = Instant::now();
+        // Keras shuffles the whole training set each epoch; the order depends only on
+        // (seed, epoch).
+        self.order.iter_mut().enumerate().for_each(|(i, o)| *o = i as u32);
+        shuffle(&mut seeded(self.seed, 1_000_000 + epoch as u64), &mut self.order);
+        let steps = self.order.len().div_ceil(self.batch_size);
+        on_event(Event::EpochStart { epoch, steps });
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        for (step, batch) in self.order.chunks(self.batch_size).enumerate() {
+            let n = batch.len();
+            let (x, y) = (&mut self.x[..n * IMAGE_BYTES], &mut self.y[..n]);
+            self.train.fill_batch(batch, &self.preprocess, x, y);
+            let (loss, ok) = self.model.loss_and_grad(x, y, &mut self.ws, &mut self.grads);
+            if !loss.is_finite() {
+                return Err(Error::Diverged { epoch, step: step + 1, loss: loss as f32, suggested_lr: self.lr / 10.0 });
+            }
+            self.optimizer.step(&mut self.model.params, &self.grads, self.lr);
+            loss_sum += loss;
+            correct += ok;
+            seen += n;
+            on_event(Event::Step {
+                step: step + 1,
+                loss: loss_sum / seen as f64,
+                accuracy: correct as f64 / seen as f64,
+            });
+        }
+        let (val_loss, val_accuracy) = evaluate(&self.model, &self.val, &self.preprocess);
+        Ok(EpochRecord {
+            epoch,
+            loss: loss_sum / seen as f64,
+            accuracy: correct as f64 / seen as f64,
+            val_loss,
+            val_accuracy,
+            lr: self.lr,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}

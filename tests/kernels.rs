@@ -1,0 +1,294 @@
+//! SIMD kernels against their scalar twins (`simdnn::kernels::reference`) over awkward sizes.
+//! Every failure in a grid is collected before the test fails, so one run shows the pattern.
+
+use simdnn::kernels::gemm::{Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
+use simdnn::kernels::softmax::{softmax_cross_entropy, softmax_cross_entropy_grad};
+use simdnn::kernels::vector::activation_backward_with_bias_grad;
+use simdnn::kernels::{Activation, reference};
+use simdnn::rng::{normal, seeded};
+
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = seeded(seed, 99);
+    (0..len).map(|_| normal(&mut rng) as f32).collect()
+}
+
+/// Small blocks so that modest matrices cross every block edge.
+fn small_blocking(pack: Packing) -> Blocking {
+    Blocking { mc: 2 * MR, kc: 7, nc: 2 * NR, pack_a: pack, pack_b: pack, parallel_min_flops: usize::MAX }
+}
+
+/// Compares one product against the reference; the bound grows with k:
+/// |err| <= 4 k eps (|A||B|)_ij + eps |C| (example 4 of the design notes).
+#[allow(clippy::too_many_arguments)]
+fn check_gemm(
+    blocking: &Blocking,
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+    alpha: f32,
+    beta: f32,
+    bias: bool,
+    act: Activation,
+    failures: &mut Vec<String>,
+) {
+    let a_data = random(m * k, 1 + (m * 31 + k) as u64);
+    let b_data = random(k * n, 2 + (k * 17 + n) as u64);
+    let a = if ta { MatRef::new(&a_data, k, m).t() } else { MatRef::new(&a_data, m, k) };
+    let b = if tb { MatRef::new(&b_data, n, k).t() } else { MatRef::new(&b_data, k, n) };
+    let bias_data = random(n, 5);
+    let bias = bias.then_some(&bias_data[..]);
+    // beta == 0 must not read C: fill it with NaN.
+    let c0 = if beta == 0.0 { vec![f32::NAN; m * n] } else { random(m * n, 3) };
+    let mut expected = c0.clone();
+    reference::gemm(alpha, a, b, beta, &mut MatMut::new(&mut expected, m, n), bias, act);
+    let mut got = c0.clone();
+    gemm_with(blocking, alpha, a, b, beta, MatMut::new(&mut got, m, n), Epilogue { bias, activation: act });
+    for i in 0..m {
+        for j in 0..n {
+            let abs: f64 = (0..k).map(|p| (a.at(i, p) as f64 * b.at(p, j) as f64).abs()).sum();
+            let c_term = if beta == 0.0 { 0.0 } else { (beta as f64 * c0[i * n + j] as f64).abs() };
+            let scale = alpha.abs() as f64 * abs + c_term + 1.0;
+            let tol = 4.0 * (k as f64 + 2.0) * f32::EPSILON as f64 * scale;
+            let (e, g) = (expected[i * n + j], got[i * n + j]);
+            if !((e as f64 - g as f64).abs() <= tol) {
+                failures.push(format!(
+                    "m={m} k={k} n={n} ta={ta} tb={tb} alpha={alpha} beta={beta} {act}: C[{i},{j}] = {g}, expected {e}"
+                ));
+                return;
+            }
+        }
+    }
+}
+
+fn awkward(block: usize) -> Vec<usize> {
+    let mut v = vec![0, 1, MR - 1, MR, MR + 1, block - 1, block, block + 1, 2 * block + 3];
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[test]
+fn gemm_matches_reference_over_awkward_sizes_and_transposes() {
+    let mut failures = Vec::new();
+    for pack in [Packing::Auto, Packing::Always, Packing::Never] {
+        let blocking = small_blocking(pack);
+        for &m in &awkward(blocking.mc) {
+            for &k in &[0, 1, 6, 7, 8, 15] {
+                for &n in &[1, NR - 1, NR, NR + 1, 2 * NR + 5] {
+                    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                        check_gemm(&blocking, m, k, n, ta, tb, 1.0, 0.0, false, Activation::Identity, &mut failures);
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn gemm_alpha_beta_bias_and_every_activation() {
+    let mut failures = Vec::new();
+    let blocking = small_blocking(Packing::Auto);
+    let acts = [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::LeakyRelu { alpha: 0.2 },
+        Activation::ELU,
+        Activation::Selu,
+        Activation::Tanh,
+        Activation::Logistic,
+    ];
+    for act in acts {
+        for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)] {
+            for (m, k, n) in [(MR + 3, 15, NR + 7), (2 * MR + 1, 9, 2 * NR + 1), (1, 1, 1)] {
+                for (ta, tb) in [(false, false), (true, true)] {
+                    check_gemm(&blocking, m, k, n, ta, tb, alpha, beta, true, act, &mut failures);
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn gemm_default_blocking_on_layer_shapes_and_large_k() {
+    let mut failures = Vec::new();
+    let blocking = Blocking { parallel_min_flops: usize::MAX, ..Blocking::DEFAULT };
+    for (m, k, n, ta, tb) in [
+        (32, 3072, 100, false, false), // first layer forward
+        (3072, 32, 100, true, false),  // first layer weight gradient
+        (32, 100, 3072, false, true),  // input gradient through the first layer
+        (33, 100, 100, false, false),
+        (300, 513, 129, false, false),
+    ] {
+        check_gemm(&blocking, m, k, n, ta, tb, 1.0, 0.0, true, Activation::ELU, &mut failures);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn parallel_gemm_is_bit_identical_to_serial() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    for (m, k, n) in [(32, 3072, 100), (3072, 32, 100), (8, 200, 300), (129, 70, 65)] {
+        let a = random(m * k, 1);
+        let b = random(k * n, 2);
+        let bias = random(n, 3);
+        let epi = Epilogue { bias: Some(&bias), activation: Activation::ELU };
+        let serial_blocking = Blocking { parallel_min_flops: usize::MAX, ..Blocking::DEFAULT };
+        let parallel_blocking = Blocking { parallel_min_flops: 0, ..Blocking::DEFAULT };
+        let mut serial = vec![0.0; m * n];
+        let mut parallel = vec![0.0; m * n];
+        gemm_with(
+            &serial_blocking,
+            1.0,
+            MatRef::new(&a, m, k),
+            MatRef::new(&b, k, n),
+            0.0,
+            MatMut::new(&mut serial, m, n),
+            epi,
+        );
+        pool.install(|| {
+            gemm_with(
+                &parallel_blocking,
+                1.0,
+                MatRef::new(&a, m, k),
+                MatRef::new(&b, k, n),
+                0.0,
+                MatMut::new(&mut parallel, m, n),
+                epi,
+            )
+        });
+        assert_eq!(serial, parallel, "shape ({m},{k},{n})");
+    }
+}
+
+/// ULP distance between two finite floats of the same sign region.
+fn ulps(a: f32, b: f32) -> u32 {
+    let key = |x: f32| {
+        let i = x.to_bits() as i32;
+        if i < 0 { i32::MIN.wrapping_sub(i) } else { i }
+    };
+    (key(a) as i64 - key(b) as i64).unsigned_abs().min(u32::MAX as u64) as u32
+}
+
+const ACTIVATIONS: [Activation; 7] = [
+    Activation::Identity,
+    Activation::Relu,
+    Activation::LeakyRelu { alpha: 0.2 },
+    Activation::ELU,
+    Activation::Selu,
+    Activation::Tanh,
+    Activation::Logistic,
+];
+
+#[test]
+fn activations_within_4_ulp_or_1e7_of_the_scalar_twin() {
+    // 200k points over [-30, 30], plus special values; odd length exercises the tail.
+    let mut xs: Vec<f32> = (0..200_001).map(|i| -30.0 + 60.0 * i as f32 / 200_000.0).collect();
+    xs.extend([0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0, -104.0, 1e-4, -1e-4, f32::MIN_POSITIVE]);
+    for act in ACTIVATIONS {
+        let mut ys = xs.clone();
+        act.forward(&mut ys);
+        let mut worst = (0u32, 0f32);
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let r = reference::activation(act, x);
+            let u = ulps(y, r);
+            assert!(u <= 4 || (y - r).abs() <= 1e-7, "{act}({x}) = {y}, reference {r} ({u} ulp)");
+            if u > worst.0 {
+                worst = (u, x);
+            }
+        }
+        eprintln!("{act}: worst {} ulp at x = {}", worst.0, worst.1);
+    }
+}
+
+#[test]
+fn activation_derivatives_match_the_twin_and_finite_differences() {
+    for act in ACTIVATIONS {
+        for i in 0..400 {
+            let x = -6.0 + 12.0 * (i as f64 + 0.5) / 400.0;
+            if matches!(act, Activation::Relu | Activation::LeakyRelu { .. }) && x.abs() < 1e-3 {
+                continue; // kink
+            }
+            let y = reference::activation(act, x as f32);
+            let mut g = [1.0f32];
+            act.backward(&[y], &mut g);
+            let twin = reference::activation_derivative_from_output(act, y);
+            assert!((g[0] - twin).abs() <= 1e-6 * twin.abs().max(1.0), "{act}'({x}): {} vs twin {twin}", g[0]);
+            let h = 1e-3;
+            let fd = (reference::activation(act, (x + h) as f32) as f64
+                - reference::activation(act, (x - h) as f32) as f64)
+                / (2.0 * h);
+            assert!(
+                (g[0] as f64 - fd).abs() <= 2e-3 * fd.abs().max(1.0),
+                "{act}'({x}) = {} but finite difference gives {fd}",
+                g[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_backward_matches_separate_steps() {
+    for n in [1, 10, 16, 17, 100] {
+        let rows = 5;
+        let mut ys = random(rows * n, 4);
+        Activation::ELU.forward(&mut ys);
+        let dys = random(rows * n, 6);
+        let mut fused = dys.clone();
+        let mut bias_grad = vec![0.5; n];
+        activation_backward_with_bias_grad(Activation::ELU, &ys, &mut fused, n, &mut bias_grad);
+        for j in 0..n {
+            let mut sum = 0.5f32;
+            for r in 0..rows {
+                let dz = dys[r * n + j] * reference::activation_derivative_from_output(Activation::ELU, ys[r * n + j]);
+                assert!((fused[r * n + j] - dz).abs() <= 1e-6, "dz[{r},{j}]");
+                sum += dz;
+            }
+            assert!((bias_grad[j] - sum).abs() <= 1e-5, "bias grad {j}: {} vs {sum}", bias_grad[j]);
+        }
+    }
+}
+
+#[test]
+fn softmax_cross_entropy_matches_reference_and_gradient() {
+    for n in [1, 2, 10, 16, 17, 40] {
+        let rows = 7;
+        let logits = random(rows * n, n as u64).iter().map(|x| x * 5.0).collect::<Vec<_>>();
+        let labels: Vec<u8> = (0..rows).map(|r| (r * 3 % n) as u8).collect();
+        let mut expected = vec![0.0; rows * n];
+        let ref_loss = reference::softmax_cross_entropy(&logits, n, &labels, &mut expected);
+        let mut probs = logits.clone();
+        let (loss, _) = softmax_cross_entropy(&mut probs, n, &labels);
+        assert!((loss - ref_loss).abs() <= 1e-5 * ref_loss.abs().max(1.0), "n={n}: loss {loss} vs {ref_loss}");
+        for (p, e) in probs.iter().zip(&expected) {
+            assert!((p - e).abs() <= 1e-6, "n={n}: prob {p} vs {e}");
+        }
+        // Gradient of the summed loss by central differences on a few logits.
+        let mut grad = probs.clone();
+        softmax_cross_entropy_grad(&mut grad, n, &labels, 1.0);
+        for idx in [0, rows * n / 2, rows * n - 1] {
+            let h = 1e-2f32;
+            let mut plus = logits.clone();
+            plus[idx] += h;
+            let mut minus = logits.clone();
+            minus[idx] -= h;
+            let mut scratch = vec![0.0; rows * n];
+            let fd = (reference::softmax_cross_entropy(&plus, n, &labels, &mut scratch)
+                - reference::softmax_cross_entropy(&minus, n, &labels, &mut scratch))
+                / (2.0 * h as f64);
+            assert!((grad[idx] as f64 - fd).abs() <= 1e-3, "n={n} grad[{idx}] = {} vs {fd}", grad[idx]);
+        }
+    }
+}
+
+#[test]
+fn softmax_is_stable_for_huge_logits() {
+    let mut logits = vec![1e30, -1e30, 0.0, 88.0];
+    let (loss, correct) = softmax_cross_entropy(&mut logits, 4, &[0]);
+    assert_eq!(correct, 1);
+    assert!(loss.is_finite() && loss.abs() < 1e-6, "{loss}");
+    assert!(logits.iter().all(|p| p.is_finite()));
+}
