@@ -1,1 +1,166 @@
-fn main() {}
+//! The layers and the training step of the 8a model (CIFAR-10: 3072 -> 20 x Dense(100, ELU,
+//! He normal) -> Dense(10, softmax), Nadam, batch 32), on rayon's default pool. Record the
+//! numbers in BENCHMARKS.md.
+//!
+//! Groups and the question each answers:
+//! - `dense/input_3072x100_elu` (`forward`, `backward`): the first layer, whose 3072 x 100
+//!   weights dominate the model's parameters. What does one batch of 32 cost through the
+//!   fused GEMM + bias + ELU forward, and through the backward pass (ELU derivative and bias
+//!   gradient, then the weight-gradient GEMM; no input gradient, as in training)?
+//! - `dense/hidden_100x100_elu` (`forward`, `backward`): one of the 20 hidden layers, where
+//!   the products are small (640 kflop) and the overheads around them show. The backward
+//!   pass here also computes the input gradient.
+//!   Both layer groups report `Throughput::Elements(32)`: samples per second.
+//! - `activation/forward_3200`: each element-wise activation over 3200 values (one hidden
+//!   layer's output for a batch of 32), `simd/<act>` against the scalar twin
+//!   `reference/<act>` (`simdnn::kernels::reference::activation`). How much do the
+//!   vectorised `exp`/`tanh` gain over libm? Reports values per second.
+//! - `train_step/8a_batch32` (`loss_and_grad_nadam`): one full training step,
+//!   `Sequential::loss_and_grad` on 32 samples then a Nadam step over all parameters. How
+//!   many samples per second can training reach, before data loading?
+//!
+//! Times default to a 1 s warm-up and 3 s of measurement per benchmark (about 1.5 min for
+//! the file); the command line's `--warm-up-time`, `--measurement-time` and `--sample-size`
+//! override them.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use simdnn::data::cifar::{CLASSES, IMAGE_BYTES};
+use simdnn::kernels::{Activation, reference};
+use simdnn::nn::{Sequential, Workspace};
+use simdnn::optim::OptimizerConfig;
+use simdnn::rng::{below, normal, seeded, uniform_f32};
+use simdnn::train::TrainConfig;
+
+const BATCH: usize = 32;
+
+/// The 8a model with its He-normal weights (seed 42, as the preset).
+fn model_8a() -> (Sequential, TrainConfig) {
+    let config = TrainConfig::preset("8a").expect("the 8a preset exists");
+    let model = Sequential::new(IMAGE_BYTES, &config.layer_specs(), config.seed).expect("the 8a model builds");
+    (model, config)
+}
+
+/// A batch of inputs as `x / 255` gives them: uniform in [0, 1).
+fn inputs(len: usize, stream: u64) -> Vec<f32> {
+    let mut rng = seeded(3, stream);
+    (0..len).map(|_| uniform_f32(&mut rng)).collect()
+}
+
+fn gaussian(len: usize, scale: f32, stream: u64) -> Vec<f32> {
+    let mut rng = seeded(5, stream);
+    (0..len).map(|_| scale * normal(&mut rng) as f32).collect()
+}
+
+fn bench_layers(c: &mut Criterion) {
+    let (model, _) = model_8a();
+    let params = &model.params;
+    let mut grads = vec![0f32; model.num_params()];
+    let x = inputs(BATCH * IMAGE_BYTES, 0);
+    for (index, name) in [(0, "input_3072x100_elu"), (1, "hidden_100x100_elu")] {
+        let layer = &model.layers()[index];
+        let (n_in, n_out) = (layer.n_in, layer.n_out);
+        assert_eq!(layer.activation, Activation::ELU, "8a layers use ELU");
+        // The hidden layer's input is the first layer's output, as in the model.
+        let input = if index == 0 {
+            x.clone()
+        } else {
+            let mut h = vec![0f32; BATCH * n_in];
+            model.layers()[0].forward(params, &x, &mut h, BATCH);
+            h
+        };
+        let mut y = vec![0f32; BATCH * n_out];
+        layer.forward(params, &input, &mut y, BATCH);
+        let dy = gaussian(BATCH * n_out, 0.01, index as u64);
+        let mut dx = vec![0f32; BATCH * n_in];
+
+        let mut group = c.benchmark_group(format!("dense/{name}"));
+        group.throughput(Throughput::Elements(BATCH as u64));
+        let mut out = vec![0f32; BATCH * n_out];
+        group.bench_function("forward", |b| {
+            b.iter(|| {
+                layer.forward(params, black_box(&input), &mut out, BATCH);
+                black_box(&mut out);
+            })
+        });
+        // `backward` turns dy into dz in place: every call starts from a fresh copy (made
+        // outside the timed region).
+        group.bench_function("backward", |b| {
+            b.iter_batched_ref(
+                || dy.clone(),
+                |dy| {
+                    let dx = (index > 0).then_some(&mut dx[..]);
+                    layer.backward(params, black_box(&input), &y, dy, &mut grads, dx, BATCH);
+                },
+                BatchSize::SmallInput,
+            );
+            black_box(&mut grads);
+        });
+        group.finish();
+    }
+}
+
+fn bench_activations(c: &mut Criterion) {
+    const LEN: usize = BATCH * 100;
+    let mut rng = seeded(11, 0);
+    // Both signs, so every branch of the scalar twins is taken.
+    let xs: Vec<f32> = (0..LEN).map(|_| 10.0 * uniform_f32(&mut rng) - 5.0).collect();
+    let acts = [
+        ("relu", Activation::Relu),
+        ("leaky_relu", Activation::LEAKY_RELU),
+        ("elu", Activation::ELU),
+        ("selu", Activation::Selu),
+        ("tanh", Activation::Tanh),
+        ("logistic", Activation::Logistic),
+    ];
+    let mut group = c.benchmark_group("activation/forward_3200");
+    group.throughput(Throughput::Elements(LEN as u64));
+    for (name, act) in acts {
+        group.bench_function(format!("simd/{name}"), |b| {
+            b.iter_batched_ref(|| xs.clone(), |v| act.forward(black_box(v)), BatchSize::SmallInput)
+        });
+        group.bench_function(format!("reference/{name}"), |b| {
+            b.iter_batched_ref(
+                || xs.clone(),
+                |v| {
+                    for x in black_box(v).iter_mut() {
+                        *x = reference::activation(act, *x);
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+fn bench_train_step(c: &mut Criterion) {
+    let (mut model, config) = model_8a();
+    let n = model.num_params();
+    let mut optimizer = OptimizerConfig::keras_default("nadam").expect("nadam exists").build(n);
+    let mut ws = Workspace::new(&model, BATCH);
+    let mut grads = vec![0f32; n];
+    let x = inputs(BATCH * IMAGE_BYTES, 1);
+    let mut rng = seeded(13, 0);
+    let labels: Vec<u8> = (0..BATCH).map(|_| below(&mut rng, CLASSES as u64) as u8).collect();
+
+    let mut group = c.benchmark_group("train_step/8a_batch32");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("loss_and_grad_nadam", |b| {
+        b.iter(|| {
+            let (loss, _) = model.loss_and_grad(black_box(&x), &labels, &mut ws, &mut grads);
+            optimizer.step(&mut model.params, &grads, config.lr);
+            black_box(loss)
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = bench_layers, bench_activations, bench_train_step
+}
+criterion_main!(benches);

@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model on CIFAR-10 (downloads the data when it is missing).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Loss and accuracy of a saved model on a CIFAR-10 split.
     Eval(EvalArgs),
     /// Micro-benchmarks.
@@ -198,7 +198,7 @@ fn parse_initializer(s: &str) -> std::result::Result<Initializer, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(args) => cmd_train(args),
+        Command::Train(args) => cmd_train(*args),
         Command::Eval(args) => cmd_eval(args),
         Command::Bench(BenchCommand::Gemm { m, k, n, threads, transpose_a, transpose_b, seconds, json }) => {
             cmd_bench_gemm(m, k, n, threads, transpose_a, transpose_b, seconds, json)

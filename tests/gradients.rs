@@ -1,5 +1,6 @@
 //! Finite-difference checks of the analytic gradients: every activation through a 3-layer
 //! network, compared in f64 against central differences of the f32 loss.
+#![allow(clippy::needless_range_loop)] // finite differences perturb parameters by index
 
 use simdnn::kernels::Activation;
 use simdnn::nn::{Initializer, LayerSpec, Sequential, Workspace};

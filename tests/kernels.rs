@@ -52,7 +52,8 @@ fn check_gemm(
             let scale = alpha.abs() as f64 * abs + c_term + 1.0;
             let tol = 4.0 * (k as f64 + 2.0) * f32::EPSILON as f64 * scale;
             let (e, g) = (expected[i * n + j], got[i * n + j]);
-            if !((e as f64 - g as f64).abs() <= tol) {
+            let within = (e as f64 - g as f64).abs() <= tol; // false for NaN too
+            if !within {
                 failures.push(format!(
                     "m={m} k={k} n={n} ta={ta} tb={tb} alpha={alpha} beta={beta} {act}: C[{i},{j}] = {g}, expected {e}"
                 ));

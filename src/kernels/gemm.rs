@@ -21,7 +21,6 @@
 //! Raw pointers stay inside this file; every `unsafe` block states why its accesses are in
 //! bounds.
 
-use alloc::vec;
 use alloc::vec::Vec;
 use wide::f32x16;
 
@@ -358,11 +357,74 @@ unsafe fn gemm_serial(
         Packing::Always => true,
         Packing::Never => false,
     };
-    let mut b_buf: Vec<f32> = if pack_b { vec![0.0; kc.min(k) * nc.min(n).next_multiple_of(NR)] } else { Vec::new() };
-    let mut a_buf: Vec<f32> = if pack_a { vec![0.0; mc.min(m).next_multiple_of(MR) * kc.min(k)] } else { Vec::new() };
-    // The last, partial B panel when B is read in place: reading past its columns could
-    // leave the slice, so it is copied out with zero padding.
-    let mut edge_buf: Vec<f32> = Vec::new();
+    with_scratch(|scratch| {
+        let b_len = if pack_b { kc.min(k) * nc.min(n).next_multiple_of(NR) } else { kc.min(k) * NR };
+        let a_len = if pack_a { mc.min(m).next_multiple_of(MR) * kc.min(k) } else { 0 };
+        let (a_buf, b_buf) = scratch.get(a_len, b_len);
+        // SAFETY: forwarded from this function's contract.
+        unsafe { gemm_blocks(blocking, pack_a, pack_b, a_buf, b_buf, alpha, a, b, beta, c, epi) }
+    })
+}
+
+/// Packing buffers, kept per thread (with `std`) so that the many small products of a
+/// training step do not allocate.
+#[derive(Default)]
+struct Scratch {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl Scratch {
+    /// Buffers of at least the given lengths (packing overwrites every element it reads).
+    fn get(&mut self, a_len: usize, b_len: usize) -> (&mut [f32], &mut [f32]) {
+        for (buf, len) in [(&mut self.a, a_len), (&mut self.b, b_len)] {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
+        }
+        (&mut self.a[..a_len], &mut self.b[..b_len])
+    }
+}
+
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    #[cfg(feature = "std")]
+    {
+        std::thread_local! {
+            static SCRATCH: core::cell::RefCell<Scratch> = core::cell::RefCell::default();
+        }
+        // A thread never runs two GEMMs at once, but fall back to fresh buffers rather than
+        // panic if it ever did.
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => f(&mut scratch),
+            Err(_) => f(&mut Scratch::default()),
+        })
+    }
+    #[cfg(not(feature = "std"))]
+    f(&mut Scratch::default())
+}
+
+/// The five loops, with packing decided and buffers provided. `b_buf` holds the packed B
+/// block, or (when B is read in place) the last partial B panel: reading past its columns
+/// could leave the slice, so it is copied out with zero padding.
+///
+/// # Safety
+/// As [`gemm_serial`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_blocks(
+    blocking: &Blocking,
+    pack_a: bool,
+    pack_b: bool,
+    a_buf: &mut [f32],
+    b_buf: &mut [f32],
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: Target,
+    epi: Epilogue<'_>,
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let Blocking { mc, kc, nc, .. } = *blocking;
 
     for jc in (0..n).step_by(nc) {
         let n_block = nc.min(n - jc);
@@ -373,25 +435,23 @@ unsafe fn gemm_serial(
             let last_k = pc + k_block >= k;
             let b_block = b.sub(pc, jc, k_block, n_block);
             if pack_b {
-                pack_b_panels(&mut b_buf, b_block);
+                pack_b_panels(b_buf, b_block);
             } else if n_block % NR != 0 {
                 let edge = n_block - n_block % NR;
-                edge_buf.clear();
-                edge_buf.resize(k_block * NR, 0.0);
-                pack_b_panels(&mut edge_buf, b_block.sub(0, edge, k_block, n_block - edge));
+                pack_b_panels(&mut b_buf[..k_block * NR], b_block.sub(0, edge, k_block, n_block - edge));
             }
             for ic in (0..m).step_by(mc) {
                 let m_block = mc.min(m - ic);
                 let a_block = a.sub(ic, pc, m_block, k_block);
                 if pack_a {
-                    pack_a_panels(&mut a_buf, a_block);
+                    pack_a_panels(a_buf, a_block);
                 }
                 for jr in (0..n_block).step_by(NR) {
                     let cols = NR.min(n_block - jr);
                     let (b_ptr, b_step) = if pack_b {
                         (b_buf[jr * k_block..].as_ptr(), NR)
                     } else if cols < NR {
-                        (edge_buf.as_ptr(), NR)
+                        (b_buf.as_ptr(), NR)
                     } else {
                         (b_block.data.as_ptr().wrapping_add(jr), b.rs)
                     };
@@ -405,16 +465,21 @@ unsafe fn gemm_serial(
                             let offsets = core::array::from_fn(|i| i.min(rows - 1) * a.rs);
                             (a_block.data.as_ptr().wrapping_add(ir * a.rs), offsets, a.cs)
                         };
+                        let epi = if last_k { Some(&epi) } else { None };
                         // SAFETY: A: offsets + (k_block-1) * a_step stay inside the a_block
                         // rows ir..ir+rows (packed: inside a_buf's panel). B: k_block rows of
-                        // NR floats from b_ptr stay inside b_buf / edge_buf / the full-width
-                        // panel of b_block.
-                        let acc = unsafe { microkernel(k_block, a_ptr, a_offsets, a_step, b_ptr, b_step) };
-                        // SAFETY: the tile (ic+ir.., jc+jr..) of rows x cols lies in C.
+                        // NR floats from b_ptr stay inside b_buf (packed block or edge panel) / the full-width
+                        // panel of b_block. C: the tile (ic+ir.., jc+jr..) of rows x cols
+                        // lies in C.
                         unsafe {
                             let tile = c.ptr.add((ic + ir) * c.ld + jc + jr);
-                            let epi = if last_k { Some(&epi) } else { None };
-                            store_tile(&acc, tile, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
+                            if cols <= LANES {
+                                let acc = microkernel::<1>(k_block, a_ptr, a_offsets, a_step, b_ptr, b_step);
+                                store_tile(&acc, tile, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
+                            } else {
+                                let acc = microkernel::<NV>(k_block, a_ptr, a_offsets, a_step, b_ptr, b_step);
+                                store_tile(&acc, tile, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
+                            }
                         }
                     }
                 }
@@ -437,9 +502,24 @@ fn pack_b_panels(buf: &mut [f32], block: MatRef<'_>) {
     for (p, panel) in buf.chunks_exact_mut(k * NR).take(n.div_ceil(NR)).enumerate() {
         let j0 = p * NR;
         let width = NR.min(n - j0);
-        for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-            for (j, out) in row.iter_mut().enumerate() {
-                *out = if j < width { block.data[kk * block.rs + (j0 + j) * block.cs] } else { 0.0 };
+        if block.cs == 1 {
+            // Rows are contiguous: copy row segments.
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                let start = kk * block.rs + j0;
+                row[..width].copy_from_slice(&block.data[start..start + width]);
+                row[width..].fill(0.0);
+            }
+        } else {
+            if width < NR {
+                panel.fill(0.0);
+            }
+            // A transposed matrix (the weights in the backward pass): walk each column, which
+            // is contiguous along k there.
+            for j in 0..width {
+                let col = &block.data[(j0 + j) * block.cs..];
+                for kk in 0..k {
+                    panel[kk * NR + j] = col[kk * block.rs];
+                }
             }
         }
     }
@@ -455,41 +535,48 @@ fn pack_a_panels(buf: &mut [f32], block: MatRef<'_>) {
     for (p, panel) in buf.chunks_exact_mut(k * MR).take(m.div_ceil(MR)).enumerate() {
         let i0 = p * MR;
         let height = MR.min(m - i0);
-        for (kk, col) in panel.chunks_exact_mut(MR).enumerate() {
-            for (i, out) in col.iter_mut().enumerate() {
-                *out = if i < height { block.data[(i0 + i) * block.rs + kk * block.cs] } else { 0.0 };
+        if height < MR {
+            panel.fill(0.0);
+        }
+        // Walk each row along k (contiguous for a row-major A).
+        for i in 0..height {
+            let row = &block.data[(i0 + i) * block.rs..];
+            for kk in 0..k {
+                panel[kk * MR + i] = row[kk * block.cs];
             }
         }
     }
 }
 
-/// The microkernel: returns the `MR x NR` tile `sum over kk < k of a(i, kk) * b(kk, j)`.
+/// The microkernel: returns the `MR x 16V` tile `sum over kk < k of a(i, kk) * b(kk, j)`.
+/// `V = NV` for full panels; `V = 1` for a last panel of at most 16 columns, which then costs
+/// half a full one.
 ///
 /// Element `a(i, kk)` is `*a.add(a_offsets[i] + kk * a_step)`; row `kk` of the B micro-panel
-/// is the `NR` contiguous floats at `b.add(kk * b_step)`. Edge tiles are the caller's: it
+/// is the `16V` contiguous floats at `b.add(kk * b_step)`. Edge tiles are the caller's: it
 /// pads B panels and repeats A rows, and stores only the valid part of the tile. The
 /// accumulators stay in registers (16 of the 32 zmm registers for 8 x 32).
 ///
 /// # Safety
 /// Every address named above, for `kk < k`, must be readable.
 #[inline(always)]
-unsafe fn microkernel(
+unsafe fn microkernel<const V: usize>(
     k: usize,
     a: *const f32,
     a_offsets: [usize; MR],
     a_step: usize,
     b: *const f32,
     b_step: usize,
-) -> [[f32x16; NV]; MR] {
-    let mut acc = [[f32x16::ZERO; NV]; MR];
+) -> [[f32x16; V]; MR] {
+    let mut acc = [[f32x16::ZERO; V]; MR];
     let (mut a, mut b) = (a, b);
     for _ in 0..k {
-        // SAFETY: the caller guarantees NR readable floats at b for this kk.
-        let bv: [f32x16; NV] = core::array::from_fn(|v| unsafe { load(b.add(v * LANES)) });
+        // SAFETY: the caller guarantees V * 16 readable floats at b for this kk.
+        let bv: [f32x16; V] = core::array::from_fn(|v| unsafe { load(b.add(v * LANES)) });
         for i in 0..MR {
             // SAFETY: the caller guarantees a(i, kk) is readable.
             let ai = f32x16::splat(unsafe { *a.add(a_offsets[i]) });
-            for v in 0..NV {
+            for v in 0..V {
                 acc[i][v] = ai.mul_add(bv[v], acc[i][v]);
             }
         }
@@ -509,8 +596,8 @@ unsafe fn microkernel(
 /// must hold at least `col0 + cols` values.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn store_tile(
-    acc: &[[f32x16; NV]; MR],
+unsafe fn store_tile<const V: usize>(
+    acc: &[[f32x16; V]; MR],
     c: *mut f32,
     ldc: usize,
     rows: usize,
@@ -523,7 +610,7 @@ unsafe fn store_tile(
     let alpha_v = f32x16::splat(alpha);
     let beta_v = f32x16::splat(beta);
     let epi = epi.filter(|e| !e.is_none());
-    let bias: [f32x16; NV] = core::array::from_fn(|v| {
+    let bias: [f32x16; V] = core::array::from_fn(|v| {
         let lo = (v * LANES).min(cols);
         let hi = ((v + 1) * LANES).min(cols);
         match epi.and_then(|e| e.bias) {
@@ -538,13 +625,13 @@ unsafe fn store_tile(
     for (i, acc_row) in acc.iter().enumerate().take(rows) {
         // SAFETY: row i < rows of the tile.
         let row = unsafe { c.add(i * ldc) };
-        if cols == NR {
-            for v in 0..NV {
-                // SAFETY: full tile: NR = NV*16 writable (and, for beta != 0, readable)
-                // floats from row.
+        if cols == V * LANES {
+            for (v, &acc) in acc_row.iter().enumerate() {
+                // SAFETY: full tile: V*16 writable (and, for beta != 0, readable) floats
+                // from row.
                 unsafe {
                     let p = row.add(v * LANES);
-                    let mut x = acc_row[v] * alpha_v;
+                    let mut x = acc * alpha_v;
                     if beta != 0.0 {
                         x = beta_v.mul_add(load(p), x);
                     }

@@ -120,6 +120,20 @@ impl Sequential {
     /// Forward and backward pass for a batch: writes the gradient of the *mean* loss into
     /// `grads` (same layout as `params`) and returns the summed loss and correct count.
     pub fn loss_and_grad(&self, x: &[f32], labels: &[u8], ws: &mut Workspace, grads: &mut [f32]) -> (f64, usize) {
+        self.loss_and_grad_scaled(x, labels, ws, grads, 1.0 / labels.len().max(1) as f32)
+    }
+
+    /// As [`Sequential::loss_and_grad`], but the gradient is of `loss_scale * summed loss`:
+    /// a shard of a batch split across threads passes `1 / full batch size`, so the shards'
+    /// gradients add up to the gradient of the batch's mean loss.
+    pub fn loss_and_grad_scaled(
+        &self,
+        x: &[f32],
+        labels: &[u8],
+        ws: &mut Workspace,
+        grads: &mut [f32],
+        loss_scale: f32,
+    ) -> (f64, usize) {
         assert_eq!(grads.len(), self.params.len(), "gradient buffer does not match the model");
         let batch = labels.len();
         self.forward(x, batch, ws);
@@ -129,7 +143,7 @@ impl Sequential {
         let Workspace { activations, delta, delta_prev, .. } = ws;
         let top = activations.len() - 1;
         delta[..batch * n_out].copy_from_slice(&activations[top][..batch * n_out]);
-        softmax_cross_entropy_grad(&mut delta[..batch * n_out], n_out, labels, 1.0 / batch as f32);
+        softmax_cross_entropy_grad(&mut delta[..batch * n_out], n_out, labels, loss_scale);
         for (l, layer) in self.layers.iter().enumerate().rev() {
             let input = if l == 0 { &x[..batch * layer.n_in] } else { &activations[l - 1][..batch * layer.n_in] };
             let output = &activations[l][..batch * layer.n_out];

@@ -57,6 +57,44 @@ pub fn evaluate(model: &Sequential, split: &Split<'_>, preprocess: &Preprocess) 
     (loss / n, correct as f64 / n)
 }
 
+/// One thread's share of a training step.
+struct Shard {
+    ws: Workspace,
+    grads: Vec<f32>,
+}
+
+/// Data parallelism: splits the batch into one contiguous slice per shard, runs forward and
+/// backward on each in parallel, and sums the gradients into `shards[0].grads`. The split and
+/// the order of the sum depend only on the shard count, so a given thread count always gives
+/// the same bits.
+fn sharded_loss_and_grad(model: &Sequential, x: &[f32], y: &[u8], shards: &mut [Shard]) -> (f64, usize) {
+    use rayon::prelude::*;
+    let n = y.len();
+    let parts = shards.len().min(n);
+    let scale = 1.0 / n as f32;
+    let bounds: Vec<(usize, usize)> = (0..parts).map(|p| (n * p / parts, n * (p + 1) / parts)).collect();
+    let results: Vec<(f64, usize)> = shards[..parts]
+        .par_iter_mut()
+        .zip(&bounds)
+        .map(|(shard, &(lo, hi))| {
+            let xs = &x[lo * IMAGE_BYTES..hi * IMAGE_BYTES];
+            model.loss_and_grad_scaled(xs, &y[lo..hi], &mut shard.ws, &mut shard.grads, scale)
+        })
+        .collect();
+    if let [first, rest @ ..] = &mut shards[..parts] {
+        // Sum in parallel chunks; every element adds the shards in the same order.
+        const CHUNK: usize = 1 << 15;
+        first.grads.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+            for shard in rest.iter() {
+                for (o, g) in out.iter_mut().zip(&shard.grads[c * CHUNK..]) {
+                    *o += g;
+                }
+            }
+        });
+    }
+    results.iter().fold((0.0, 0), |(l, c), &(l2, c2)| (l + l2, c + c2))
+}
+
 /// The state of one training run, between epochs.
 pub struct Trainer<'a> {
     pub model: Sequential,
@@ -67,8 +105,8 @@ pub struct Trainer<'a> {
     pub batch_size: usize,
     pub lr: f32,
     pub seed: u64,
-    grads: Vec<f32>,
-    ws: Workspace,
+    /// One per thread: each computes the gradient of its slice of every batch.
+    shards: Vec<Shard>,
     order: Vec<u32>,
     x: Vec<f32>,
     y: Vec<u8>,
@@ -101,8 +139,14 @@ impl<'a> Trainer<'a> {
                 model.input_dim()
             )));
         }
-        let grads = vec![0.0; model.num_params()];
-        let ws = Workspace::new(&model, batch_size);
+        // Slices of at least 8 rows: thinner ones would cost the GEMMs more than they gain.
+        let threads = rayon::current_num_threads().clamp(1, batch_size.div_ceil(8).max(1));
+        let shards = (0..threads)
+            .map(|_| Shard {
+                ws: Workspace::new(&model, batch_size.div_ceil(threads)),
+                grads: vec![0.0; model.num_params()],
+            })
+            .collect();
         let order = (0..train.len() as u32).collect();
         Ok(Trainer {
             model,
@@ -113,8 +157,7 @@ impl<'a> Trainer<'a> {
             batch_size,
             lr,
             seed,
-            grads,
-            ws,
+            shards,
             order,
             x: vec![0.0; batch_size * IMAGE_BYTES],
             y: vec![0; batch_size],
@@ -136,11 +179,11 @@ impl<'a> Trainer<'a> {
             let n = batch.len();
             let (x, y) = (&mut self.x[..n * IMAGE_BYTES], &mut self.y[..n]);
             self.train.fill_batch(batch, &self.preprocess, x, y);
-            let (loss, ok) = self.model.loss_and_grad(x, y, &mut self.ws, &mut self.grads);
+            let (loss, ok) = sharded_loss_and_grad(&self.model, x, y, &mut self.shards);
             if !loss.is_finite() {
                 return Err(Error::Diverged { epoch, step: step + 1, loss: loss as f32, suggested_lr: self.lr / 10.0 });
             }
-            self.optimizer.step(&mut self.model.params, &self.grads, self.lr);
+            self.optimizer.step(&mut self.model.params, &self.shards[0].grads, self.lr);
             loss_sum += loss;
             correct += ok;
             seen += n;

@@ -76,7 +76,7 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Resu
     if let Some(best) = early.best_params() {
         trainer.model.params.copy_from_slice(best);
     }
-    let best = history.iter().filter(|r| r.epoch == early.best_epoch()).next_back();
+    let best = history.iter().rfind(|r| r.epoch == early.best_epoch());
     let train_seconds: f64 = history.iter().map(|r| r.seconds).sum();
     let summary = RunSummary {
         best_epoch: early.best_epoch(),

@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpus, fuzz/corpus/<target>/seed-*, deterministically.
+
+Run from anywhere: `python3 fuzz/make_seeds.py`. The model files follow FORMAT.md (and
+`simdnn::format::to_bytes`): header, payload, CRC-32 of everything before it.
+"""
+
+import math
+import pathlib
+import random
+import struct
+import zlib
+
+ROOT = pathlib.Path(__file__).resolve().parent / "corpus"
+RECORD_BYTES = 1 + 3 * 32 * 32
+
+
+def write(target, name, data):
+    d = ROOT / target
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"seed-{name}").write_bytes(bytes(data))
+
+
+def f32s(values):
+    return b"".join(struct.pack("<f", v) for v in values)
+
+
+# gemm: the fields of `Input` in declaration order, one byte each, then the u64 seed.
+def gemm_input(m, k, n, ta, tb, pads, alpha, beta, act, bias, mc, kc, nc, pack_a, pack_b, parallel, mag, seed):
+    head = [m, k, n, ta, tb, *pads, alpha, beta, act, bias, mc, kc, nc, pack_a, pack_b, parallel, mag]
+    return bytes(head) + struct.pack("<Q", seed)
+
+
+write("gemm", "hidden-elu-bias", gemm_input(32, 70, 70, 0, 0, (0, 0, 0), 1, 0, 3, 1, 3, 39, 2, 0, 0, 0, 0, 1))
+write("gemm", "edges-transposed", gemm_input(17, 41, 33, 1, 1, (1, 2, 3), 3, 2, 5, 1, 1, 6, 1, 1, 2, 0, 2, 2))
+write("gemm", "parallel-beta", gemm_input(70, 9, 65, 1, 0, (0, 3, 1), 2, 1, 6, 0, 0, 0, 0, 2, 1, 1, 3, 3))
+write("gemm", "k0", gemm_input(9, 0, 31, 0, 1, (2, 0, 0), 1, 3, 7, 1, 2, 0, 1, 1, 1, 0, 1, 4))
+
+# activations: [activation, alpha] then (x, dy) f32 pairs, including every special value.
+specials = [0.0, -0.0, 1e-30, -1e-30, 1e-45, -1e-45, 1.1754944e-38, 1e-4, -1e-4, 0.5, -0.5, 1.0, -1.0,
+            9.0, -9.0, 20.0, -20.0, 88.0, -88.0, 89.0, -104.0, -110.0, 1e10, -1e10, 3.4e38, -3.4e38,
+            math.inf, -math.inf, math.nan]
+pairs = []
+for i, x in enumerate(specials):
+    pairs += [x, [1.0, -0.25, 3.0][i % 3]]
+for act in range(8):
+    write("activations", f"specials-{act}", bytes([act, 63]) + f32s(pairs))
+rng = random.Random(1)
+write("activations", "range-elu-tail", bytes([3, 127]) + f32s(rng.uniform(-30, 30) for _ in range(2 * 37)))
+
+
+# model_file: a valid file per preprocessing kind, and two broken ones.
+def model_file(input_dim, preprocess, layers):
+    p = struct.pack("<I", input_dim)
+    if preprocess[0] == "scale":
+        p += bytes([0]) + f32s([preprocess[1]])
+    else:
+        p += bytes([1]) + f32s(preprocess[1]) + f32s(preprocess[2])
+    p += struct.pack("<I", len(layers))
+    for n_in, n_out, code, param, weights, bias in layers:
+        p += bytes([1]) + struct.pack("<II", n_in, n_out) + bytes([code]) + f32s([param]) + bytes([0])
+        p += f32s(weights) + f32s(bias)
+    body = b"\x89SDN\r\n\x1a\n" + struct.pack("<IIQ", 1, 0, len(p)) + p
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+rng = random.Random(2)
+def w(n):
+    return [round(rng.gauss(0, 0.5), 3) for _ in range(n)]
+
+
+valid = model_file(4, ("scale", 1 / 255), [(4, 3, 3, 1.0, w(12), w(3)), (3, 2, 7, 0.0, w(6), w(2))])
+write("model_file", "valid-scale-elu-softmax", valid)
+write("model_file", "valid-standardise-3-layers", model_file(
+    3, ("standardise", [120.0, 110.5, 100.25], [0.02, 0.015, 0.0175]),
+    [(3, 5, 2, 0.2, w(15), w(5)), (5, 4, 6, 0.0, w(20), w(4)), (4, 3, 7, 0.0, w(12), w(3))]))
+write("model_file", "truncated", valid[:-9])
+write("model_file", "bad-magic", b"\x89SDM" + valid[4:])
+
+# cifar_records: 4 control bytes, then 3073-byte records.
+rng = random.Random(3)
+def record(label):
+    return bytes([label]) + bytes(rng.randrange(256) for _ in range(RECORD_BYTES - 1))
+
+
+write("cifar_records", "one-record-scale", bytes([0, 0, 0, 0]) + record(3))
+write("cifar_records", "three-records-standardise", bytes([2, 0, 1, 2]) + record(0) + record(9) + record(5))
+write("cifar_records", "bad-label", bytes([1, 0, 0, 0]) + record(10))
+write("cifar_records", "short-last-record", bytes([0, 1, 2, 3]) + record(7) + record(1)[:100])

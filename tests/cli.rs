@@ -1,0 +1,410 @@
+//! The `simdnn` binary end to end, on tiny generated data sets: the run directory `train`
+//! writes, determinism, `eval` agreeing with training, flag errors, `bench` and `data fetch`.
+//! Every child gets `SIMDNN_DATA` and an unreachable download URL, so no test depends on the
+//! real data set or the network.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// An address that refuses connections at once: nothing is ever downloaded.
+const UNREACHABLE_URL: &str = "http://127.0.0.1:1/cifar-10-binary.tar.gz";
+const RECORDS_PER_FILE: usize = 60;
+const VAL_SIZE: &str = "40";
+
+/// A scratch directory holding a tiny data set in `data/`.
+struct Scratch {
+    tmp: tempfile::TempDir,
+    data: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = common::write_cifar_dir(&tmp.path().join("data"), RECORDS_PER_FILE, 11);
+        Scratch { tmp, data }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// Runs `simdnn args...` in the scratch directory, with `SIMDNN_DATA` pointing at the tiny
+    /// data set and downloads pointed at a closed port.
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_simdnn"))
+            .args(args)
+            .current_dir(self.tmp.path())
+            .env("SIMDNN_DATA", &self.data)
+            .env("SIMDNN_CIFAR10_URL", UNREACHABLE_URL)
+            .env_remove("SIMDNN_CIFAR10_MD5")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "simdnn {args:?} panicked:\n{stderr}");
+        out
+    }
+
+    /// Runs and requires success.
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "simdnn {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs and requires a clean failure (an exit code, not a signal); returns stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        match out.status.code() {
+            Some(0) => panic!("simdnn {args:?} succeeded:\n{}", String::from_utf8_lossy(&out.stdout)),
+            Some(_) => stderr,
+            None => panic!("simdnn {args:?} was killed ({}):\n{stderr}", out.status),
+        }
+    }
+
+    /// `simdnn train` with the small settings of these tests into `run`.
+    fn train(&self, run: &str) -> PathBuf {
+        let out = self.path(run);
+        let data = self.data.to_str().unwrap();
+        self.ok(&[
+            "train",
+            "--data",
+            data,
+            "--out",
+            out.to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--depth",
+            "2",
+            "--width",
+            "16",
+            "--batch-size",
+            "16",
+            "--val-size",
+            VAL_SIZE,
+            "--lr",
+            "1e-3",
+            "--patience",
+            "2",
+            "--threads",
+            "1",
+            "--quiet",
+        ]);
+        out
+    }
+}
+
+fn json_file(path: &Path) -> Value {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON ({e}):\n{text}", path.display()))
+}
+
+fn json_stdout(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{text}"))
+}
+
+fn number(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or_else(|| panic!("`{key}` is not a number in {v}"))
+}
+
+/// history.csv's data lines, split into fields.
+fn history(run: &Path) -> Vec<Vec<String>> {
+    let text = fs::read_to_string(run.join("history.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("epoch,loss,accuracy,val_loss,val_accuracy,lr,seconds"));
+    lines.map(|l| l.split(',').map(String::from).collect()).collect()
+}
+
+#[test]
+fn train_writes_a_complete_run_directory() {
+    let s = Scratch::new();
+    let run = s.train("run");
+
+    let config = json_file(&run.join("config.json"));
+    assert!((number(&config, "lr") - 1e-3).abs() <= 1e-9, "lr: {}", config["lr"]);
+    assert_eq!(config["batch_size"], 16);
+    assert_eq!(config["epochs"], 3);
+    assert_eq!(config["val_size"], 40);
+    assert_eq!(config["threads"], 1);
+    assert_eq!(config["model"]["depth"], 2);
+    assert_eq!(config["model"]["width"], 16);
+    assert_eq!(config["optimizer"]["name"], "nadam");
+    assert_eq!(config["early_stopping"]["patience"], 2);
+
+    let rows = history(&run);
+    assert!((1..=3).contains(&rows.len()), "{} epochs", rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.len(), 7, "{row:?}");
+        assert_eq!(row[0], (i + 1).to_string());
+        let f: Vec<f64> = row[1..].iter().map(|x| x.parse().unwrap()).collect();
+        let (loss, acc, val_loss, val_acc, lr, secs) = (f[0], f[1], f[2], f[3], f[4], f[5]);
+        assert!(loss.is_finite() && loss > 0.0 && val_loss.is_finite() && val_loss > 0.0, "{row:?}");
+        assert!((0.0..=1.0).contains(&acc) && (0.0..=1.0).contains(&val_acc), "{row:?}");
+        assert_eq!(lr, 0.001);
+        assert!(secs >= 0.0);
+    }
+
+    let summary = json_file(&run.join("summary.json"));
+    for key in ["best_epoch", "best_val_loss", "best_val_accuracy", "epochs_run", "train_seconds", "mean_epoch_seconds"]
+    {
+        number(&summary, key);
+    }
+    assert_eq!(summary["epochs_run"], rows.len());
+    let best = summary["best_epoch"].as_u64().unwrap() as usize;
+    assert!((1..=rows.len()).contains(&best), "best epoch {best}");
+    let val_losses: Vec<f64> = rows.iter().map(|r| r[3].parse().unwrap()).collect();
+    let min = val_losses.iter().cloned().fold(f64::INFINITY, f64::min);
+    assert_eq!(number(&summary, "best_val_loss"), min);
+    assert_eq!(val_losses[best - 1], min);
+    assert_eq!(number(&summary, "best_val_accuracy"), rows[best - 1][4].parse::<f64>().unwrap());
+
+    let model = simdnn::train::run::load_model(&run.join("best.simdnn")).unwrap();
+    assert_eq!(model.model.input_dim(), 3072);
+    assert_eq!(model.model.layers().len(), 3);
+    assert_eq!(model.model.output_dim(), 10);
+    // Only the four files: no temporaries left behind by the atomic writes.
+    let mut names: Vec<_> =
+        fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["best.simdnn", "config.json", "history.csv", "summary.json"]);
+}
+
+#[test]
+fn training_is_deterministic() {
+    let s = Scratch::new();
+    let (a, b) = (s.train("a"), s.train("b"));
+    assert_eq!(fs::read(a.join("best.simdnn")).unwrap(), fs::read(b.join("best.simdnn")).unwrap());
+    let without_seconds = |rows: Vec<Vec<String>>| rows.into_iter().map(|r| r[..6].to_vec()).collect::<Vec<_>>();
+    let (ha, hb) = (without_seconds(history(&a)), without_seconds(history(&b)));
+    assert!(!ha.is_empty());
+    assert_eq!(ha, hb);
+    let (sa, sb) = (json_file(&a.join("summary.json")), json_file(&b.join("summary.json")));
+    for key in ["best_epoch", "best_val_loss", "best_val_accuracy", "epochs_run"] {
+        assert_eq!(sa[key], sb[key], "{key}");
+    }
+}
+
+#[test]
+fn eval_agrees_with_the_best_epoch() {
+    let s = Scratch::new();
+    let run = s.train("run");
+    let model = run.join("best.simdnn");
+    let model = model.to_str().unwrap();
+    let data = s.data.to_str().unwrap();
+
+    let test = json_stdout(&s.ok(&["eval", model, "--data", data, "--split", "test", "--json"]));
+    let accuracy = number(&test, "accuracy");
+    assert!((0.0..=1.0).contains(&accuracy), "{test}");
+    assert!(number(&test, "loss").is_finite() && number(&test, "loss") > 0.0, "{test}");
+    assert_eq!(test["records"], RECORDS_PER_FILE);
+
+    // The checkpoint holds the best epoch's weights: evaluating it on the same validation
+    // split reproduces the numbers training recorded for that epoch.
+    let val = json_stdout(&s.ok(&["eval", model, "--data", data, "--split", "val", "--val-size", VAL_SIZE, "--json"]));
+    let summary = json_file(&run.join("summary.json"));
+    assert_eq!(val["records"], 40);
+    let (acc, loss) = (number(&val, "accuracy"), number(&val, "loss"));
+    assert!((acc - number(&summary, "best_val_accuracy")).abs() <= 1e-6, "eval {val} vs summary {summary}");
+    assert!((loss - number(&summary, "best_val_loss")).abs() <= 1e-6, "eval {val} vs summary {summary}");
+
+    // SIMDNN_DATA is the default data directory.
+    let test_again = json_stdout(&s.ok(&["eval", model, "--json"]));
+    assert_eq!(test_again["loss"], test["loss"]);
+    // The plain-text form.
+    let text = String::from_utf8(s.ok(&["eval", model, "--split", "train", "--val-size", VAL_SIZE]).stdout).unwrap();
+    assert!(text.contains("260 records") && text.contains("accuracy"), "{text}");
+}
+
+#[test]
+fn standardised_runs_store_their_preprocessing() {
+    let s = Scratch::new();
+    let out = s.path("run");
+    let data = s.data.to_str().unwrap();
+    let args = ["--data", data, "--epochs", "1", "--depth", "1", "--width", "8", "--batch-size", "32"];
+    let mut train = vec!["train", "--out", out.to_str().unwrap(), "--val-size", VAL_SIZE, "--threads", "1"];
+    train.extend_from_slice(&args);
+    train.extend_from_slice(&["--standardise", "--optimizer", "adam", "--beta1", "0.8", "--quiet"]);
+    s.ok(&train);
+    let config = json_file(&out.join("config.json"));
+    assert_eq!(config["model"]["preprocess"], "standardise");
+    assert_eq!(config["optimizer"]["name"], "adam");
+    assert!((number(&config["optimizer"], "beta1") - 0.8).abs() < 1e-6, "{config}");
+    let saved = simdnn::train::run::load_model(&out.join("best.simdnn")).unwrap();
+    assert!(matches!(saved.preprocess, simdnn::nn::Preprocess::Standardise { .. }));
+    let model = out.join("best.simdnn");
+    let val = json_stdout(&s.ok(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        data,
+        "--split",
+        "val",
+        "--val-size",
+        VAL_SIZE,
+        "--json",
+    ]));
+    let summary = json_file(&out.join("summary.json"));
+    assert!((number(&val, "loss") - number(&summary, "best_val_loss")).abs() <= 1e-6, "{val} vs {summary}");
+}
+
+#[test]
+fn bad_flags_are_named_without_panics() {
+    let s = Scratch::new();
+    let out = s.path("run");
+    let out = out.to_str().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--lr", "0"], &["--lr"]),
+        (&["--lr", "nan"], &["--lr"]),
+        (&["--lr=-1"], &["--lr"]),
+        (&["--lr", "1e9"], &["--lr"]),
+        (&["--batch-size", "0"], &["--batch-size"]),
+        (&["--epochs", "0"], &["--epochs"]),
+        (&["--val-size", "0"], &["--val-size"]),
+        (&["--val-size", "300"], &["--val-size"]), // every training record
+        (&["--preset", "9z"], &["--preset", "9z", "8a"]),
+        (&["--activation", "foo"], &["--activation", "foo", "relu", "elu", "selu"]),
+        (&["--activation", "softmax"], &["--activation"]),
+        (&["--optimizer", "foo"], &["--optimizer", "foo", "sgd", "adam", "nadam", "rmsprop", "adagrad"]),
+        (&["--momentum", "0.5"], &["--momentum", "does not apply"]),
+        (&["--optimizer", "sgd", "--momentum", "1.5"], &["--momentum"]),
+        (&["--optimizer", "adam", "--nesterov"], &["--nesterov"]),
+        (&["--init", "foo"], &["--init", "he_normal"]),
+        (&["--width", "0"], &["--width"]),
+        (&["--epochs", "many"], &["--epochs"]),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["train", "--out", out, "--epochs", "1", "--depth", "1", "--width", "4", "--quiet"];
+        args.extend_from_slice(flags);
+        let stderr = s.fails(&args);
+        for word in *expected {
+            assert!(stderr.contains(word), "{flags:?}: stderr lacks `{word}`:\n{stderr}");
+        }
+        assert!(!Path::new(out).exists(), "{flags:?}: a run directory was created");
+    }
+
+    // A negative rate given with a space: clap takes `-1` for a flag. It must still fail cleanly.
+    let stderr = s.fails(&["train", "--out", out, "--lr", "-1"]);
+    assert!(stderr.contains("-1"), "{stderr}");
+}
+
+#[test]
+#[ignore = "library bug: `--lr -1` is rejected as \"unexpected argument '-1'\" without naming --lr"]
+fn negative_lr_with_a_space_names_the_flag() {
+    let s = Scratch::new();
+    let stderr = s.fails(&["train", "--out", s.path("run").to_str().unwrap(), "--lr", "-1"]);
+    assert!(stderr.contains("--lr"), "{stderr}");
+}
+
+#[test]
+#[ignore = "library bug: config.json stores f32 settings widened to f64 (\"lr\": 0.0010000000474974513)"]
+fn config_json_records_the_rate_as_given() {
+    let s = Scratch::new();
+    let config = json_file(&s.train("run").join("config.json"));
+    assert_eq!(config["lr"].as_f64(), Some(0.001), "{}", config["lr"]);
+    assert_eq!(config["optimizer"]["beta1"].as_f64(), Some(0.9), "{}", config["optimizer"]);
+}
+
+#[test]
+fn missing_data_is_named_and_nothing_is_downloaded() {
+    let s = Scratch::new();
+    let out = s.path("run");
+    let existed = Path::new("/nonexistent").exists();
+    let stderr = s.fails(&["train", "--data", "/nonexistent", "--out", out.to_str().unwrap(), "--epochs", "1"]);
+    assert!(stderr.contains("/nonexistent"), "{stderr}");
+    assert!(stderr.contains("--data"), "{stderr}");
+    if !existed {
+        assert!(!Path::new("/nonexistent").exists(), "the failed fetch created /nonexistent");
+    }
+    assert!(!out.exists());
+
+    // Eval too names the directory.
+    let model = s.path("m.simdnn");
+    write_model(&model);
+    let stderr = s.fails(&["eval", model.to_str().unwrap(), "--data", "/nonexistent"]);
+    assert!(stderr.contains("/nonexistent"), "{stderr}");
+}
+
+/// A valid model for CIFAR-10 inputs, written by the library.
+fn write_model(path: &Path) {
+    use simdnn::kernels::Activation;
+    use simdnn::nn::{Initializer, LayerSpec, Preprocess, Sequential};
+    let specs = [LayerSpec { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform }];
+    let model = Sequential::new(3072, &specs, 1).unwrap();
+    simdnn::train::run::save_model(path, &model, &Preprocess::UNIT_SCALE).unwrap();
+}
+
+#[test]
+fn eval_names_a_damaged_model_file() {
+    let s = Scratch::new();
+    let path = s.path("model.simdnn");
+    write_model(&path);
+    let p = path.to_str().unwrap();
+    // Sanity: the intact file evaluates.
+    s.ok(&["eval", p, "--json"]);
+
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let stderr = s.fails(&["eval", p]);
+    assert!(stderr.contains(p) && stderr.contains("truncated"), "{stderr}");
+
+    fs::write(&path, b"not a model").unwrap();
+    let stderr = s.fails(&["eval", p]);
+    assert!(stderr.contains(p), "{stderr}");
+
+    let missing = s.path("missing.simdnn");
+    let stderr = s.fails(&["eval", missing.to_str().unwrap()]);
+    assert!(stderr.contains(missing.to_str().unwrap()), "{stderr}");
+
+    // A model for another input size is refused by name, not run.
+    use simdnn::kernels::Activation;
+    use simdnn::nn::{Initializer, LayerSpec, Preprocess, Sequential};
+    let specs = [LayerSpec { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform }];
+    let small = Sequential::new(12, &specs, 1).unwrap();
+    simdnn::train::run::save_model(&path, &small, &Preprocess::UNIT_SCALE).unwrap();
+    let stderr = s.fails(&["eval", p]);
+    assert!(stderr.contains(p) && stderr.contains("12"), "{stderr}");
+}
+
+#[test]
+fn bench_gemm_prints_json() {
+    let s = Scratch::new();
+    let out =
+        s.ok(&["bench", "gemm", "--m", "8", "--k", "16", "--n", "24", "--threads", "1", "--seconds", "0.05", "--json"]);
+    let v = json_stdout(&out);
+    let (gflops, us) = (number(&v, "gflops"), number(&v, "us_per_call"));
+    assert!(gflops.is_finite() && gflops > 0.0, "{v}");
+    assert!(us.is_finite() && us > 0.0, "{v}");
+    // Bad sizes are named.
+    let stderr = s.fails(&["bench", "gemm", "--m", "0", "--k", "16", "--n", "24", "--seconds", "0.05"]);
+    assert!(stderr.contains("--m"), "{stderr}");
+    let stderr = s.fails(&["bench", "gemm", "--m", "8", "--k", "16", "--n", "24", "--seconds", "nan"]);
+    assert!(stderr.contains("--seconds"), "{stderr}");
+}
+
+#[test]
+fn data_fetch_offline_points_at_the_data_flag() {
+    let s = Scratch::new();
+    let dest = s.path("d");
+    let stderr = s.fails(&["data", "fetch", "--data", dest.to_str().unwrap(), "--url", "http://127.0.0.1:1/x.tar.gz"]);
+    assert!(stderr.contains("--data"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(!dest.exists(), "a failed fetch left {}", dest.display());
+    // Nothing staged is left beside it either.
+    let leftovers: Vec<_> = fs::read_dir(s.tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".simdnn"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -1,0 +1,60 @@
+//! Helpers shared by the integration tests: tiny synthetic CIFAR-10 directories.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use simdnn::data::cifar::{IMAGE_BYTES, RECORD_BYTES, TEST_FILE, TRAIN_FILES};
+use simdnn::rng::{Xoshiro, below, seeded};
+
+/// The mean brightness of each colour plane for `label`: every class has its own colour,
+/// so even a small dense network can learn to tell them apart.
+pub fn class_means(label: u8) -> [i32; 3] {
+    let l = label as i32;
+    [30 + 20 * l, 220 - 19 * l, 40 + (l * 67) % 180]
+}
+
+/// One CIFAR-10 record (label byte, then the red, green and blue 32 x 32 planes): the class's
+/// mean per plane plus uniform noise in [-24, 24], clamped to a byte.
+pub fn record(label: u8, rng: &mut Xoshiro) -> Vec<u8> {
+    assert!(label < 10);
+    let means = class_means(label);
+    let mut rec = Vec::with_capacity(RECORD_BYTES);
+    rec.push(label);
+    for mean in means {
+        for _ in 0..IMAGE_BYTES / 3 {
+            let noise = below(rng, 49) as i32 - 24;
+            rec.push((mean + noise).clamp(0, 255) as u8);
+        }
+    }
+    debug_assert_eq!(rec.len(), RECORD_BYTES);
+    rec
+}
+
+/// `n` records with seeded random labels, concatenated as a CIFAR-10 binary file holds them.
+pub fn records(n: usize, rng: &mut Xoshiro) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n * RECORD_BYTES);
+    for _ in 0..n {
+        let label = below(rng, 10) as u8;
+        out.extend_from_slice(&record(label, rng));
+    }
+    out
+}
+
+/// Writes `data_batch_1..5.bin` and `test_batch.bin` into `dir` (created if needed), each with
+/// `records_per_file` records drawn from `seed`; returns `dir`.
+pub fn write_cifar_dir(dir: &Path, records_per_file: usize, seed: u64) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    for (i, name) in TRAIN_FILES.iter().chain([&TEST_FILE]).enumerate() {
+        let mut rng = seeded(seed, 7_000 + i as u64);
+        fs::write(dir.join(name), records(records_per_file, &mut rng)).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// The raw records of one file of a directory written by [`write_cifar_dir`].
+pub fn read_records(dir: &Path, name: &str) -> Vec<Vec<u8>> {
+    let bytes = fs::read(dir.join(name)).unwrap();
+    assert_eq!(bytes.len() % RECORD_BYTES, 0);
+    bytes.chunks_exact(RECORD_BYTES).map(<[u8]>::to_vec).collect()
+}
