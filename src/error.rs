@@ -18,6 +18,10 @@ pub enum Error {
     #[error("bad model file{}: {reason}", source_name.as_ref().map(|s| alloc::format!(" {s}")).unwrap_or_default())]
     Format { source_name: Option<String>, reason: String },
 
+    /// An in-memory data record that is not a valid CIFAR-10 record.
+    #[error("record {index}: {reason}")]
+    Record { index: usize, reason: String },
+
     /// Shapes that do not fit together (a model fed the wrong input size, say).
     #[error("shape mismatch: {0}")]
     Shape(String),

@@ -27,9 +27,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model on CIFAR-10 (downloads the data when it is missing).
+    /// Train a model on CIFAR-10 (downloads the data into the default directory when it is missing).
+    #[command(allow_negative_numbers = true)]
     Train(Box<TrainArgs>),
     /// Loss and accuracy of a saved model on a CIFAR-10 split.
+    #[command(allow_negative_numbers = true)]
     Eval(EvalArgs),
     /// Micro-benchmarks.
     #[command(subcommand)]

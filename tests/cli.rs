@@ -299,7 +299,6 @@ fn bad_flags_are_named_without_panics() {
 }
 
 #[test]
-#[ignore = "library bug: `--lr -1` is rejected as \"unexpected argument '-1'\" without naming --lr"]
 fn negative_lr_with_a_space_names_the_flag() {
     let s = Scratch::new();
     let stderr = s.fails(&["train", "--out", s.path("run").to_str().unwrap(), "--lr", "-1"]);
@@ -307,7 +306,6 @@ fn negative_lr_with_a_space_names_the_flag() {
 }
 
 #[test]
-#[ignore = "library bug: config.json stores f32 settings widened to f64 (\"lr\": 0.0010000000474974513)"]
 fn config_json_records_the_rate_as_given() {
     let s = Scratch::new();
     let config = json_file(&s.train("run").join("config.json"));

@@ -273,7 +273,6 @@ fn records_from_memory_are_validated() {
 }
 
 #[test]
-#[ignore = "library bug: Split::from_records reports bad records with Error::format, shown as `bad model file: ...`"]
 fn records_from_memory_are_not_called_a_model_file() {
     let short = vec![1u8; RECORD_BYTES - 1];
     let text = Split::from_records(vec![&short[..]]).err().map(|e| e.to_string()).unwrap();

@@ -349,3 +349,29 @@ fn parallel_path_matches_the_reference_rule() {
         assert!((params[i] as f64 - e).abs() <= 1e-6 * e.abs().max(1.0), "element {i}: {} vs {e}", params[i]);
     }
 }
+
+/// Whether stepping an optimiser built for 3 parameters with `params`/`grads` panics.
+fn step_panics(config: OptimizerConfig, params: usize, grads: usize) -> bool {
+    let mut opt = config.build(3);
+    let (mut p, g) = (vec![1.0f32; params], vec![0.5f32; grads]);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| opt.step(&mut p, &g, 0.1))).is_err()
+}
+
+#[test]
+fn mismatched_lengths_are_refused() {
+    for name in ["adam", "adamw", "nadam", "rmsprop", "adagrad"] {
+        let config = OptimizerConfig::keras_default(name).unwrap();
+        assert!(step_panics(config, 3, 2), "{name}: 3 parameters, 2 gradients");
+        assert!(step_panics(config, 4, 4), "{name}: built for 3, given 4");
+        assert!(!step_panics(config, 3, 3), "{name}");
+    }
+    let momentum = OptimizerConfig::Sgd { momentum: 0.9, nesterov: false };
+    assert!(step_panics(momentum, 3, 2) && step_panics(momentum, 4, 4));
+}
+
+#[test]
+fn plain_sgd_refuses_mismatched_lengths() {
+    let config = OptimizerConfig::keras_default("sgd").unwrap();
+    assert!(step_panics(config, 3, 2), "3 parameters, 2 gradients");
+    assert!(step_panics(config, 4, 4), "built for 3, given 4");
+}

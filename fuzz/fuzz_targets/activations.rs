@@ -51,7 +51,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let floats: Vec<f32> = rest.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     let xs: Vec<f32> = floats.iter().step_by(2).copied().collect();
-    let dys: Vec<f32> = floats.iter().skip(1).step_by(2).copied().chain(core::iter::repeat(1.0)).take(xs.len()).collect();
+    let dys: Vec<f32> =
+        floats.iter().skip(1).step_by(2).copied().chain(core::iter::repeat(1.0)).take(xs.len()).collect();
 
     let mut ys = xs.clone();
     act.forward(&mut ys);

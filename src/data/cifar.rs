@@ -141,8 +141,14 @@ impl<'a> Split<'a> {
     /// A split over records already in memory (each `RECORD_BYTES` long, label first).
     pub fn from_records(records: Vec<&'a [u8]>) -> Result<Self> {
         for (i, r) in records.iter().enumerate() {
-            if r.len() != RECORD_BYTES || r[0] as usize >= CLASSES {
-                return Err(Error::format(format!("record {i} is not a valid CIFAR-10 record")));
+            if r.len() != RECORD_BYTES {
+                return Err(Error::Record {
+                    index: i,
+                    reason: format!("{} bytes, a CIFAR-10 record has {RECORD_BYTES}", r.len()),
+                });
+            }
+            if r[0] as usize >= CLASSES {
+                return Err(Error::Record { index: i, reason: format!("label {} is not below {CLASSES}", r[0]) });
             }
         }
         Ok(Split { records })

@@ -53,6 +53,11 @@ impl Dense {
         );
     }
 
+    /// The range of the weights in the parameter (and gradient) vector.
+    pub fn weight_range(&self) -> core::ops::Range<usize> {
+        self.w_offset..self.b_offset
+    }
+
     /// Backward pass. On entry `dy` holds dL/dy; on exit it holds dL/dz (the gradient
     /// before the activation). Writes dL/dW and dL/db into this layer's part of `grads`
     /// (overwriting), and dL/dx into `dx` when given (the first layer needs none).
@@ -72,18 +77,38 @@ impl Dense {
         dx: Option<&mut [f32]>,
         batch: usize,
     ) {
-        let (n_in, n_out) = (self.n_in, self.n_out);
-        let (w_grad, rest) = grads[self.w_offset..].split_at_mut(n_in * n_out);
-        let b_grad = &mut rest[..n_out];
-        b_grad.fill(0.0);
-        activation_backward_with_bias_grad(self.activation, y, dy, n_out, b_grad);
-        let dz = MatRef::new(dy, batch, n_out);
-        // dW = x^T dz
-        gemm(1.0, MatRef::new(x, batch, n_in).t(), dz, 0.0, MatMut::new(w_grad, n_in, n_out), Epilogue::NONE);
-        // dx = dz W^T
+        self.backward_activation(y, dy, grads);
+        self.weight_grad(x, dy, grads, batch);
         if let Some(dx) = dx {
-            let w = MatRef::new(self.weights(params), n_in, n_out);
-            gemm(1.0, dz, w.t(), 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
+            self.input_grad(params, dy, dx, batch);
         }
+    }
+
+    /// `dy *= act'(y)` in place (giving dL/dz), and dL/db (overwriting this layer's bias
+    /// part of `grads`) in the same pass.
+    pub fn backward_activation(&self, y: &[f32], dy: &mut [f32], grads: &mut [f32]) {
+        let b_grad = &mut grads[self.b_offset..self.b_offset + self.n_out];
+        b_grad.fill(0.0);
+        activation_backward_with_bias_grad(self.activation, y, dy, self.n_out, b_grad);
+    }
+
+    /// dL/dW = x^T dz, overwriting this layer's weight part of `grads`.
+    ///
+    /// # Shapes
+    /// `x`: `[batch, n_in]`, `dz`: `[batch, n_out]`.
+    pub fn weight_grad(&self, x: &[f32], dz: &[f32], grads: &mut [f32], batch: usize) {
+        let (n_in, n_out) = (self.n_in, self.n_out);
+        let dw = MatMut::new(&mut grads[self.weight_range()], n_in, n_out);
+        gemm(1.0, MatRef::new(x, batch, n_in).t(), MatRef::new(dz, batch, n_out), 0.0, dw, Epilogue::NONE);
+    }
+
+    /// dL/dx = dz W^T.
+    ///
+    /// # Shapes
+    /// `dz`: `[batch, n_out]`, `dx`: `[batch, n_in]`.
+    pub fn input_grad(&self, params: &[f32], dz: &[f32], dx: &mut [f32], batch: usize) {
+        let (n_in, n_out) = (self.n_in, self.n_out);
+        let w = MatRef::new(self.weights(params), n_in, n_out);
+        gemm(1.0, MatRef::new(dz, batch, n_out), w.t(), 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
     }
 }

@@ -120,12 +120,17 @@ impl Sequential {
     /// Forward and backward pass for a batch: writes the gradient of the *mean* loss into
     /// `grads` (same layout as `params`) and returns the summed loss and correct count.
     pub fn loss_and_grad(&self, x: &[f32], labels: &[u8], ws: &mut Workspace, grads: &mut [f32]) -> (f64, usize) {
-        self.loss_and_grad_scaled(x, labels, ws, grads, 1.0 / labels.len().max(1) as f32)
+        self.loss_and_grad_scaled(x, labels, ws, grads, 1.0 / labels.len().max(1) as f32, FirstLayerWeights::Compute)
     }
 
     /// As [`Sequential::loss_and_grad`], but the gradient is of `loss_scale * summed loss`:
     /// a shard of a batch split across threads passes `1 / full batch size`, so the shards'
     /// gradients add up to the gradient of the batch's mean loss.
+    ///
+    /// With [`FirstLayerWeights::Defer`] the first layer's weight gradient is left out (its
+    /// part of `grads` is untouched) and dL/dz of the first layer stays in the workspace
+    /// ([`Workspace::first_layer_delta`]): the caller computes it once for the whole batch,
+    /// as one large product instead of one per shard.
     pub fn loss_and_grad_scaled(
         &self,
         x: &[f32],
@@ -133,6 +138,7 @@ impl Sequential {
         ws: &mut Workspace,
         grads: &mut [f32],
         loss_scale: f32,
+        first_layer: FirstLayerWeights,
     ) -> (f64, usize) {
         assert_eq!(grads.len(), self.params.len(), "gradient buffer does not match the model");
         let batch = labels.len();
@@ -145,10 +151,24 @@ impl Sequential {
         delta[..batch * n_out].copy_from_slice(&activations[top][..batch * n_out]);
         softmax_cross_entropy_grad(&mut delta[..batch * n_out], n_out, labels, loss_scale);
         for (l, layer) in self.layers.iter().enumerate().rev() {
-            let input = if l == 0 { &x[..batch * layer.n_in] } else { &activations[l - 1][..batch * layer.n_in] };
             let output = &activations[l][..batch * layer.n_out];
-            let dx = (l > 0).then(|| &mut delta_prev[..batch * layer.n_in]);
-            layer.backward(&self.params, input, output, &mut delta[..batch * layer.n_out], grads, dx, batch);
+            let dy = &mut delta[..batch * layer.n_out];
+            if l == 0 {
+                layer.backward_activation(output, dy, grads);
+                if first_layer == FirstLayerWeights::Compute {
+                    layer.weight_grad(&x[..batch * layer.n_in], dy, grads, batch);
+                }
+                break;
+            }
+            layer.backward(
+                &self.params,
+                &activations[l - 1][..batch * layer.n_in],
+                output,
+                dy,
+                grads,
+                Some(&mut delta_prev[..batch * layer.n_in]),
+                batch,
+            );
             core::mem::swap(delta, delta_prev);
         }
         (loss, correct)
@@ -165,6 +185,13 @@ impl Sequential {
             layer.forward(&self.params, input, &mut rest[0][..batch * layer.n_out], batch);
         }
     }
+}
+
+/// Whether [`Sequential::loss_and_grad_scaled`] computes the first layer's weight gradient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstLayerWeights {
+    Compute,
+    Defer,
 }
 
 /// Buffers for one batch of activations and gradients, reused across batches.
@@ -196,6 +223,11 @@ impl Workspace {
         self.delta = vec![0.0; batch * widest];
         self.delta_prev = vec![0.0; batch * widest];
         self.batch_capacity = batch;
+    }
+
+    /// dL/dz of the first layer after a backward pass (`[batch, n_out]` of the first layer).
+    pub fn first_layer_delta(&self, model: &Sequential, batch: usize) -> &[f32] {
+        &self.delta[..batch * model.layers[0].n_out]
     }
 
     fn output_mut(&mut self, model: &Sequential, batch: usize) -> &mut [f32] {

@@ -19,8 +19,6 @@ pub trait Optimizer: Send {
 
 /// The optimisers' names and settings, as chosen on the command line.
 #[derive(Clone, Copy, Debug, PartialEq)]
-#[cfg_attr(feature = "std", derive(serde::Serialize))]
-#[cfg_attr(feature = "std", serde(tag = "name", rename_all = "lowercase"))]
 pub enum OptimizerConfig {
     Sgd { momentum: f32, nesterov: bool },
     Adam { beta1: f32, beta2: f32, epsilon: f32 },
@@ -44,6 +42,36 @@ impl OptimizerConfig {
             "adagrad" => OptimizerConfig::AdaGrad { initial_accumulator: 0.1, epsilon: 1e-7 },
             _ => return None,
         })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            OptimizerConfig::Sgd { .. } => "sgd",
+            OptimizerConfig::Adam { .. } => "adam",
+            OptimizerConfig::AdamW { .. } => "adamw",
+            OptimizerConfig::Nadam { .. } => "nadam",
+            OptimizerConfig::RmsProp { .. } => "rmsprop",
+            OptimizerConfig::AdaGrad { .. } => "adagrad",
+        }
+    }
+
+    /// The settings as (name, value) pairs, for reports and `config.json`.
+    pub fn settings(&self) -> Vec<(&'static str, f32)> {
+        match *self {
+            OptimizerConfig::Sgd { momentum, nesterov } => {
+                alloc::vec![("momentum", momentum), ("nesterov", if nesterov { 1.0 } else { 0.0 })]
+            }
+            OptimizerConfig::Adam { beta1, beta2, epsilon } | OptimizerConfig::Nadam { beta1, beta2, epsilon } => {
+                alloc::vec![("beta1", beta1), ("beta2", beta2), ("epsilon", epsilon)]
+            }
+            OptimizerConfig::AdamW { beta1, beta2, epsilon, weight_decay } => {
+                alloc::vec![("beta1", beta1), ("beta2", beta2), ("epsilon", epsilon), ("weight_decay", weight_decay)]
+            }
+            OptimizerConfig::RmsProp { rho, epsilon } => alloc::vec![("rho", rho), ("epsilon", epsilon)],
+            OptimizerConfig::AdaGrad { initial_accumulator, epsilon } => {
+                alloc::vec![("initial_accumulator", initial_accumulator), ("epsilon", epsilon)]
+            }
+        }
     }
 
     /// A fresh optimiser for `n` parameters.
@@ -113,6 +141,7 @@ impl<const S: usize> Slots<S> {
 /// Stochastic gradient descent with optional (Nesterov) momentum, as Keras's `SGD`:
 /// `v = momentum * v - lr * g`; then `p += v`, or with Nesterov `p += momentum * v - lr * g`.
 pub struct Sgd {
+    n: usize,
     momentum: f32,
     nesterov: bool,
     velocity: Slots<1>,
@@ -123,7 +152,7 @@ impl Sgd {
     pub fn new(n: usize, momentum: f32, nesterov: bool) -> Self {
         // Plain SGD keeps no state.
         let slots = if momentum != 0.0 { n } else { 0 };
-        Sgd { momentum, nesterov, velocity: Slots::new(slots, 0.0), t: 0 }
+        Sgd { n, momentum, nesterov, velocity: Slots::new(slots, 0.0), t: 0 }
     }
 }
 
@@ -132,6 +161,14 @@ impl Optimizer for Sgd {
         self.t += 1;
         let (momentum, nesterov) = (self.momentum, self.nesterov);
         if momentum == 0.0 {
+            assert_eq!(
+                params.len(),
+                grads.len(),
+                "optimizer: {} parameters but {} gradients",
+                params.len(),
+                grads.len()
+            );
+            assert_eq!(params.len(), self.n, "optimizer: built for {} parameters, given {}", self.n, params.len());
             for (p, &g) in params.iter_mut().zip(grads) {
                 *p -= lr * g;
             }

@@ -152,6 +152,12 @@ impl TrainConfig {
 
     /// The settings as JSON (the run's `config.json`).
     pub fn to_json(&self) -> serde_json::Value {
+        let mut optimizer = serde_json::Map::new();
+        optimizer.insert("name".into(), self.optimizer.name().into());
+        for (key, value) in self.optimizer.settings() {
+            let value = if key == "nesterov" { (value != 0.0).into() } else { json_f32(value) };
+            optimizer.insert(key.into(), value);
+        }
         serde_json::json!({
             "preset": self.preset,
             "data_dir": self.data_dir,
@@ -166,8 +172,8 @@ impl TrainConfig {
                 "preprocess": if self.standardise { "standardise" } else { "scale 1/255" },
             },
             "loss": "sparse_categorical_crossentropy",
-            "optimizer": self.optimizer,
-            "lr": self.lr,
+            "optimizer": optimizer,
+            "lr": json_f32(self.lr),
             "batch_size": self.batch_size,
             "epochs": self.epochs,
             "early_stopping": {
@@ -182,6 +188,12 @@ impl TrainConfig {
             "threads": self.threads,
         })
     }
+}
+
+/// An f32 as the JSON number it was written as (`1e-3`, not its f64 widening
+/// `0.0010000000474974513`): Rust prints the shortest decimal that round-trips.
+pub fn json_f32(x: f32) -> serde_json::Value {
+    x.to_string().parse::<f64>().map_or(serde_json::Value::Null, serde_json::Value::from)
 }
 
 /// `$SIMDNN_DATA`, else `./data/cifar-10-batches-bin`.
