@@ -9,7 +9,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use simdnn::kernels::gemm::{Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
 use simdnn::kernels::{Activation, reference};
-use simdnn::rng::{normal, seeded};
+use simdnn::rng::{Xoshiro, normal, seeded};
 
 #[derive(Arbitrary, Debug)]
 struct Input {
@@ -88,17 +88,17 @@ fuzz_target!(|input: Input| {
 
     let mut rng = seeded(input.seed, 0);
     // `rows x cols` stored with `pad` NaNs after each row.
-    let mut fill = |rows: usize, cols: usize, pad: usize| -> Vec<f32> {
+    let fill = |rows: usize, cols: usize, pad: usize, rng: &mut Xoshiro| -> Vec<f32> {
         let mut v = vec![f32::NAN; rows * (cols + pad)];
         for r in 0..rows {
             for x in &mut v[r * (cols + pad)..r * (cols + pad) + cols] {
-                *x = magnitude * normal(&mut rng) as f32;
+                *x = magnitude * normal(rng) as f32;
             }
         }
         v
     };
-    let a_data = if input.transpose_a { fill(k, m, pad_a) } else { fill(m, k, pad_a) };
-    let b_data = if input.transpose_b { fill(n, k, pad_b) } else { fill(k, n, pad_b) };
+    let a_data = if input.transpose_a { fill(k, m, pad_a, &mut rng) } else { fill(m, k, pad_a, &mut rng) };
+    let b_data = if input.transpose_b { fill(n, k, pad_b, &mut rng) } else { fill(k, n, pad_b, &mut rng) };
     let a = if input.transpose_a {
         MatRef::strided(&a_data, k, m, m + pad_a, 1).t()
     } else {
@@ -113,7 +113,7 @@ fuzz_target!(|input: Input| {
     let bias = input.bias.then_some(&bias_data[..]);
     let ldc = n + pad_c;
     // beta == 0: C is write-only, so its NaNs must not reach the result.
-    let mut c0 = fill(m, n, pad_c);
+    let mut c0 = fill(m, n, pad_c, &mut rng);
     if beta == 0.0 {
         c0.fill(f32::NAN);
     }
