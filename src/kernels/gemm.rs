@@ -466,19 +466,31 @@ unsafe fn gemm_blocks(
                             (a_block.data.as_ptr().wrapping_add(ir * a.rs), offsets, a.cs)
                         };
                         let epi = if last_k { Some(&epi) } else { None };
+                        // Rows one float apart (packed A, or a transposed A away from the edge)
+                        // let the microkernel address them from one pointer.
+                        let adjacent = a_offsets == core::array::from_fn(|i| i);
+                        let tile = Tile { k: k_block, a: a_ptr, a_offsets, a_step, b: b_ptr, b_step };
                         // SAFETY: A: offsets + (k_block-1) * a_step stay inside the a_block
                         // rows ir..ir+rows (packed: inside a_buf's panel). B: k_block rows of
-                        // NR floats from b_ptr stay inside b_buf (packed block or edge panel) / the full-width
-                        // panel of b_block. C: the tile (ic+ir.., jc+jr..) of rows x cols
-                        // lies in C.
+                        // NR floats from b_ptr stay inside b_buf (packed block or edge panel) /
+                        // the full-width panel of b_block. C: the tile (ic+ir.., jc+jr..) of
+                        // rows x cols lies in C.
                         unsafe {
-                            let tile = c.ptr.add((ic + ir) * c.ld + jc + jr);
-                            if cols <= LANES {
-                                let acc = microkernel::<1>(k_block, a_ptr, a_offsets, a_step, b_ptr, b_step);
-                                store_tile(&acc, tile, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
-                            } else {
-                                let acc = microkernel::<NV>(k_block, a_ptr, a_offsets, a_step, b_ptr, b_step);
-                                store_tile(&acc, tile, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
+                            let out = c.ptr.add((ic + ir) * c.ld + jc + jr);
+                            let store = |acc: &[[f32x16; NV]; MR]| {
+                                store_tile(acc, out, c.ld, rows, cols, alpha, beta_block, epi, jc + jr)
+                            };
+                            match (cols <= LANES, adjacent) {
+                                (true, true) => {
+                                    let acc = microkernel::<1, true>(&tile);
+                                    store_tile(&acc, out, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
+                                }
+                                (true, false) => {
+                                    let acc = microkernel::<1, false>(&tile);
+                                    store_tile(&acc, out, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
+                                }
+                                (false, true) => store(&microkernel::<NV, true>(&tile)),
+                                (false, false) => store(&microkernel::<NV, false>(&tile)),
                             }
                         }
                     }
@@ -548,42 +560,55 @@ fn pack_a_panels(buf: &mut [f32], block: MatRef<'_>) {
     }
 }
 
-/// The microkernel: returns the `MR x 16V` tile `sum over kk < k of a(i, kk) * b(kk, j)`.
-/// `V = NV` for full panels; `V = 1` for a last panel of at most 16 columns, which then costs
-/// half a full one.
-///
-/// Element `a(i, kk)` is `*a.add(a_offsets[i] + kk * a_step)`; row `kk` of the B micro-panel
-/// is the `16V` contiguous floats at `b.add(kk * b_step)`. Edge tiles are the caller's: it
-/// pads B panels and repeats A rows, and stores only the valid part of the tile. The
-/// accumulators stay in registers (16 of the 32 zmm registers for 8 x 32).
-///
-/// # Safety
-/// Every address named above, for `kk < k`, must be readable.
-#[inline(always)]
-unsafe fn microkernel<const V: usize>(
+/// The operands of one microkernel call.
+struct Tile {
+    /// Depth.
     k: usize,
+    /// Element `a(i, kk)` is `*a.add(a_offsets[i] + kk * a_step)`.
     a: *const f32,
     a_offsets: [usize; MR],
     a_step: usize,
+    /// Row `kk` of the B micro-panel is the contiguous floats at `b.add(kk * b_step)`.
     b: *const f32,
     b_step: usize,
-) -> [[f32x16; V]; MR] {
+}
+
+/// The microkernel: returns the `MR x 16V` tile `sum over kk < k of a(i, kk) * b(kk, j)`.
+/// `V = NV` for full panels; `V = 1` for a last panel of at most 16 columns, which then costs
+/// half a full one. `ADJACENT` promises `a_offsets[i] == i`, so every row is addressed from
+/// one pointer; otherwise each row gets its own pointer. (Offsets kept in an array would be
+/// spilled to the stack once the loop is unrolled, adding a load to every FMA.)
+///
+/// Edge tiles are the caller's: it pads B panels and repeats A rows, and stores only the
+/// valid part of the tile. The accumulators stay in registers (16 of the 32 zmm registers
+/// for 8 x 32).
+///
+/// # Safety
+/// Every address named in [`Tile`], for `kk < k`, must be readable.
+#[inline(always)]
+unsafe fn microkernel<const V: usize, const ADJACENT: bool>(t: &Tile) -> [[f32x16; V]; MR] {
     let mut acc = [[f32x16::ZERO; V]; MR];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..k {
+    let mut b = t.b;
+    // wrapping_add: after the last iteration the pointers may point past their buffers
+    // without being read.
+    let mut rows: [*const f32; MR] = core::array::from_fn(|i| t.a.wrapping_add(t.a_offsets[i]));
+    let mut a = t.a;
+    for _ in 0..t.k {
         // SAFETY: the caller guarantees V * 16 readable floats at b for this kk.
         let bv: [f32x16; V] = core::array::from_fn(|v| unsafe { load(b.add(v * LANES)) });
         for i in 0..MR {
             // SAFETY: the caller guarantees a(i, kk) is readable.
-            let ai = f32x16::splat(unsafe { *a.add(a_offsets[i]) });
+            let ai = f32x16::splat(unsafe { if ADJACENT { *a.add(i) } else { *rows[i] } });
             for v in 0..V {
                 acc[i][v] = ai.mul_add(bv[v], acc[i][v]);
             }
         }
-        // wrapping_add: after the last iteration the pointers may point past their buffers
-        // without being read.
-        a = a.wrapping_add(a_step);
-        b = b.wrapping_add(b_step);
+        if ADJACENT {
+            a = a.wrapping_add(t.a_step);
+        } else {
+            rows = rows.map(|r| r.wrapping_add(t.a_step));
+        }
+        b = b.wrapping_add(t.b_step);
     }
     acc
 }
