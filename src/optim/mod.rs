@@ -9,6 +9,9 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+pub mod lr_range;
+pub mod schedule;
+
 /// One optimisation step over all parameters.
 pub trait Optimizer: Send {
     /// `params -= update(grads)` at learning rate `lr`; advances the step counter.

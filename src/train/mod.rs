@@ -57,6 +57,26 @@ pub fn evaluate(model: &Sequential, split: &Split<'_>, preprocess: &Preprocess) 
     (loss / n, correct as f64 / n)
 }
 
+/// The records of one mini-batch, not yet converted.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    split: &'a Split<'a>,
+    indices: &'a [u32],
+    preprocess: &'a Preprocess,
+}
+
+/// Splits `rows` (each `width` long) at the given row bounds.
+fn split_rows<'a, T>(mut rows: &'a mut [T], bounds: &[(usize, usize)], width: usize) -> Vec<&'a mut [T]> {
+    bounds
+        .iter()
+        .map(|&(lo, hi)| {
+            let (part, rest) = std::mem::take(&mut rows).split_at_mut((hi - lo) * width);
+            rows = rest;
+            part
+        })
+        .collect()
+}
+
 /// One thread's share of a training step.
 struct Shard {
     ws: Workspace,
@@ -71,8 +91,9 @@ struct Shard {
 /// so a given thread count always gives the same bits.
 fn sharded_loss_and_grad(
     model: &Sequential,
-    x: &[f32],
-    y: &[u8],
+    batch: Batch<'_>,
+    x: &mut [f32],
+    y: &mut [u8],
     shards: &mut [Shard],
     first_delta: &mut Vec<f32>,
 ) -> (f64, usize) {
@@ -81,12 +102,16 @@ fn sharded_loss_and_grad(
     let parts = shards.len().min(n);
     let scale = 1.0 / n as f32;
     let bounds: Vec<(usize, usize)> = (0..parts).map(|p| (n * p / parts, n * (p + 1) / parts)).collect();
+    // Each shard converts its own rows of the batch, then runs forward and backward on them.
+    let x_parts = split_rows(x, &bounds, IMAGE_BYTES);
+    let y_parts = split_rows(y, &bounds, 1);
     let results: Vec<(f64, usize)> = shards[..parts]
         .par_iter_mut()
+        .zip(x_parts.into_par_iter().zip(y_parts))
         .zip(&bounds)
-        .map(|(shard, &(lo, hi))| {
-            let xs = &x[lo * IMAGE_BYTES..hi * IMAGE_BYTES];
-            model.loss_and_grad_scaled(xs, &y[lo..hi], &mut shard.ws, &mut shard.grads, scale, FirstLayerWeights::Defer)
+        .map(|((shard, (xs, ys)), &(lo, hi))| {
+            batch.split.fill_batch(&batch.indices[lo..hi], batch.preprocess, xs, ys);
+            model.loss_and_grad_scaled(xs, ys, &mut shard.ws, &mut shard.grads, scale, FirstLayerWeights::Defer)
         })
         .collect();
     let first = &model.layers()[0];
@@ -200,8 +225,14 @@ impl<'a> Trainer<'a> {
         for (step, batch) in self.order.chunks(self.batch_size).enumerate() {
             let n = batch.len();
             let (x, y) = (&mut self.x[..n * IMAGE_BYTES], &mut self.y[..n]);
-            self.train.fill_batch(batch, &self.preprocess, x, y);
-            let (loss, ok) = sharded_loss_and_grad(&self.model, x, y, &mut self.shards, &mut self.first_delta);
+            let (loss, ok) = sharded_loss_and_grad(
+                &self.model,
+                Batch { split: &self.train, indices: batch, preprocess: &self.preprocess },
+                x,
+                y,
+                &mut self.shards,
+                &mut self.first_delta,
+            );
             if !loss.is_finite() {
                 return Err(Error::Diverged { epoch, step: step + 1, loss: loss as f32, suggested_lr: self.lr / 10.0 });
             }
