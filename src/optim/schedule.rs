@@ -66,11 +66,11 @@ pub enum Schedule {
     /// treated as 1 (no division by zero).
     Exponential { factor: f32, steps: u64 },
     /// Piecewise constant: boundaries in steps (ascending) and one more value than boundaries;
-    /// values[i] applies while step < boundaries[i], the last value from the last boundary on.
-    /// (Keras's `PiecewiseConstantDecay` switches one step later: it keeps values[i] while
-    /// step <= boundaries[i]. Here a boundary is the first step of an epoch, which gets the new
-    /// value.) Malformed vectors never panic: a missing value repeats the last one, and an empty
-    /// `values` gives the base rate.
+    /// `values[i]` applies while `step < boundaries[i]`, the last value from the last boundary
+    /// on. (Keras's `PiecewiseConstantDecay` switches one step later: it keeps `values[i]` while
+    /// `step <= boundaries[i]`. Here a boundary is the first step of an epoch, which gets the
+    /// new value.) Malformed vectors never panic: a missing value repeats the last one, and an
+    /// empty `values` gives the base rate.
     Piecewise { boundaries: Vec<u64>, values: Vec<f32> },
     /// The notebook's OneCycleScheduler (Géron, chapter 11): see [`OneCycle`]. Ignores the base
     /// rate.
@@ -248,7 +248,7 @@ impl ReduceOnPlateau {
             return lr;
         }
         self.wait = self.wait.saturating_add(1);
-        if self.wait > self.patience && lr > self.min_lr {
+        if self.wait >= self.patience && lr > self.min_lr {
             self.wait = 0;
             return (lr * self.factor).max(self.min_lr);
         }
