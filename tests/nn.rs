@@ -2,7 +2,7 @@
 //! evaluation and training agree on the same forward pass.
 
 use simdnn::kernels::Activation;
-use simdnn::nn::{FirstLayerWeights, Initializer, LayerSpec, Preprocess, Sequential, Workspace};
+use simdnn::nn::{BackwardOptions, Initializer, LayerSpec, Preprocess, Sequential, Workspace};
 use simdnn::rng::{seeded, uniform_f32};
 
 fn moments(xs: &[f32]) -> (f64, f64, f64) {
@@ -95,15 +95,19 @@ fn predict_evaluate_and_training_agree() {
     let (train_loss, train_correct) = model.loss_and_grad(&x, &labels, &mut ws, &mut grads);
     assert_eq!((train_loss, train_correct), (loss, correct));
 
-    // Splitting the batch in two with a deferred first-layer weight gradient gives the same
-    // gradient everywhere else, and the first layer's dL/dz rows.
+    // Splitting the batch in two, with a deferred first-layer weight gradient and shared
+    // transposed weights, gives the same gradient everywhere else and the first layer's
+    // dL/dz rows.
     let mut a = vec![0.0; model.num_params()];
     let mut b = vec![0.0; model.num_params()];
     let (mut wa, mut wb) = (Workspace::default(), Workspace::default());
     let scale = 1.0 / batch as f32;
     let cut = 6;
-    model.loss_and_grad_scaled(&x[..cut * 50], &labels[..cut], &mut wa, &mut a, scale, FirstLayerWeights::Defer);
-    model.loss_and_grad_scaled(&x[cut * 50..], &labels[cut..], &mut wb, &mut b, scale, FirstLayerWeights::Defer);
+    let mut transposed = vec![0.0; model.num_params()];
+    model.transpose_weights(&mut transposed);
+    let options = BackwardOptions { defer_first_layer_weights: true, transposed_weights: Some(&transposed) };
+    model.loss_and_grad_scaled(&x[..cut * 50], &labels[..cut], &mut wa, &mut a, scale, options);
+    model.loss_and_grad_scaled(&x[cut * 50..], &labels[cut..], &mut wb, &mut b, scale, options);
     let first = model.layers()[0].weight_range();
     for i in first.end..model.num_params() {
         assert!((a[i] + b[i] - grads[i]).abs() <= 1e-5, "gradient {i}: {} + {} vs {}", a[i], b[i], grads[i]);

@@ -455,6 +455,21 @@ unsafe fn gemm_blocks(
                     } else {
                         (b_block.data.as_ptr().wrapping_add(jr), b.rs)
                     };
+                    if cols < LANES && !pack_a && a.rs == 1 {
+                        // A narrow last panel of a transposed A (the weight gradient's
+                        // x^T): vectorise along m instead, where A is contiguous.
+                        let epi = if last_k { Some(&epi) } else { None };
+                        let panel =
+                            NarrowPanel { k: k_block, a: a_block.data.as_ptr(), a_step: a.cs, b: b_ptr, b_step, cols };
+                        // SAFETY: A: rows 0..m_block of a_block are contiguous from its data
+                        // pointer at each kk (a.rs == 1); B: the zero-padded NR-wide panel in
+                        // b_buf; C: rows ic.., columns jc+jr.. of C.
+                        unsafe {
+                            let out = c.ptr.add(ic * c.ld + jc + jr);
+                            narrow_panel_by_rows(&panel, m_block, out, c.ld, alpha, beta_block, epi, jc + jr);
+                        }
+                        continue;
+                    }
                     for ir in (0..m_block).step_by(MR) {
                         let rows = MR.min(m_block - ir);
                         let (a_ptr, a_offsets, a_step) = if pack_a {
@@ -477,20 +492,12 @@ unsafe fn gemm_blocks(
                         // rows x cols lies in C.
                         unsafe {
                             let out = c.ptr.add((ic + ir) * c.ld + jc + jr);
-                            let store = |acc: &[[f32x16; NV]; MR]| {
-                                store_tile(acc, out, c.ld, rows, cols, alpha, beta_block, epi, jc + jr)
-                            };
+                            let args = (out, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
                             match (cols <= LANES, adjacent) {
-                                (true, true) => {
-                                    let acc = microkernel::<1, true>(&tile);
-                                    store_tile(&acc, out, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
-                                }
-                                (true, false) => {
-                                    let acc = microkernel::<1, false>(&tile);
-                                    store_tile(&acc, out, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
-                                }
-                                (false, true) => store(&microkernel::<NV, true>(&tile)),
-                                (false, false) => store(&microkernel::<NV, false>(&tile)),
+                                (true, true) => tile_kernel::<1, true>(&tile, args),
+                                (true, false) => tile_kernel::<1, false>(&tile, args),
+                                (false, true) => tile_kernel::<NV, true>(&tile, args),
+                                (false, false) => tile_kernel::<NV, false>(&tile, args),
                             }
                         }
                     }
@@ -613,6 +620,101 @@ unsafe fn microkernel<const V: usize, const ADJACENT: bool>(t: &Tile) -> [[f32x1
     acc
 }
 
+/// Where and how a tile is stored: `(c, ldc, rows, cols, alpha, beta, epilogue, col0)`, as
+/// [`store_tile`] takes them.
+type TileStore<'e, 'b> = (*mut f32, usize, usize, usize, f32, f32, Option<&'e Epilogue<'b>>, usize);
+
+/// One microkernel call and the store of its tile. Not inlined: each instantiation then
+/// gets the registers to itself, and its accumulators never touch the stack (inlined into
+/// the block loops, they were spilled after every FMA).
+///
+/// # Safety
+/// As [`microkernel`] and [`store_tile`].
+#[inline(never)]
+unsafe fn tile_kernel<const V: usize, const ADJACENT: bool>(t: &Tile, store: TileStore<'_, '_>) {
+    let (c, ldc, rows, cols, alpha, beta, epi, col0) = store;
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        let acc = microkernel::<V, ADJACENT>(t);
+        store_tile(&acc, c, ldc, rows, cols, alpha, beta, epi, col0);
+    }
+}
+
+/// The operands of [`narrow_panel_by_rows`].
+struct NarrowPanel {
+    k: usize,
+    /// Row `i` of A at depth `kk` is `*a.add(i + kk * a_step)`: rows are contiguous.
+    a: *const f32,
+    a_step: usize,
+    /// A zero-padded `NR`-wide B panel: `b(kk, j)` is `*b.add(kk * b_step + j)`.
+    b: *const f32,
+    b_step: usize,
+    /// Valid columns, fewer than 16.
+    cols: usize,
+}
+
+/// `C[0..m, 0..cols]` for a panel narrower than one vector when A's rows are contiguous:
+/// vectors run along m (16 rows of one column), four columns at a time, each B value
+/// broadcast. The usual `MR x 16` tile would spend a whole vector of FMAs on these few
+/// columns; this spends one FMA per 16 useful products. Results are written column by column.
+///
+/// # Safety
+/// `p.a` must address rows `0..m` at every `kk < p.k`; `p.b` a panel of `NR` columns for
+/// every `kk`; `c` a writable `m x p.cols` rectangle with rows `ldc` apart; `bias` (if any)
+/// at least `col0 + p.cols` values.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)] // kept out of `gemm_blocks`, whose register allocation it would disturb
+unsafe fn narrow_panel_by_rows(
+    p: &NarrowPanel,
+    m: usize,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+    epi: Option<&Epilogue<'_>>,
+    col0: usize,
+) {
+    const GROUP: usize = 4;
+    let epi = epi.filter(|e| !e.is_none());
+    for i0 in (0..m).step_by(LANES) {
+        let rows = LANES.min(m - i0);
+        for g0 in (0..p.cols).step_by(GROUP) {
+            let mut acc = [f32x16::ZERO; GROUP];
+            for kk in 0..p.k {
+                // SAFETY: rows i0..i0+rows of A at depth kk are readable (caller).
+                let av = unsafe {
+                    let at = p.a.add(i0 + kk * p.a_step);
+                    if rows == LANES { load(at) } else { load_partial(core::slice::from_raw_parts(at, rows), 0.0) }
+                };
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: g0 + j < 16 <= NR: inside the zero-padded panel row kk.
+                    let bj = unsafe { *p.b.add(kk * p.b_step + g0 + j) };
+                    *acc = f32x16::splat(bj).mul_add(av, *acc);
+                }
+            }
+            for (j, acc) in acc.iter().enumerate().take(GROUP.min(p.cols - g0)) {
+                let col = g0 + j;
+                // SAFETY: rows i0..i0+rows of column col lie in the C rectangle (caller).
+                let at = |i: usize| unsafe { c.add((i0 + i) * ldc + col) };
+                let mut x = *acc * f32x16::splat(alpha);
+                if beta != 0.0 {
+                    // SAFETY: as above.
+                    let old: [f32; LANES] = core::array::from_fn(|i| if i < rows { unsafe { *at(i) } } else { 0.0 });
+                    x = f32x16::splat(beta).mul_add(f32x16::new(old), x);
+                }
+                if let Some(e) = epi {
+                    let bias = e.bias.map_or(0.0, |b| b[col0 + col]);
+                    x = e.activation.forward_vec(x + f32x16::splat(bias));
+                }
+                for (i, v) in x.to_array().iter().enumerate().take(rows) {
+                    // SAFETY: as above.
+                    unsafe { *at(i) = *v };
+                }
+            }
+        }
+    }
+}
+
 /// Stores the valid `rows x cols` part of a tile: `x = alpha*acc + beta*C`, then with an
 /// epilogue `act(x + bias)`. C is not read when `beta == 0`.
 ///
@@ -643,10 +745,13 @@ unsafe fn store_tile<const V: usize>(
             None => f32x16::ZERO,
         }
     });
-    let finish = |x: f32x16, v: usize| match epi {
-        Some(e) => e.activation.forward_vec(x + bias[v]),
-        None => x,
-    };
+    #[inline(always)]
+    fn finish(epi: Option<&Epilogue<'_>>, x: f32x16, bias: f32x16) -> f32x16 {
+        match epi {
+            Some(e) => e.activation.forward_vec(x + bias),
+            None => x,
+        }
+    }
     for (i, acc_row) in acc.iter().enumerate().take(rows) {
         // SAFETY: row i < rows of the tile.
         let row = unsafe { c.add(i * ldc) };
@@ -660,7 +765,7 @@ unsafe fn store_tile<const V: usize>(
                     if beta != 0.0 {
                         x = beta_v.mul_add(load(p), x);
                     }
-                    store(p, finish(x, v));
+                    store(p, finish(epi, x, bias[v]));
                 }
             }
         } else {
@@ -671,7 +776,7 @@ unsafe fn store_tile<const V: usize>(
                 if beta != 0.0 {
                     x = beta_v.mul_add(load_partial(chunk, 0.0), x);
                 }
-                store_partial(chunk, finish(x, v));
+                store_partial(chunk, finish(epi, x, bias[v]));
             }
         }
     }

@@ -102,6 +102,24 @@ impl Dense {
         gemm(1.0, MatRef::new(x, batch, n_in).t(), MatRef::new(dz, batch, n_out), 0.0, dw, Epilogue::NONE);
     }
 
+    /// `W^T` (`[n_out, n_in]`) into `out`.
+    pub fn transpose_weights(&self, params: &[f32], out: &mut [f32]) {
+        let w = self.weights(params);
+        for (i, row) in w.chunks_exact(self.n_out).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                out[j * self.n_in + i] = v;
+            }
+        }
+    }
+
+    /// dL/dx = dz W^T, reading `W^T` from `wt` (`[n_out, n_in]`, see
+    /// [`Dense::transpose_weights`]) so that B needs no packing.
+    pub fn input_grad_transposed(&self, wt: &[f32], dz: &[f32], dx: &mut [f32], batch: usize) {
+        let (n_in, n_out) = (self.n_in, self.n_out);
+        let wt = MatRef::new(wt, n_out, n_in);
+        gemm(1.0, MatRef::new(dz, batch, n_out), wt, 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
+    }
+
     /// dL/dx = dz W^T.
     ///
     /// # Shapes

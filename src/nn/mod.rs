@@ -12,5 +12,5 @@ pub mod preprocess;
 
 pub use dense::Dense;
 pub use init::Initializer;
-pub use model::{FirstLayerWeights, LayerSpec, Sequential, Workspace};
+pub use model::{BackwardOptions, LayerSpec, Sequential, Workspace};
 pub use preprocess::Preprocess;

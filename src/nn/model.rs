@@ -120,17 +120,15 @@ impl Sequential {
     /// Forward and backward pass for a batch: writes the gradient of the *mean* loss into
     /// `grads` (same layout as `params`) and returns the summed loss and correct count.
     pub fn loss_and_grad(&self, x: &[f32], labels: &[u8], ws: &mut Workspace, grads: &mut [f32]) -> (f64, usize) {
-        self.loss_and_grad_scaled(x, labels, ws, grads, 1.0 / labels.len().max(1) as f32, FirstLayerWeights::Compute)
+        self.loss_and_grad_scaled(x, labels, ws, grads, 1.0 / labels.len().max(1) as f32, BackwardOptions::default())
     }
 
     /// As [`Sequential::loss_and_grad`], but the gradient is of `loss_scale * summed loss`:
     /// a shard of a batch split across threads passes `1 / full batch size`, so the shards'
     /// gradients add up to the gradient of the batch's mean loss.
     ///
-    /// With [`FirstLayerWeights::Defer`] the first layer's weight gradient is left out (its
-    /// part of `grads` is untouched) and dL/dz of the first layer stays in the workspace
-    /// ([`Workspace::first_layer_delta`]): the caller computes it once for the whole batch,
-    /// as one large product instead of one per shard.
+    /// `options` lets a data-parallel caller share work between shards (see
+    /// [`BackwardOptions`]).
     pub fn loss_and_grad_scaled(
         &self,
         x: &[f32],
@@ -138,7 +136,7 @@ impl Sequential {
         ws: &mut Workspace,
         grads: &mut [f32],
         loss_scale: f32,
-        first_layer: FirstLayerWeights,
+        options: BackwardOptions<'_>,
     ) -> (f64, usize) {
         assert_eq!(grads.len(), self.params.len(), "gradient buffer does not match the model");
         let batch = labels.len();
@@ -153,25 +151,32 @@ impl Sequential {
         for (l, layer) in self.layers.iter().enumerate().rev() {
             let output = &activations[l][..batch * layer.n_out];
             let dy = &mut delta[..batch * layer.n_out];
+            layer.backward_activation(output, dy, grads);
             if l == 0 {
-                layer.backward_activation(output, dy, grads);
-                if first_layer == FirstLayerWeights::Compute {
+                if !options.defer_first_layer_weights {
                     layer.weight_grad(&x[..batch * layer.n_in], dy, grads, batch);
                 }
                 break;
             }
-            layer.backward(
-                &self.params,
-                &activations[l - 1][..batch * layer.n_in],
-                output,
-                dy,
-                grads,
-                Some(&mut delta_prev[..batch * layer.n_in]),
-                batch,
-            );
+            layer.weight_grad(&activations[l - 1][..batch * layer.n_in], dy, grads, batch);
+            let dx = &mut delta_prev[..batch * layer.n_in];
+            match options.transposed_weights {
+                Some(wt) => layer.input_grad_transposed(&wt[layer.weight_range()], dy, dx, batch),
+                None => layer.input_grad(&self.params, dy, dx, batch),
+            }
             core::mem::swap(delta, delta_prev);
         }
         (loss, correct)
+    }
+
+    /// Writes every layer's weights but the first's, transposed (`[n_out, n_in]`), at the
+    /// layer's weight offsets in `out` (as long as `params`); the first layer needs no input
+    /// gradient. For [`BackwardOptions::transposed_weights`].
+    pub fn transpose_weights(&self, out: &mut [f32]) {
+        assert_eq!(out.len(), self.params.len(), "transposed weights buffer does not match the model");
+        for layer in &self.layers[1..] {
+            layer.transpose_weights(&self.params, &mut out[layer.weight_range()]);
+        }
     }
 
     /// Runs every layer; the last one's output is left as logits (softmax is applied by the
@@ -187,11 +192,19 @@ impl Sequential {
     }
 }
 
-/// Whether [`Sequential::loss_and_grad_scaled`] computes the first layer's weight gradient.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FirstLayerWeights {
-    Compute,
-    Defer,
+/// How [`Sequential::loss_and_grad_scaled`] runs its backward pass when the caller splits a
+/// batch across threads.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BackwardOptions<'a> {
+    /// Leave out the first layer's weight gradient (its part of `grads` is untouched) and
+    /// keep dL/dz of the first layer in the workspace ([`Workspace::first_layer_delta`]): the
+    /// caller computes it once for the whole batch, one large product instead of one per
+    /// shard.
+    pub defer_first_layer_weights: bool,
+    /// The weights transposed ([`Sequential::transpose_weights`]), made once per step and
+    /// shared by all shards: the input gradients then read `W^T` in place instead of each
+    /// shard repacking it.
+    pub transposed_weights: Option<&'a [f32]>,
 }
 
 /// Buffers for one batch of activations and gradients, reused across batches.

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::data::Split;
 use crate::data::cifar::IMAGE_BYTES;
-use crate::nn::{FirstLayerWeights, Preprocess, Sequential, Workspace};
+use crate::nn::{BackwardOptions, Preprocess, Sequential, Workspace};
 use crate::optim::Optimizer;
 use crate::rng::{seeded, shuffle};
 use crate::{Error, Result};
@@ -57,6 +57,21 @@ pub fn evaluate(model: &Sequential, split: &Split<'_>, preprocess: &Preprocess) 
     (loss / n, correct as f64 / n)
 }
 
+/// [`Sequential::transpose_weights`] with the layers spread over threads.
+fn transpose_weights(model: &Sequential, out: &mut [f32]) {
+    use rayon::prelude::*;
+    let mut parts = Vec::new();
+    let (mut rest, mut pos) = (out, 0);
+    for layer in &model.layers()[1..] {
+        let range = layer.weight_range();
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(range.start - pos);
+        let (weights, tail) = tail.split_at_mut(range.len());
+        parts.push((layer, weights));
+        (rest, pos) = (tail, range.end);
+    }
+    parts.into_par_iter().for_each(|(layer, weights)| layer.transpose_weights(&model.params, weights));
+}
+
 /// The records of one mini-batch, not yet converted.
 #[derive(Clone, Copy)]
 struct Batch<'a> {
@@ -96,8 +111,11 @@ fn sharded_loss_and_grad(
     y: &mut [u8],
     shards: &mut [Shard],
     first_delta: &mut Vec<f32>,
+    transposed: &mut [f32],
 ) -> (f64, usize) {
     use rayon::prelude::*;
+    transpose_weights(model, transposed);
+    let transposed = &*transposed;
     let n = y.len();
     let parts = shards.len().min(n);
     let scale = 1.0 / n as f32;
@@ -111,7 +129,8 @@ fn sharded_loss_and_grad(
         .zip(&bounds)
         .map(|((shard, (xs, ys)), &(lo, hi))| {
             batch.split.fill_batch(&batch.indices[lo..hi], batch.preprocess, xs, ys);
-            model.loss_and_grad_scaled(xs, ys, &mut shard.ws, &mut shard.grads, scale, FirstLayerWeights::Defer)
+            let options = BackwardOptions { defer_first_layer_weights: true, transposed_weights: Some(transposed) };
+            model.loss_and_grad_scaled(xs, ys, &mut shard.ws, &mut shard.grads, scale, options)
         })
         .collect();
     let first = &model.layers()[0];
@@ -152,6 +171,8 @@ pub struct Trainer<'a> {
     shards: Vec<Shard>,
     /// dL/dz of the first layer for the whole batch, gathered from the shards.
     first_delta: Vec<f32>,
+    /// The weights transposed once per step for all shards' input gradients.
+    transposed: Vec<f32>,
     order: Vec<u32>,
     x: Vec<f32>,
     y: Vec<u8>,
@@ -194,6 +215,7 @@ impl<'a> Trainer<'a> {
             .collect();
         let order = (0..train.len() as u32).collect();
         let model_first_width = model.layers()[0].n_out;
+        let transposed = vec![0.0; model.num_params()];
         Ok(Trainer {
             model,
             optimizer,
@@ -205,6 +227,7 @@ impl<'a> Trainer<'a> {
             seed,
             shards,
             first_delta: Vec::with_capacity(batch_size * model_first_width),
+            transposed,
             order,
             x: vec![0.0; batch_size * IMAGE_BYTES],
             y: vec![0; batch_size],
@@ -232,6 +255,7 @@ impl<'a> Trainer<'a> {
                 y,
                 &mut self.shards,
                 &mut self.first_delta,
+                &mut self.transposed,
             );
             if !loss.is_finite() {
                 return Err(Error::Diverged { epoch, step: step + 1, loss: loss as f32, suggested_lr: self.lr / 10.0 });
