@@ -8,6 +8,7 @@ pub mod activation;
 pub mod gemm;
 pub mod reference;
 pub mod softmax;
+pub mod transpose;
 pub mod vector;
 
 mod simd;

@@ -4,6 +4,7 @@
 
 use crate::kernels::Activation;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
+use crate::kernels::transpose::transpose;
 use crate::kernels::vector::activation_backward_with_bias_grad;
 
 /// A dense layer's shape and where its parameters sit in the model's parameter vector.
@@ -104,12 +105,7 @@ impl Dense {
 
     /// `W^T` (`[n_out, n_in]`) into `out`.
     pub fn transpose_weights(&self, params: &[f32], out: &mut [f32]) {
-        let w = self.weights(params);
-        for (i, row) in w.chunks_exact(self.n_out).enumerate() {
-            for (j, &v) in row.iter().enumerate() {
-                out[j * self.n_in + i] = v;
-            }
-        }
+        transpose(self.weights(params), self.n_in, self.n_out, out);
     }
 
     /// dL/dx = dz W^T, reading `W^T` from `wt` (`[n_out, n_in]`, see

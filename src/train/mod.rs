@@ -142,8 +142,9 @@ fn sharded_loss_and_grad(
     let skip = first.weight_range();
     if let [head, rest @ ..] = &mut shards[..parts] {
         first.weight_grad(x, first_delta, &mut head.grads, n);
-        // Sum the rest in parallel chunks; every element adds the shards in the same order.
-        const CHUNK: usize = 1 << 15;
+        // Sum the rest in parallel chunks (small enough to balance the threads); every
+        // element adds the shards in the same order.
+        const CHUNK: usize = 1 << 13;
         head.grads[skip.end..].par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
             let start = skip.end + c * CHUNK;
             for shard in rest.iter() {
