@@ -329,11 +329,11 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
             }
         }
         Event::Step { step, loss, accuracy } => {
-            if let Some(b) = &bar {
-                if step % 64 == 0 {
-                    b.set_position(step as u64);
-                    b.set_message(format!("loss {loss:.4} accuracy {accuracy:.4}"));
-                }
+            if let Some(b) = &bar
+                && step % 64 == 0
+            {
+                b.set_position(step as u64);
+                b.set_message(format!("loss {loss:.4} accuracy {accuracy:.4}"));
             }
         }
         Event::EpochEnd(r) => {

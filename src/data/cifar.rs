@@ -44,7 +44,7 @@ impl MappedFile {
         if len == 0 {
             return Err(Error::data(path, "is empty"));
         }
-        if len % RECORD_BYTES != 0 {
+        if !len.is_multiple_of(RECORD_BYTES) {
             return Err(Error::data(
                 path,
                 format!(

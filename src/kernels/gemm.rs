@@ -198,7 +198,7 @@ impl Blocking {
 
     fn checked(self) -> Self {
         assert!(
-            self.mc >= MR && self.mc % MR == 0 && self.nc >= NR && self.nc % NR == 0 && self.kc > 0,
+            self.mc >= MR && self.mc.is_multiple_of(MR) && self.nc >= NR && self.nc.is_multiple_of(NR) && self.kc > 0,
             "Blocking {self:?}: mc must be a multiple of {MR}, nc of {NR}, kc positive"
         );
         self

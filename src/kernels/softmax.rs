@@ -40,7 +40,7 @@ pub fn softmax_cross_entropy(logits: &mut [f32], n: usize, labels: &[u8]) -> (f6
 
 /// Softmax of each row in place, without a loss (for prediction).
 pub fn softmax_rows(logits: &mut [f32], n: usize) {
-    assert!(n > 0 && logits.len() % n == 0, "softmax: {} values are not rows of {n}", logits.len());
+    assert!(n > 0 && logits.len().is_multiple_of(n), "softmax: {} values are not rows of {n}", logits.len());
     for row in logits.chunks_exact_mut(n) {
         let (max, _) = row_max(row);
         let inv = 1.0 / exp_shifted_in_place(row, max);

@@ -16,7 +16,7 @@ pub fn activation_backward_with_bias_grad(
     bias_grad: &mut [f32],
 ) {
     assert!(
-        ys.len() == dys.len() && bias_grad.len() == n && dys.len() % n.max(1) == 0,
+        ys.len() == dys.len() && bias_grad.len() == n && dys.len().is_multiple_of(n.max(1)),
         "activation backward: shapes disagree"
     );
     for (y_row, dy_row) in ys.chunks_exact(n).zip(dys.chunks_exact_mut(n)) {
