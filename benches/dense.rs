@@ -60,7 +60,7 @@ fn bench_layers(c: &mut Criterion) {
     let mut grads = vec![0f32; model.num_params()];
     let x = inputs(BATCH * IMAGE_BYTES, 0);
     for (index, name) in [(0, "input_3072x100_elu"), (1, "hidden_100x100_elu")] {
-        let layer = &model.layers()[index];
+        let layer = model.layers()[index].as_dense().expect("8a layers are dense");
         let (n_in, n_out) = (layer.n_in, layer.n_out);
         assert_eq!(layer.activation, Activation::ELU, "8a layers use ELU");
         // The hidden layer's input is the first layer's output, as in the model.
@@ -68,7 +68,7 @@ fn bench_layers(c: &mut Criterion) {
             x.clone()
         } else {
             let mut h = vec![0f32; BATCH * n_in];
-            model.layers()[0].forward(params, &x, &mut h, BATCH);
+            model.layers()[0].as_dense().expect("8a layers are dense").forward(params, &x, &mut h, BATCH);
             h
         };
         let mut y = vec![0f32; BATCH * n_out];

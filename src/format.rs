@@ -8,23 +8,29 @@
 
 use alloc::format;
 use alloc::string::String;
+use alloc::vec;
 use alloc::vec::Vec;
 
 use byteorder::{ByteOrder, LittleEndian as LE};
 
 use crate::kernels::Activation;
-use crate::nn::{Preprocess, Sequential};
+use crate::nn::dropout::DropoutKind;
+use crate::nn::{Initializer, Layer, LayerSpec, Preprocess, Sequential};
 use crate::{Error, Result};
 
 /// First 8 bytes: a non-ASCII byte, the name, and the CR LF / ^Z / LF sequence that reveals
 /// text-mode transfers (the PNG trick).
 pub const MAGIC: [u8; 8] = *b"\x89SDN\r\n\x1a\n";
-/// The version this build writes; it reads every version up to this one.
-pub const VERSION: u32 = 1;
+/// The version this build writes; it reads every version up to this one. Version 2 added
+/// batch-norm and dropout layers (version 1 files hold dense layers only).
+pub const VERSION: u32 = 2;
 const HEADER_BYTES: usize = 8 + 4 + 4 + 8;
 const CHECKSUM_BYTES: usize = 4;
 
 const LAYER_DENSE: u8 = 1;
+const LAYER_BATCH_NORM: u8 = 2;
+const LAYER_DROPOUT: u8 = 3;
+const LAYER_ALPHA_DROPOUT: u8 = 4;
 const DTYPE_F32: u8 = 0;
 const PREPROCESS_SCALE: u8 = 0;
 const PREPROCESS_STANDARDISE: u8 = 1;
@@ -54,15 +60,33 @@ pub fn to_bytes(saved: &SavedModel) -> Vec<u8> {
     }
     payload.u32(model.layers().len() as u32);
     for layer in model.layers() {
-        let (code, param) = activation_code(layer.activation);
-        payload.u8(LAYER_DENSE);
-        payload.u32(layer.n_in as u32);
-        payload.u32(layer.n_out as u32);
-        payload.u8(code);
-        payload.f32(param);
-        payload.u8(DTYPE_F32);
-        payload.f32s(layer.weights(&model.params));
-        payload.f32s(layer.bias(&model.params));
+        let kind = match layer {
+            Layer::Dense(_) => LAYER_DENSE,
+            Layer::BatchNorm(_) => LAYER_BATCH_NORM,
+            Layer::Dropout(d) if d.kind == DropoutKind::Standard => LAYER_DROPOUT,
+            Layer::Dropout(_) => LAYER_ALPHA_DROPOUT,
+        };
+        payload.u8(kind);
+        payload.u32(layer.n_in() as u32);
+        payload.u32(layer.n_out() as u32);
+        match layer {
+            Layer::Dense(d) => {
+                payload.activation(d.activation);
+                payload.u8(DTYPE_F32);
+                payload.f32s(d.weights(&model.params));
+                payload.f32s(d.bias(&model.params));
+            }
+            Layer::BatchNorm(b) => {
+                payload.activation(b.activation);
+                payload.f32(b.momentum);
+                payload.f32(b.epsilon);
+                payload.f32s(b.gamma(&model.params));
+                payload.f32s(b.beta(&model.params));
+                payload.f32s(b.moving_mean(&model.state));
+                payload.f32s(b.moving_var(&model.state));
+            }
+            Layer::Dropout(d) => payload.f32(d.rate),
+        }
     }
     let payload = payload.0;
     let mut out = Writer(Vec::with_capacity(HEADER_BYTES + payload.len() + CHECKSUM_BYTES));
@@ -89,6 +113,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel> {
         return Err(Error::format("not a simdnn model file (wrong magic bytes)"));
     }
     let version = LE::read_u32(&bytes[8..12]);
+    // Versions 1 and 2 share every encoding; 1 allows dense layers only.
     if version == 0 || version > VERSION {
         return Err(Error::format(format!(
             "format version {version} is not supported: this simdnn reads versions 1 to {VERSION} (a newer simdnn wrote it?)"
@@ -120,45 +145,82 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel> {
         other => return Err(Error::format(format!("unknown preprocessing kind {other}"))),
     };
     let n_layers = r.count("layer count")?;
-    // Each layer takes at least 15 bytes of header: reject counts the file cannot hold.
-    if n_layers > r.remaining() / 15 {
+    // Each layer takes at least 13 bytes: reject counts the file cannot hold.
+    if n_layers > r.remaining() / 13 {
         return Err(Error::format(format!("{n_layers} layers cannot fit in the {} bytes left", r.remaining())));
     }
-    let mut shapes = Vec::with_capacity(n_layers);
-    let mut tensors = Vec::with_capacity(n_layers);
-    let mut n_in_expected = input_dim;
+    let mut specs = Vec::with_capacity(n_layers);
+    // Each layer's numbers in file order: dense weights then bias; batch-norm gamma, beta,
+    // moving mean, moving variance.
+    let mut tensors: Vec<Vec<Vec<f32>>> = Vec::with_capacity(n_layers);
+    let mut width = input_dim;
     for i in 0..n_layers {
         let kind = r.u8()?;
-        if kind != LAYER_DENSE {
+        if !(LAYER_DENSE..=LAYER_ALPHA_DROPOUT).contains(&kind) {
             return Err(Error::format(format!("layer {i}: unknown layer kind {kind}")));
+        }
+        if kind != LAYER_DENSE && version < 2 {
+            return Err(Error::format(format!("layer {i}: kind {kind} needs format version 2, file says {version}")));
         }
         let n_in = r.count("layer input size")?;
         let n_out = r.count("layer output size")?;
-        if n_in != n_in_expected {
-            return Err(Error::format(format!("layer {i} takes {n_in} inputs but receives {n_in_expected}")));
+        if n_in != width {
+            return Err(Error::format(format!("layer {i} takes {n_in} inputs but receives {width}")));
         }
-        let activation = activation_from_code(r.u8()?, r.f32()?)
-            .ok_or_else(|| Error::format(format!("layer {i}: unknown activation")))?;
-        let dtype = r.u8()?;
-        if dtype != DTYPE_F32 {
-            return Err(Error::format(format!("layer {i}: unknown tensor type {dtype}")));
+        if kind != LAYER_DENSE && n_out != n_in {
+            return Err(Error::format(format!(
+                "layer {i}: a batch-norm or dropout layer must keep its width ({n_in} -> {n_out})"
+            )));
         }
-        let weights_len =
-            n_in.checked_mul(n_out).ok_or_else(|| Error::format(format!("layer {i}: {n_in} x {n_out} overflows")))?;
-        tensors.push((r.f32s(weights_len)?, r.f32s(n_out)?));
-        shapes.push((n_out, activation));
-        n_in_expected = n_out;
+        let bad_activation = || Error::format(format!("layer {i}: unknown activation"));
+        match kind {
+            LAYER_DENSE => {
+                let activation = activation_from_code(r.u8()?, r.f32()?).ok_or_else(bad_activation)?;
+                let dtype = r.u8()?;
+                if dtype != DTYPE_F32 {
+                    return Err(Error::format(format!("layer {i}: unknown tensor type {dtype}")));
+                }
+                let weights = n_in
+                    .checked_mul(n_out)
+                    .ok_or_else(|| Error::format(format!("layer {i}: {n_in} x {n_out} overflows")))?;
+                tensors.push(vec![r.f32s(weights)?, r.f32s(n_out)?]);
+                specs.push(LayerSpec::Dense { units: n_out, activation, init: Initializer::GlorotUniform });
+            }
+            LAYER_BATCH_NORM => {
+                let activation = activation_from_code(r.u8()?, r.f32()?).ok_or_else(bad_activation)?;
+                let (momentum, epsilon) = (r.f32()?, r.f32()?);
+                tensors.push(vec![r.f32s(n_in)?, r.f32s(n_in)?, r.f32s(n_in)?, r.f32s(n_in)?]);
+                specs.push(LayerSpec::BatchNorm { activation, momentum, epsilon });
+            }
+            LAYER_DROPOUT | LAYER_ALPHA_DROPOUT => {
+                let rate = r.f32()?;
+                tensors.push(Vec::new());
+                specs.push(if kind == LAYER_DROPOUT {
+                    LayerSpec::Dropout { rate }
+                } else {
+                    LayerSpec::AlphaDropout { rate }
+                });
+            }
+            _ => unreachable!("layer kinds are checked above"),
+        }
+        width = n_out;
     }
     if r.remaining() != 0 {
         return Err(Error::format(format!("{} unexpected bytes after the last layer", r.remaining())));
     }
-    let mut model = Sequential::with_shapes(input_dim, &shapes).map_err(|e| Error::format(format!("{e}")))?;
-    let mut params = Vec::with_capacity(model.num_params());
-    for (w, b) in tensors {
-        params.extend_from_slice(&w);
-        params.extend_from_slice(&b);
+    let mut model = Sequential::build(input_dim, &specs).map_err(|e| Error::format(format!("{e}")))?;
+    let (mut params, mut state) = (Vec::with_capacity(model.num_params()), Vec::with_capacity(model.num_state()));
+    for (layer, t) in model.layers().iter().zip(tensors) {
+        match layer {
+            Layer::Dense(_) => t.iter().for_each(|v| params.extend_from_slice(v)),
+            Layer::BatchNorm(_) => {
+                t[..2].iter().for_each(|v| params.extend_from_slice(v));
+                t[2..].iter().for_each(|v| state.extend_from_slice(v));
+            }
+            Layer::Dropout(_) => {}
+        }
     }
-    model.params = params;
+    (model.params, model.state) = (params, state);
     Ok(SavedModel { model, preprocess })
 }
 
@@ -208,6 +270,11 @@ impl Writer {
     }
     fn f32(&mut self, v: f32) {
         self.u32(v.to_bits());
+    }
+    fn activation(&mut self, act: Activation) {
+        let (code, param) = activation_code(act);
+        self.u8(code);
+        self.f32(param);
     }
     fn f32s(&mut self, vs: &[f32]) {
         let start = self.0.len();

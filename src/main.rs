@@ -11,9 +11,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use simdnn::data::Cifar10;
 use simdnn::data::fetch::{FetchOptions, fetch_cifar10, is_complete};
+use simdnn::fsutil::write_atomic;
 use simdnn::kernels::Activation;
 use simdnn::nn::Initializer;
 use simdnn::optim::OptimizerConfig;
+use simdnn::train::compare::{REPORT_FILE, SVG_FILE, write_report};
+use simdnn::train::mc::predict_monte_carlo;
 use simdnn::train::run::{load_model, train_run};
 use simdnn::train::{Event, TrainConfig, config::default_data_dir, evaluate};
 use simdnn::{Error, Result};
@@ -33,6 +36,16 @@ enum Command {
     /// Loss and accuracy of a saved model on a CIFAR-10 split.
     #[command(allow_negative_numbers = true)]
     Eval(EvalArgs),
+    /// Compare runs: learning curves (SVG) and a table answering exercise 8c's questions
+    /// (convergence, model quality, training speed) for each run against the first.
+    Compare {
+        /// Run directories written by `simdnn train`; the first is the reference.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where learning_curves.svg and report.md go.
+        #[arg(long, default_value = "report")]
+        out: PathBuf,
+    },
     /// Micro-benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -106,6 +119,15 @@ struct TrainArgs {
     /// Standardise inputs per feature instead of scaling by 1/255.
     #[arg(long)]
     standardise: bool,
+    /// Batch normalisation after the input and after every hidden dense layer (8c).
+    #[arg(long)]
+    batch_norm: bool,
+    /// Rate of a dropout layer before the output layer.
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Rate of an alpha-dropout layer before the output layer (for SELU networks).
+    #[arg(long)]
+    alpha_dropout: Option<f32>,
     #[arg(long)]
     seed: Option<u64>,
     /// Worker threads [default: one per core].
@@ -137,7 +159,17 @@ struct EvalArgs {
     val_size: usize,
     #[arg(long)]
     threads: Option<usize>,
-    /// Print JSON: {"accuracy", "loss", "records", "seconds"}.
+    /// MC dropout: average this many stochastic passes (dropout on, batch norm in inference
+    /// mode) and report calibration too.
+    #[arg(long)]
+    mc: Option<usize>,
+    /// Seed of the MC dropout masks.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// With --mc: write each record's mean probabilities and their standard deviations as CSV.
+    #[arg(long)]
+    probs: Option<PathBuf>,
+    /// Print JSON: {"accuracy", "loss", "records", "seconds", ...}.
     #[arg(long)]
     json: bool,
 }
@@ -202,6 +234,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(args) => cmd_train(*args),
         Command::Eval(args) => cmd_eval(args),
+        Command::Compare { runs, out } => write_report(&runs, &out).map(|comparison| {
+            print!("{}", comparison.to_terminal());
+            println!("wrote {} and {}", out.join(SVG_FILE).display(), out.join(REPORT_FILE).display());
+        }),
         Command::Bench(BenchCommand::Gemm { m, k, n, threads, transpose_a, transpose_b, seconds, json }) => {
             cmd_bench_gemm(m, k, n, threads, transpose_a, transpose_b, seconds, json)
         }
@@ -238,7 +274,22 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
     macro_rules! set {
         ($($field:ident),*) => { $( if let Some(v) = args.$field { cfg.$field = v; } )* };
     }
-    set!(depth, width, activation, lr, batch_size, epochs, patience, min_delta, val_size, seed, threads);
+    set!(
+        depth,
+        width,
+        activation,
+        lr,
+        batch_size,
+        epochs,
+        patience,
+        min_delta,
+        val_size,
+        seed,
+        threads,
+        dropout,
+        alpha_dropout
+    );
+    cfg.batch_norm |= args.batch_norm;
     if let Some(init) = args.init {
         cfg.init = init;
     }
@@ -379,8 +430,42 @@ fn cmd_eval(args: EvalArgs) -> Result<()> {
             saved.model.input_dim()
         )));
     }
+    // Batch norm folded into the dense layers: the same function, less work.
+    let model = saved.model.fold_batch_norm()?;
+    if let Some(samples) = args.mc {
+        if samples == 0 || samples > 10_000 {
+            return Err(Error::config("--mc", format!("must be between 1 and 10000, got {samples}")));
+        }
+        if model.first_dropout().is_none() {
+            eprintln!("warning: {} has no dropout layer: every MC sample is the same", args.model.display());
+        }
+        let start = std::time::Instant::now();
+        let pred = pool.install(|| predict_monte_carlo(&model, &split, &saved.preprocess, samples, args.seed));
+        let seconds = start.elapsed().as_secs_f64();
+        let m = pred.calibration();
+        if let Some(path) = &args.probs {
+            write_atomic(path, pred.to_csv().as_bytes())?;
+        }
+        if args.json {
+            let json = serde_json::json!({
+                "accuracy": m.accuracy, "loss": m.nll, "nll": m.nll, "ece": m.ece, "mean_entropy": m.mean_entropy,
+                "samples": samples, "records": split.len(), "seconds": seconds,
+            });
+            println!("{json}");
+        } else {
+            println!(
+                "{} records, MC dropout x{samples}: accuracy {:.4}, NLL {:.4}, ECE {:.4}, mean entropy {:.4} nats ({seconds:.3} s)",
+                split.len(),
+                m.accuracy,
+                m.nll,
+                m.ece,
+                m.mean_entropy
+            );
+        }
+        return Ok(());
+    }
     let start = std::time::Instant::now();
-    let (loss, accuracy) = pool.install(|| evaluate(&saved.model, &split, &saved.preprocess));
+    let (loss, accuracy) = pool.install(|| evaluate(&model, &split, &saved.preprocess));
     let seconds = start.elapsed().as_secs_f64();
     if args.json {
         println!(

@@ -337,7 +337,7 @@ fn missing_data_is_named_and_nothing_is_downloaded() {
 fn write_model(path: &Path) {
     use simdnn::kernels::Activation;
     use simdnn::nn::{Initializer, LayerSpec, Preprocess, Sequential};
-    let specs = [LayerSpec { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform }];
+    let specs = [LayerSpec::Dense { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform }];
     let model = Sequential::new(3072, &specs, 1).unwrap();
     simdnn::train::run::save_model(path, &model, &Preprocess::UNIT_SCALE).unwrap();
 }
@@ -367,7 +367,7 @@ fn eval_names_a_damaged_model_file() {
     // A model for another input size is refused by name, not run.
     use simdnn::kernels::Activation;
     use simdnn::nn::{Initializer, LayerSpec, Preprocess, Sequential};
-    let specs = [LayerSpec { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform }];
+    let specs = [LayerSpec::Dense { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform }];
     let small = Sequential::new(12, &specs, 1).unwrap();
     simdnn::train::run::save_model(&path, &small, &Preprocess::UNIT_SCALE).unwrap();
     let stderr = s.fails(&["eval", p]);

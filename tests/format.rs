@@ -46,9 +46,9 @@ const HEADER: usize = 24;
 
 fn model() -> Sequential {
     let specs = [
-        LayerSpec { units: 7, activation: Activation::ELU, init: Initializer::HeNormal },
-        LayerSpec { units: 5, activation: Activation::Selu, init: Initializer::LecunNormal },
-        LayerSpec { units: 4, activation: Activation::Softmax, init: Initializer::GlorotUniform },
+        LayerSpec::Dense { units: 7, activation: Activation::ELU, init: Initializer::HeNormal },
+        LayerSpec::Dense { units: 5, activation: Activation::Selu, init: Initializer::LecunNormal },
+        LayerSpec::Dense { units: 4, activation: Activation::Softmax, init: Initializer::GlorotUniform },
     ];
     let mut m = Sequential::new(12, &specs, 3).unwrap();
     // Non-zero biases, so that a reader that skips or swaps them cannot pass.
@@ -157,7 +157,7 @@ fn round_trips_exactly() {
         assert_eq!(bits(&back), bits(&saved));
         assert_eq!(to_bytes(&back), bytes, "writing what was read gives the same file");
         assert_eq!(back.model.layers().len(), 3);
-        let acts: Vec<_> = back.model.layers().iter().map(|l| l.activation).collect();
+        let acts: Vec<_> = back.model.layers().iter().map(|l| l.as_dense().unwrap().activation).collect();
         assert_eq!(acts, [Activation::ELU, Activation::Selu, Activation::Softmax]);
     }
     assert_ne!(to_bytes(&scaled()), to_bytes(&standardised()));
@@ -268,14 +268,15 @@ fn payload_corruption_with_a_fixed_checksum_is_still_validated() {
 #[test]
 fn unknown_versions_are_rejected_by_name() {
     let mut bytes = to_bytes(&scaled());
-    for version in [2u32, 0, u32::MAX] {
+    for version in [VERSION + 1, 0, u32::MAX] {
         bytes[8..12].copy_from_slice(&version.to_le_bytes());
         reseal(&mut bytes);
         let text = err_text(&bytes, &format!("version {version}"));
         assert!(text.contains("version") && text.contains(&version.to_string()), "version {version}: `{text}`");
     }
-    let text = err_text(&file_with(2, &minimal_payload().0), "hand-written version 2");
-    assert!(text.contains("version 2"), "`{text}`");
+    let newer = VERSION + 1;
+    let text = err_text(&file_with(newer, &minimal_payload().0), "hand-written newer version");
+    assert!(text.contains(&format!("version {newer}")), "`{text}`");
 }
 
 #[test]
@@ -286,7 +287,7 @@ fn structural_errors_are_rejected() {
         ("layer count 0", Payload::default().u32(3).u8(0).f32(1.0).u32(0), "layer count"),
         (
             "unknown layer kind",
-            Payload::default().u32(3).u8(0).f32(1.0).u32(1).u8(2).u32(3).u32(2).u8(7).f32(0.0).u8(0).f32s(8, 0.0),
+            Payload::default().u32(3).u8(0).f32(1.0).u32(1).u8(9).u32(3).u32(2).u8(7).f32(0.0).u8(0).f32s(8, 0.0),
             "layer kind",
         ),
         (

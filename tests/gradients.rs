@@ -13,9 +13,9 @@ fn mean_loss(model: &Sequential, x: &[f32], labels: &[u8], ws: &mut Workspace) -
 fn check(act: Activation, init: Initializer) {
     let (n_in, batch) = (7, 5);
     let specs = [
-        LayerSpec { units: 6, activation: act, init },
-        LayerSpec { units: 5, activation: act, init },
-        LayerSpec { units: 4, activation: Activation::Softmax, init: Initializer::GlorotUniform },
+        LayerSpec::Dense { units: 6, activation: act, init },
+        LayerSpec::Dense { units: 5, activation: act, init },
+        LayerSpec::Dense { units: 4, activation: Activation::Softmax, init: Initializer::GlorotUniform },
     ];
     let mut model = Sequential::new(n_in, &specs, 3).unwrap();
     // Non-zero biases so that kinks are not sat on by construction.
@@ -65,9 +65,9 @@ fn every_activation_passes_a_finite_difference_check() {
 #[test]
 fn the_8a_shape_gradient_matches_on_sampled_parameters() {
     // The real 3072 -> 20 x 100 -> 10 shape: sample parameters from every layer.
-    let spec = LayerSpec { units: 100, activation: Activation::ELU, init: Initializer::HeNormal };
+    let spec = LayerSpec::Dense { units: 100, activation: Activation::ELU, init: Initializer::HeNormal };
     let mut specs = vec![spec; 20];
-    specs.push(LayerSpec { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform });
+    specs.push(LayerSpec::Dense { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform });
     let mut model = Sequential::new(3072, &specs, 1).unwrap();
     let batch = 33;
     let mut rng = seeded(5, 0);

@@ -2,8 +2,12 @@
 //! evaluation and training agree on the same forward pass.
 
 use simdnn::kernels::Activation;
-use simdnn::nn::{BackwardOptions, Initializer, LayerSpec, Preprocess, Sequential, Workspace};
+use simdnn::nn::{Initializer, LayerSpec, Noise, Preprocess, Sequential, StepOptions, Workspace};
 use simdnn::rng::{seeded, uniform_f32};
+
+fn dense(model: &Sequential, l: usize) -> &simdnn::nn::Dense {
+    model.layers()[l].as_dense().expect("a dense layer")
+}
 
 fn moments(xs: &[f32]) -> (f64, f64, f64) {
     let n = xs.len() as f64;
@@ -44,31 +48,32 @@ fn initializers_have_keras_variances_and_bounds() {
 
 #[test]
 fn each_layer_draws_from_its_own_stream() {
-    let spec = |units| LayerSpec { units, activation: Activation::ELU, init: Initializer::HeNormal };
-    let out = LayerSpec { units: 3, activation: Activation::Softmax, init: Initializer::GlorotUniform };
+    let spec = |units| LayerSpec::Dense { units, activation: Activation::ELU, init: Initializer::HeNormal };
+    let out = LayerSpec::Dense { units: 3, activation: Activation::Softmax, init: Initializer::GlorotUniform };
     let a = Sequential::new(5, &[spec(4), spec(6), out], 9).unwrap();
     let b = Sequential::new(5, &[spec(4), spec(7), out], 9).unwrap();
     // Widening layer 2 leaves layer 1's weights unchanged.
-    assert_eq!(a.layers()[0].weights(&a.params), b.layers()[0].weights(&b.params));
-    assert!(a.layers()[0].bias(&a.params).iter().all(|&b| b == 0.0));
+    assert_eq!(dense(&a, 0).weights(&a.params), dense(&b, 0).weights(&b.params));
+    assert!(dense(&a, 0).bias(&a.params).iter().all(|&b| b == 0.0));
     assert_ne!(Sequential::new(5, &[spec(4), out], 9).unwrap(), Sequential::new(5, &[spec(4), out], 10).unwrap());
 }
 
 #[test]
 fn invalid_models_are_errors() {
-    let hidden = LayerSpec { units: 4, activation: Activation::Relu, init: Initializer::HeNormal };
-    let out = LayerSpec { units: 3, activation: Activation::Softmax, init: Initializer::GlorotUniform };
+    let hidden = LayerSpec::Dense { units: 4, activation: Activation::Relu, init: Initializer::HeNormal };
+    let out = LayerSpec::Dense { units: 3, activation: Activation::Softmax, init: Initializer::GlorotUniform };
     assert!(Sequential::new(0, &[out], 0).is_err());
     assert!(Sequential::new(5, &[], 0).is_err());
     assert!(Sequential::new(5, &[hidden], 0).unwrap_err().to_string().contains("softmax"));
     assert!(Sequential::new(5, &[out, out], 0).unwrap_err().to_string().contains("output layer"));
-    assert!(Sequential::new(5, &[LayerSpec { units: 0, ..hidden }, out], 0).is_err());
+    let empty = LayerSpec::Dense { units: 0, activation: Activation::Relu, init: Initializer::HeNormal };
+    assert!(Sequential::new(5, &[empty, out], 0).is_err());
 }
 
 #[test]
 fn predict_evaluate_and_training_agree() {
-    let spec = LayerSpec { units: 37, activation: Activation::Selu, init: Initializer::LecunNormal };
-    let out = LayerSpec { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform };
+    let spec = LayerSpec::Dense { units: 37, activation: Activation::Selu, init: Initializer::LecunNormal };
+    let out = LayerSpec::Dense { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform };
     let model = Sequential::new(50, &[spec, spec, out], 4).unwrap();
     let batch = 13;
     let mut rng = seeded(2, 0);
@@ -105,17 +110,18 @@ fn predict_evaluate_and_training_agree() {
     let cut = 6;
     let mut transposed = vec![0.0; model.num_params()];
     model.transpose_weights(&mut transposed);
-    let options = BackwardOptions { defer_first_layer_weights: true, transposed_weights: Some(&transposed) };
+    let noise = Noise { seed: 0, step: 0, first_row: 0 };
+    let options = StepOptions { defer_first_layer_weights: true, transposed_weights: Some(&transposed), noise };
     model.loss_and_grad_scaled(&x[..cut * 50], &labels[..cut], &mut wa, &mut a, scale, options);
     model.loss_and_grad_scaled(&x[cut * 50..], &labels[cut..], &mut wb, &mut b, scale, options);
-    let first = model.layers()[0].weight_range();
+    let first = dense(&model, 0).weight_range();
     for i in first.end..model.num_params() {
         assert!((a[i] + b[i] - grads[i]).abs() <= 1e-5, "gradient {i}: {} + {} vs {}", a[i], b[i], grads[i]);
     }
     let mut delta = wa.first_layer_delta(&model, cut).to_vec();
     delta.extend_from_slice(wb.first_layer_delta(&model, batch - cut));
     let mut combined = vec![0.0; model.num_params()];
-    model.layers()[0].weight_grad(&x, &delta, &mut combined, batch);
+    dense(&model, 0).weight_grad(&x, &delta, &mut combined, batch);
     for i in first {
         assert!((combined[i] - grads[i]).abs() <= 1e-5, "first-layer weight gradient {i}");
     }

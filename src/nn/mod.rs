@@ -5,12 +5,15 @@
 //! second of the same layout), as in llm.c: an optimiser step is then one loop over one slice,
 //! and saving or restoring weights is one copy.
 
+pub mod batch_norm;
 pub mod dense;
+pub mod dropout;
 pub mod init;
 pub mod model;
 pub mod preprocess;
 
 pub use dense::Dense;
+pub use dropout::Noise;
 pub use init::Initializer;
-pub use model::{BackwardOptions, LayerSpec, Sequential, Workspace};
+pub use model::{Layer, LayerSpec, Mode, Sequential, StepOptions, Workspace};
 pub use preprocess::Preprocess;

@@ -3,15 +3,17 @@
 //! `optim`, `data` and `fsutil`; the CLI is a thin layer over [`run::train_run`].
 
 pub mod callbacks;
+pub mod compare;
 pub mod config;
 pub mod history;
+pub mod mc;
 pub mod run;
 
 use std::time::Instant;
 
 use crate::data::Split;
 use crate::data::cifar::IMAGE_BYTES;
-use crate::nn::{BackwardOptions, Preprocess, Sequential, Workspace};
+use crate::nn::{Layer, Noise, Preprocess, Sequential, StepOptions, Workspace};
 use crate::optim::Optimizer;
 use crate::rng::{seeded, shuffle};
 use crate::{Error, Result};
@@ -62,7 +64,7 @@ fn transpose_weights(model: &Sequential, out: &mut [f32]) {
     use rayon::prelude::*;
     let mut parts = Vec::new();
     let (mut rest, mut pos) = (out, 0);
-    for layer in &model.layers()[1..] {
+    for layer in model.layers().iter().skip(1).filter_map(Layer::as_dense) {
         let range = layer.weight_range();
         let (_, tail) = std::mem::take(&mut rest).split_at_mut(range.start - pos);
         let (weights, tail) = tail.split_at_mut(range.len());
@@ -98,15 +100,21 @@ struct Shard {
     grads: Vec<f32>,
 }
 
-/// Data parallelism: splits the batch into one contiguous slice per shard and runs forward
-/// and backward on each in parallel, except the first layer's weight gradient, which is one
-/// product over the whole batch (3072 x 32 x 100 for 8a: split by rows across threads, it
-/// beats summing per-shard copies of the largest gradient). The other gradients are summed
-/// into `shards[0].grads`. The split and the order of the sum depend only on the shard count,
-/// so a given thread count always gives the same bits.
-fn sharded_loss_and_grad(
+/// One training step's gradient, into `shards[0].grads`.
+///
+/// With one shard (one thread, or a model with batch norm, whose batch statistics need the
+/// whole batch in one place) it is a plain forward and backward pass. With more, data
+/// parallelism: the batch is split into one contiguous slice per shard and each runs forward
+/// and backward in parallel, except the first layer's weight gradient, which is one product
+/// over the whole batch (3072 x 32 x 100 for 8a: split by rows across threads, it beats
+/// summing per-shard copies of the largest gradient). The other gradients are summed into
+/// `shards[0].grads`. The split and the order of the sum depend only on the shard count, so
+/// a given thread count always gives the same bits.
+#[allow(clippy::too_many_arguments)]
+fn step_gradient(
     model: &Sequential,
     batch: Batch<'_>,
+    noise: Noise,
     x: &mut [f32],
     y: &mut [u8],
     shards: &mut [Shard],
@@ -114,11 +122,17 @@ fn sharded_loss_and_grad(
     transposed: &mut [f32],
 ) -> (f64, usize) {
     use rayon::prelude::*;
+    let n = y.len();
+    let scale = 1.0 / n as f32;
+    if shards.len() == 1 {
+        batch.split.fill_batch(batch.indices, batch.preprocess, x, y);
+        let options = StepOptions { noise, ..StepOptions::default() };
+        let shard = &mut shards[0];
+        return model.loss_and_grad_scaled(x, y, &mut shard.ws, &mut shard.grads, scale, options);
+    }
     transpose_weights(model, transposed);
     let transposed = &*transposed;
-    let n = y.len();
     let parts = shards.len().min(n);
-    let scale = 1.0 / n as f32;
     let bounds: Vec<(usize, usize)> = (0..parts).map(|p| (n * p / parts, n * (p + 1) / parts)).collect();
     // Each shard converts its own rows of the batch, then runs forward and backward on them.
     let x_parts = split_rows(x, &bounds, IMAGE_BYTES);
@@ -129,12 +143,17 @@ fn sharded_loss_and_grad(
         .zip(&bounds)
         .map(|((shard, (xs, ys)), &(lo, hi))| {
             batch.split.fill_batch(&batch.indices[lo..hi], batch.preprocess, xs, ys);
-            let options = BackwardOptions { defer_first_layer_weights: true, transposed_weights: Some(transposed) };
+            let options = StepOptions {
+                defer_first_layer_weights: true,
+                transposed_weights: Some(transposed),
+                noise: Noise { first_row: lo, ..noise },
+            };
             model.loss_and_grad_scaled(xs, ys, &mut shard.ws, &mut shard.grads, scale, options)
         })
         .collect();
-    let first = &model.layers()[0];
-    let width = first.n_out;
+    let Some(first) = model.layers()[0].as_dense() else {
+        unreachable!("sharded training needs a dense first layer (checked in Trainer::new)")
+    };
     first_delta.clear();
     for (shard, &(lo, hi)) in shards.iter().zip(&bounds) {
         first_delta.extend_from_slice(shard.ws.first_layer_delta(model, hi - lo));
@@ -154,7 +173,6 @@ fn sharded_loss_and_grad(
             }
         });
     }
-    debug_assert_eq!(first_delta.len(), n * width);
     results.iter().fold((0.0, 0), |(l, c), &(l2, c2)| (l + l2, c + c2))
 }
 
@@ -207,7 +225,11 @@ impl<'a> Trainer<'a> {
             )));
         }
         // Slices of at least 8 rows: thinner ones would cost the GEMMs more than they gain.
-        let threads = rayon::current_num_threads().clamp(1, batch_size.div_ceil(8).max(1));
+        // Batch norm needs the whole batch's statistics, and the deferred first-layer weight
+        // gradient a dense first layer: such models run as one shard (the GEMMs still split
+        // large products across threads).
+        let shardable = !model.has_batch_norm() && matches!(model.layers()[0], Layer::Dense(_));
+        let threads = if shardable { rayon::current_num_threads().clamp(1, batch_size.div_ceil(8).max(1)) } else { 1 };
         let shards = (0..threads)
             .map(|_| Shard {
                 ws: Workspace::new(&model, batch_size.div_ceil(threads)),
@@ -215,8 +237,8 @@ impl<'a> Trainer<'a> {
             })
             .collect();
         let order = (0..train.len() as u32).collect();
-        let model_first_width = model.layers()[0].n_out;
-        let transposed = vec![0.0; model.num_params()];
+        let model_first_width = model.layers()[0].n_out();
+        let transposed = if threads > 1 { vec![0.0; model.num_params()] } else { Vec::new() };
         Ok(Trainer {
             model,
             optimizer,
@@ -249,9 +271,11 @@ impl<'a> Trainer<'a> {
         for (step, batch) in self.order.chunks(self.batch_size).enumerate() {
             let n = batch.len();
             let (x, y) = (&mut self.x[..n * IMAGE_BYTES], &mut self.y[..n]);
-            let (loss, ok) = sharded_loss_and_grad(
+            let noise = Noise { seed: self.seed, step: ((epoch as u64) << 32) + step as u64, first_row: 0 };
+            let (loss, ok) = step_gradient(
                 &self.model,
                 Batch { split: &self.train, indices: batch, preprocess: &self.preprocess },
+                noise,
                 x,
                 y,
                 &mut self.shards,
@@ -262,6 +286,9 @@ impl<'a> Trainer<'a> {
                 return Err(Error::Diverged { epoch, step: step + 1, loss: loss as f32, suggested_lr: self.lr / 10.0 });
             }
             self.optimizer.step(&mut self.model.params, &self.shards[0].grads, self.lr);
+            if self.shards.len() == 1 {
+                self.model.update_moving_stats(&self.shards[0].ws);
+            }
             loss_sum += loss;
             correct += ok;
             seen += n;

@@ -26,7 +26,10 @@ pub struct RunSummary {
     pub stopped_early: bool,
     pub train_seconds: f64,
     pub mean_epoch_seconds: f64,
+    /// Trainable parameters (Keras's count).
     pub parameters: usize,
+    /// Non-trainable numbers: batch norm's moving averages (Keras's count).
+    pub non_trainable_parameters: usize,
     pub out_dir: PathBuf,
 }
 
@@ -52,7 +55,7 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Resu
         serde_json::to_string_pretty(&cfg.to_json()).map_err(|e| Error::config("config", e.to_string()))?;
     write_atomic(&out.join("config.json"), config_json.as_bytes())?;
 
-    let parameters = model.num_params();
+    let (parameters, non_trainable_parameters) = (model.num_params(), model.num_state());
     let optimizer = cfg.optimizer.build(parameters);
     let mut trainer = Trainer::new(model, optimizer, preprocess, train, val, cfg.batch_size, cfg.lr, cfg.seed)?;
     let mut early = EarlyStopping::new(cfg.patience, cfg.min_delta, cfg.restore_best_weights);
@@ -87,6 +90,7 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Resu
         train_seconds,
         mean_epoch_seconds: train_seconds / history.len().max(1) as f64,
         parameters,
+        non_trainable_parameters,
         out_dir: out.clone(),
     };
     let summary_json = serde_json::to_string_pretty(&summary).map_err(|e| Error::config("summary", e.to_string()))?;
