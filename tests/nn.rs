@@ -100,18 +100,15 @@ fn predict_evaluate_and_training_agree() {
     let (train_loss, train_correct) = model.loss_and_grad(&x, &labels, &mut ws, &mut grads);
     assert_eq!((train_loss, train_correct), (loss, correct));
 
-    // Splitting the batch in two, with a deferred first-layer weight gradient and shared
-    // transposed weights, gives the same gradient everywhere else and the first layer's
-    // dL/dz rows.
+    // Splitting the batch in two, with a deferred first-layer weight gradient, gives the same
+    // gradient everywhere else and the first layer's dL/dz rows.
     let mut a = vec![0.0; model.num_params()];
     let mut b = vec![0.0; model.num_params()];
     let (mut wa, mut wb) = (Workspace::default(), Workspace::default());
     let scale = 1.0 / batch as f32;
     let cut = 6;
-    let mut transposed = vec![0.0; model.num_params()];
-    model.transpose_weights(&mut transposed);
     let noise = Noise { seed: 0, step: 0, first_row: 0 };
-    let options = StepOptions { defer_first_layer_weights: true, transposed_weights: Some(&transposed), noise };
+    let options = StepOptions { defer_first_layer_weights: true, noise };
     model.loss_and_grad_scaled(&x[..cut * 50], &labels[..cut], &mut wa, &mut a, scale, options);
     model.loss_and_grad_scaled(&x[cut * 50..], &labels[cut..], &mut wb, &mut b, scale, options);
     let first = dense(&model, 0).weight_range();

@@ -26,6 +26,7 @@ use wide::f32x16;
 
 use super::activation::Activation;
 use super::simd::{LANES, load, load_partial, store, store_partial};
+use super::transpose::transpose_strided;
 
 /// Rows of C per microkernel tile.
 pub const MR: usize = 8;
@@ -533,12 +534,17 @@ fn pack_b_panels(buf: &mut [f32], block: MatRef<'_>) {
             if width < NR {
                 panel.fill(0.0);
             }
-            // A transposed matrix (the weights in the backward pass): walk each column, which
-            // is contiguous along k there.
-            for j in 0..width {
-                let col = &block.data[(j0 + j) * block.cs..];
-                for kk in 0..k {
-                    panel[kk * NR + j] = col[kk * block.rs];
+            if block.rs == 1 {
+                // A transposed matrix (the weights in the backward pass): its columns are
+                // contiguous, so the panel is a transpose of `width` of them.
+                let cols = &block.data[j0 * block.cs..];
+                transpose_strided(cols, block.cs, width, k, panel, NR);
+            } else {
+                for j in 0..width {
+                    let col = &block.data[(j0 + j) * block.cs..];
+                    for kk in 0..k {
+                        panel[kk * NR + j] = col[kk * block.rs];
+                    }
                 }
             }
         }

@@ -19,11 +19,22 @@ pub fn activation_backward_with_bias_grad(
         ys.len() == dys.len() && bias_grad.len() == n && dys.len().is_multiple_of(n.max(1)),
         "activation backward: shapes disagree"
     );
+    let full = n - n % LANES;
     for (y_row, dy_row) in ys.chunks_exact(n).zip(dys.chunks_exact_mut(n)) {
-        for ((y, dy), db) in y_row.chunks(LANES).zip(dy_row.chunks_mut(LANES)).zip(bias_grad.chunks_mut(LANES)) {
-            let dz = load_partial(dy, 0.0) * act.derivative_from_output_vec(load_partial(y, 0.0));
-            store_partial(dy, dz);
-            store_partial(db, load_partial(db, 0.0) + dz);
+        let chunks = y_row[..full].chunks_exact(LANES).zip(dy_row[..full].chunks_exact_mut(LANES));
+        for ((y, dy), db) in chunks.zip(bias_grad[..full].chunks_exact_mut(LANES)) {
+            let y = f32x16::new(y.try_into().expect("16 lanes"));
+            let dz = f32x16::new((&*dy).try_into().expect("16 lanes")) * act.derivative_from_output_vec(y);
+            dy.copy_from_slice(&dz.to_array());
+            let sum = f32x16::new((&*db).try_into().expect("16 lanes")) + dz;
+            db.copy_from_slice(&sum.to_array());
+        }
+        if full < n {
+            let dz =
+                load_partial(&dy_row[full..], 0.0) * act.derivative_from_output_vec(load_partial(&y_row[full..], 0.0));
+            store_partial(&mut dy_row[full..], dz);
+            let sum = load_partial(&bias_grad[full..], 0.0) + dz;
+            store_partial(&mut bias_grad[full..], sum);
         }
     }
 }

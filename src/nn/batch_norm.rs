@@ -68,39 +68,44 @@ impl BatchNorm {
     /// `x` and `y`: `[batch, features]`.
     pub fn forward_train(&self, params: &[f32], x: &[f32], y: &mut [f32], batch: usize, stats: &mut BatchStats) {
         let f = self.features;
-        let n = batch as f64;
-        stats.mean.resize(f, 0.0);
-        stats.var.resize(f, 0.0);
-        stats.inv_std.resize(f, 0.0);
+        let n = batch as f32;
+        for v in [&mut stats.mean, &mut stats.var, &mut stats.inv_std] {
+            v.clear();
+            v.resize(f, 0.0);
+        }
         stats.x_hat.resize(batch * f, 0.0);
-        // Two passes in f64 per feature: exact enough that the gradient check is not fooled.
-        let mut sum = alloc::vec![0f64; f];
+        // Two passes (mean, then squared deviations): no cancellation, and every loop runs
+        // along a contiguous row of features, so it vectorises.
         for row in x.chunks_exact(f) {
-            for (s, &v) in sum.iter_mut().zip(row) {
-                *s += v as f64;
+            for (s, &v) in stats.mean.iter_mut().zip(row) {
+                *s += v;
             }
         }
-        let mean: alloc::vec::Vec<f64> = sum.iter().map(|s| s / n).collect();
-        let mut sq = alloc::vec![0f64; f];
+        stats.mean.iter_mut().for_each(|m| *m /= n);
         for row in x.chunks_exact(f) {
-            for ((s, &v), m) in sq.iter_mut().zip(row).zip(&mean) {
-                let d = v as f64 - m;
-                *s += d * d;
+            for ((s, &v), &m) in stats.var.iter_mut().zip(row).zip(&stats.mean) {
+                *s += (v - m) * (v - m);
             }
         }
-        for j in 0..f {
-            let var = sq[j] / n;
-            stats.mean[j] = mean[j] as f32;
-            stats.var[j] = var as f32;
-            stats.inv_std[j] = (1.0 / libm::sqrt(var + self.epsilon as f64)) as f32;
+        for (var, inv) in stats.var.iter_mut().zip(stats.inv_std.iter_mut()) {
+            *var /= n;
+            *inv = 1.0 / (*var + self.epsilon).sqrt();
         }
+        let (gamma, beta) = (self.gamma(params), self.beta(params));
         for ((row, out), hat) in x.chunks_exact(f).zip(y.chunks_exact_mut(f)).zip(stats.x_hat.chunks_exact_mut(f)) {
-            for j in 0..f {
-                hat[j] = (row[j] - stats.mean[j]) * stats.inv_std[j];
+            for (((((h, o), &v), &m), &inv), (&g, &b)) in hat
+                .iter_mut()
+                .zip(out.iter_mut())
+                .zip(row)
+                .zip(&stats.mean)
+                .zip(&stats.inv_std)
+                .zip(gamma.iter().zip(beta))
+            {
+                *h = (v - m) * inv;
+                *o = *h * g + b;
             }
-            out.copy_from_slice(hat);
         }
-        self.scale_shift_activate(self.gamma(params), self.beta(params), y);
+        self.activation.forward(y);
     }
 
     /// Inference forward with the moving averages.
@@ -156,11 +161,15 @@ impl BatchNorm {
             }
         }
         if let Some(dx) = dx {
-            let gamma = self.gamma(params);
             let n = batch as f32;
+            // Per feature: gamma inv_std / N, and the two sums the formula subtracts.
+            let coef: alloc::vec::Vec<f32> =
+                self.gamma(params).iter().zip(&stats.inv_std).map(|(g, inv)| g * inv / n).collect();
             for ((dz, hat), out) in dy.chunks_exact(f).zip(stats.x_hat.chunks_exact(f)).zip(dx.chunks_exact_mut(f)) {
-                for j in 0..f {
-                    out[j] = gamma[j] * stats.inv_std[j] / n * (n * dz[j] - g_beta[j] - hat[j] * g_gamma[j]);
+                for (((((o, &d), &h), &c), &sb), &sg) in
+                    out.iter_mut().zip(dz).zip(hat).zip(&coef).zip(g_beta.iter()).zip(g_gamma.iter())
+                {
+                    *o = c * (n * d - sb - h * sg);
                 }
             }
         }

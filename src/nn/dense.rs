@@ -4,7 +4,6 @@
 
 use crate::kernels::Activation;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
-use crate::kernels::transpose::transpose;
 use crate::kernels::vector::activation_backward_with_bias_grad;
 
 /// A dense layer's shape and where its parameters sit in the model's parameter vector.
@@ -101,19 +100,6 @@ impl Dense {
         let (n_in, n_out) = (self.n_in, self.n_out);
         let dw = MatMut::new(&mut grads[self.weight_range()], n_in, n_out);
         gemm(1.0, MatRef::new(x, batch, n_in).t(), MatRef::new(dz, batch, n_out), 0.0, dw, Epilogue::NONE);
-    }
-
-    /// `W^T` (`[n_out, n_in]`) into `out`.
-    pub fn transpose_weights(&self, params: &[f32], out: &mut [f32]) {
-        transpose(self.weights(params), self.n_in, self.n_out, out);
-    }
-
-    /// dL/dx = dz W^T, reading `W^T` from `wt` (`[n_out, n_in]`, see
-    /// [`Dense::transpose_weights`]) so that B needs no packing.
-    pub fn input_grad_transposed(&self, wt: &[f32], dz: &[f32], dx: &mut [f32], batch: usize) {
-        let (n_in, n_out) = (self.n_in, self.n_out);
-        let wt = MatRef::new(wt, n_out, n_in);
-        gemm(1.0, MatRef::new(dz, batch, n_out), wt, 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
     }
 
     /// dL/dx = dz W^T.

@@ -25,7 +25,7 @@ pub struct Dropout {
 }
 
 /// Where a batch's masks come from: rows are numbered from `first_row` within the step.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Noise {
     pub seed: u64,
     pub step: u64,

@@ -321,7 +321,7 @@ impl Sequential {
         ws: &mut Workspace,
         grads: &mut [f32],
         loss_scale: f32,
-        options: StepOptions<'_>,
+        options: StepOptions,
     ) -> (f64, usize) {
         assert_eq!(grads.len(), self.params.len(), "gradient buffer does not match the model");
         let batch = labels.len();
@@ -346,10 +346,8 @@ impl Sequential {
                     if l > 0 || !options.defer_first_layer_weights {
                         d.weight_grad(input, dy, grads, batch);
                     }
-                    match (dx, options.transposed_weights) {
-                        (Some(dx), Some(wt)) => d.input_grad_transposed(&wt[d.weight_range()], dy, dx, batch),
-                        (Some(dx), None) => d.input_grad(&self.params, dy, dx, batch),
-                        (None, _) => {}
+                    if let Some(dx) = dx {
+                        d.input_grad(&self.params, dy, dx, batch);
                     }
                 }
                 Layer::BatchNorm(b) => b.backward(&self.params, output, dy, &buf.stats, grads, dx, batch),
@@ -453,18 +451,6 @@ impl Sequential {
         Ok(folded)
     }
 
-    /// Writes every dense layer's weights but the first layer's, transposed (`[n_out, n_in]`),
-    /// at the layer's weight offsets in `out` (as long as `params`). For
-    /// [`StepOptions::transposed_weights`].
-    pub fn transpose_weights(&self, out: &mut [f32]) {
-        assert_eq!(out.len(), self.params.len(), "transposed weights buffer does not match the model");
-        for layer in self.layers.iter().skip(1) {
-            if let Layer::Dense(d) = layer {
-                d.transpose_weights(&self.params, &mut out[d.weight_range()]);
-            }
-        }
-    }
-
     /// Runs layers `from..` (reading layer `from - 1`'s output in `ws`, or `x` when `from` is
     /// 0); the last layer's output is left as logits (softmax is applied by the caller,
     /// fused with the loss where there is one).
@@ -484,7 +470,7 @@ impl Sequential {
                 (Layer::BatchNorm(b), _) => b.forward_inference(&self.params, &self.state, input, out),
                 (Layer::Dropout(_), Mode::Eval) => out.copy_from_slice(input),
                 (Layer::Dropout(d), _) => {
-                    let noise = noise.unwrap_or(Noise { seed: 0, step: 0, first_row: 0 });
+                    let noise = noise.unwrap_or_default();
                     d.forward(input, out, &mut buf.mask[..batch * d.features], l, noise)
                 }
             }
@@ -499,29 +485,15 @@ impl Sequential {
 }
 
 /// How [`Sequential::loss_and_grad_scaled`] runs a training step.
-#[derive(Clone, Copy, Debug)]
-pub struct StepOptions<'a> {
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepOptions {
     /// Leave out the first layer's weight gradient (its part of `grads` is untouched; the
     /// first layer must be dense) and keep dL/dz of the first layer in the workspace
     /// ([`Workspace::first_layer_delta`]): the caller computes it once for the whole batch,
     /// one large product instead of one per shard.
     pub defer_first_layer_weights: bool,
-    /// The weights transposed ([`Sequential::transpose_weights`]), made once per step and
-    /// shared by all shards: the input gradients then read `W^T` in place instead of each
-    /// shard repacking it.
-    pub transposed_weights: Option<&'a [f32]>,
     /// Where dropout masks come from.
     pub noise: Noise,
-}
-
-impl Default for StepOptions<'_> {
-    fn default() -> Self {
-        StepOptions {
-            defer_first_layer_weights: false,
-            transposed_weights: None,
-            noise: Noise { seed: 0, step: 0, first_row: 0 },
-        }
-    }
 }
 
 /// One layer's buffers.

@@ -59,21 +59,6 @@ pub fn evaluate(model: &Sequential, split: &Split<'_>, preprocess: &Preprocess) 
     (loss / n, correct as f64 / n)
 }
 
-/// [`Sequential::transpose_weights`] with the layers spread over threads.
-fn transpose_weights(model: &Sequential, out: &mut [f32]) {
-    use rayon::prelude::*;
-    let mut parts = Vec::new();
-    let (mut rest, mut pos) = (out, 0);
-    for layer in model.layers().iter().skip(1).filter_map(Layer::as_dense) {
-        let range = layer.weight_range();
-        let (_, tail) = std::mem::take(&mut rest).split_at_mut(range.start - pos);
-        let (weights, tail) = tail.split_at_mut(range.len());
-        parts.push((layer, weights));
-        (rest, pos) = (tail, range.end);
-    }
-    parts.into_par_iter().for_each(|(layer, weights)| layer.transpose_weights(&model.params, weights));
-}
-
 /// The records of one mini-batch, not yet converted.
 #[derive(Clone, Copy)]
 struct Batch<'a> {
@@ -119,7 +104,6 @@ fn step_gradient(
     y: &mut [u8],
     shards: &mut [Shard],
     first_delta: &mut Vec<f32>,
-    transposed: &mut [f32],
 ) -> (f64, usize) {
     use rayon::prelude::*;
     let n = y.len();
@@ -130,8 +114,6 @@ fn step_gradient(
         let shard = &mut shards[0];
         return model.loss_and_grad_scaled(x, y, &mut shard.ws, &mut shard.grads, scale, options);
     }
-    transpose_weights(model, transposed);
-    let transposed = &*transposed;
     let parts = shards.len().min(n);
     let bounds: Vec<(usize, usize)> = (0..parts).map(|p| (n * p / parts, n * (p + 1) / parts)).collect();
     // Each shard converts its own rows of the batch, then runs forward and backward on them.
@@ -143,11 +125,7 @@ fn step_gradient(
         .zip(&bounds)
         .map(|((shard, (xs, ys)), &(lo, hi))| {
             batch.split.fill_batch(&batch.indices[lo..hi], batch.preprocess, xs, ys);
-            let options = StepOptions {
-                defer_first_layer_weights: true,
-                transposed_weights: Some(transposed),
-                noise: Noise { first_row: lo, ..noise },
-            };
+            let options = StepOptions { defer_first_layer_weights: true, noise: Noise { first_row: lo, ..noise } };
             model.loss_and_grad_scaled(xs, ys, &mut shard.ws, &mut shard.grads, scale, options)
         })
         .collect();
@@ -190,8 +168,6 @@ pub struct Trainer<'a> {
     shards: Vec<Shard>,
     /// dL/dz of the first layer for the whole batch, gathered from the shards.
     first_delta: Vec<f32>,
-    /// The weights transposed once per step for all shards' input gradients.
-    transposed: Vec<f32>,
     order: Vec<u32>,
     x: Vec<f32>,
     y: Vec<u8>,
@@ -238,7 +214,6 @@ impl<'a> Trainer<'a> {
             .collect();
         let order = (0..train.len() as u32).collect();
         let model_first_width = model.layers()[0].n_out();
-        let transposed = if threads > 1 { vec![0.0; model.num_params()] } else { Vec::new() };
         Ok(Trainer {
             model,
             optimizer,
@@ -250,7 +225,6 @@ impl<'a> Trainer<'a> {
             seed,
             shards,
             first_delta: Vec::with_capacity(batch_size * model_first_width),
-            transposed,
             order,
             x: vec![0.0; batch_size * IMAGE_BYTES],
             y: vec![0; batch_size],
@@ -280,7 +254,6 @@ impl<'a> Trainer<'a> {
                 y,
                 &mut self.shards,
                 &mut self.first_delta,
-                &mut self.transposed,
             );
             if !loss.is_finite() {
                 return Err(Error::Diverged { epoch, step: step + 1, loss: loss as f32, suggested_lr: self.lr / 10.0 });
