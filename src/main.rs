@@ -16,8 +16,9 @@ use simdnn::kernels::Activation;
 use simdnn::nn::Initializer;
 use simdnn::optim::OptimizerConfig;
 use simdnn::train::compare::{REPORT_FILE, SVG_FILE, write_report};
+use simdnn::train::lr_find::{LrFindSettings, range_test, write_results};
 use simdnn::train::mc::predict_monte_carlo;
-use simdnn::train::run::{load_model, train_run};
+use simdnn::train::run::{load_model, sweep, sweep_table, train_run};
 use simdnn::train::{Event, TrainConfig, config::default_data_dir, evaluate};
 use simdnn::{Error, Result};
 
@@ -46,6 +47,24 @@ enum Command {
         #[arg(long, default_value = "report")]
         out: PathBuf,
     },
+    /// Learning-rate range test: one sweep of exponentially growing rates from the preset's
+    /// initial weights, a plot and suggested rates.
+    #[command(allow_negative_numbers = true)]
+    LrFind {
+        #[command(flatten)]
+        train: Box<TrainArgs>,
+        #[arg(long, default_value_t = 1e-7)]
+        min_lr: f32,
+        #[arg(long, default_value_t = 10.0)]
+        max_lr: f32,
+        /// Steps of the sweep (at most one epoch).
+        #[arg(long, default_value_t = simdnn::train::lr_find::DEFAULT_STEPS)]
+        steps: usize,
+    },
+    /// The notebook's learning-rate grid as one command: `--lr 1e-5,5e-5,1e-4` trains once per
+    /// rate and tabulates the best validation accuracy and loss of each.
+    #[command(allow_negative_numbers = true)]
+    Sweep(Box<TrainArgs>),
     /// Micro-benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -80,8 +99,17 @@ struct TrainArgs {
     /// Optimiser (Keras's defaults unless overridden): sgd, adam, adamw, nadam, rmsprop, adagrad.
     #[arg(long)]
     optimizer: Option<String>,
+    /// A rate, or `auto` (run the learning-rate range test and train at its suggestion); for
+    /// `sweep`, a comma-separated list.
     #[arg(long)]
-    lr: Option<f32>,
+    lr: Option<String>,
+    /// Learning-rate schedule: constant | exponential:FACTOR@EPOCHS | piecewise:EPOCH=LR,... |
+    /// 1cycle:MAX_RATE[,momentum] | plateau[:FACTOR@PATIENCE].
+    #[arg(long)]
+    schedule: Option<String>,
+    /// Write every step's rate, momentum and loss to steps.csv in the run directory.
+    #[arg(long)]
+    step_log: bool,
     #[arg(long)]
     beta1: Option<f32>,
     #[arg(long)]
@@ -216,6 +244,10 @@ enum DataCommand {
     },
 }
 
+fn parse_rate(text: &str) -> Result<f32> {
+    text.trim().parse::<f32>().map_err(|_| Error::config("--lr", format!("`{text}` is not a number (or `auto`)")))
+}
+
 fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
     match Activation::parse(s) {
         Some(a) if !a.is_row_wise() => Ok(a),
@@ -233,6 +265,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => cmd_train(*args),
+        Command::LrFind { train, min_lr, max_lr, steps } => {
+            cmd_lr_find(&train, LrFindSettings { min_lr, max_lr, steps })
+        }
+        Command::Sweep(args) => cmd_sweep(*args),
         Command::Eval(args) => cmd_eval(args),
         Command::Compare { runs, out } => write_report(&runs, &out).map(|comparison| {
             print!("{}", comparison.to_terminal());
@@ -278,7 +314,6 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
         depth,
         width,
         activation,
-        lr,
         batch_size,
         epochs,
         patience,
@@ -289,6 +324,15 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
         dropout,
         alpha_dropout
     );
+    match args.lr.as_deref() {
+        Some("auto") => cfg.lr_auto = true,
+        Some(text) => cfg.lr = parse_rate(text)?,
+        None => {}
+    }
+    if let Some(spec) = &args.schedule {
+        cfg.schedule = spec.parse()?;
+    }
+    cfg.step_log |= args.step_log;
     cfg.batch_norm |= args.batch_norm;
     if let Some(init) = args.init {
         cfg.init = init;
@@ -346,13 +390,84 @@ fn apply_optimizer_flags(opt: &mut OptimizerConfig, args: &TrainArgs) -> Result<
     Ok(())
 }
 
-fn cmd_train(args: TrainArgs) -> Result<()> {
-    let cfg = train_config(&args)?;
-    cfg.validate()?;
+/// Fetches CIFAR-10 into the configured directory when it is not there yet.
+fn ensure_data(cfg: &TrainConfig) -> Result<()> {
     if !is_complete(&cfg.data_dir) {
         eprintln!("CIFAR-10 not found in {}", cfg.data_dir.display());
         fetch(&cfg.data_dir, None, None)?;
     }
+    Ok(())
+}
+
+fn cmd_lr_find(args: &TrainArgs, settings: LrFindSettings) -> Result<()> {
+    let mut cfg = train_config(args)?;
+    if args.out.is_none() {
+        cfg.out_dir = PathBuf::from(format!("runs/lr-find-{}-{}", cfg.preset, utc_stamp()));
+    }
+    cfg.validate()?;
+    ensure_data(&cfg)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .build()
+        .map_err(|e| Error::config("--threads", e.to_string()))?;
+    let start = std::time::Instant::now();
+    let test = pool.install(|| -> Result<_> {
+        let data = Cifar10::open(&cfg.data_dir)?;
+        let (train, _) = data.train_val(cfg.val_size)?;
+        let preprocess =
+            if cfg.standardise { simdnn::data::standardise_from(&train)? } else { simdnn::nn::Preprocess::UNIT_SCALE };
+        let model = simdnn::nn::Sequential::new(simdnn::data::cifar::IMAGE_BYTES, &cfg.layer_specs(), cfg.seed)?;
+        range_test(&model, &cfg, &train, &preprocess, settings)
+    })?;
+    std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
+    write_results(&cfg.out_dir, &test)?;
+    println!(
+        "{} steps in {:.2} s; wrote {}",
+        test.points().len(),
+        start.elapsed().as_secs_f64(),
+        cfg.out_dir.join("lr_find.svg").display()
+    );
+    match test.suggestions() {
+        Some(s) => println!("suggested rates: steepest descent {:.2e}, minimum / 10 {:.2e}", s.steepest, s.min_over_10),
+        None => println!("too few points for a suggestion: widen --min-lr/--max-lr or add --steps"),
+    }
+    Ok(())
+}
+
+fn cmd_sweep(args: TrainArgs) -> Result<()> {
+    let rates: Vec<f32> = match args.lr.as_deref() {
+        Some(list) => list.split(',').map(parse_rate).collect::<Result<_>>()?,
+        None => {
+            return Err(Error::config("--lr", "give the rates to sweep, for example --lr 1e-5,5e-5,1e-4,5e-4,1e-3"));
+        }
+    };
+    let default_out = args.out.is_none();
+    let mut cfg = train_config(&TrainArgs { lr: None, ..args })?;
+    if default_out {
+        cfg.out_dir = PathBuf::from(format!("runs/sweep-{}-{}", cfg.preset, utc_stamp()));
+    }
+    for &rate in &rates {
+        TrainConfig { lr: rate, ..cfg.clone() }.validate()?;
+    }
+    ensure_data(&cfg)?;
+    let mut on_event = |event: Event<'_>| {
+        if let Event::EpochEnd(r) = event {
+            println!(
+                "  epoch {:>3}  val_loss {:.4}  val_accuracy {:.4}  {:.2} s",
+                r.epoch, r.val_loss, r.val_accuracy, r.seconds
+            );
+        }
+    };
+    let results = sweep(&cfg, &rates, &mut on_event)?;
+    print!("{}", sweep_table(&results));
+    println!("wrote {}", cfg.out_dir.join("sweep.md").display());
+    Ok(())
+}
+
+fn cmd_train(args: TrainArgs) -> Result<()> {
+    let cfg = train_config(&args)?;
+    cfg.validate()?;
+    ensure_data(&cfg)?;
     let params = cfg.layer_specs().len();
     eprintln!(
         "training preset {} ({} hidden x {} {}, {} layers) -> {}",

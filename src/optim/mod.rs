@@ -18,6 +18,9 @@ pub trait Optimizer: Send {
     fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32);
     /// Steps taken so far.
     fn iterations(&self) -> u64;
+    /// Sets the momentum for the next steps (1cycle's momentum cycling). Only SGD has a
+    /// momentum to set; the others ignore it.
+    fn set_momentum(&mut self, _momentum: f32) {}
 }
 
 /// The optimisers' names and settings, as chosen on the command line.
@@ -160,6 +163,14 @@ impl Sgd {
 }
 
 impl Optimizer for Sgd {
+    fn set_momentum(&mut self, momentum: f32) {
+        // Plain SGD keeps no velocity: it starts at zero when momentum first appears.
+        if self.momentum == 0.0 && momentum != 0.0 && self.velocity.state.is_empty() {
+            self.velocity = Slots::new(self.n, 0.0);
+        }
+        self.momentum = momentum;
+    }
+
     fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
         self.t += 1;
         let (momentum, nesterov) = (self.momentum, self.nesterov);

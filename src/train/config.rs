@@ -7,6 +7,7 @@ use crate::data::cifar::{CLASSES, IMAGE_BYTES};
 use crate::kernels::Activation;
 use crate::nn::{Initializer, LayerSpec};
 use crate::optim::OptimizerConfig;
+use crate::optim::schedule::ScheduleSpec;
 use crate::{Error, Result};
 
 /// The resolved settings of one run (written to the run's `config.json`).
@@ -42,10 +43,16 @@ pub struct TrainConfig {
     pub dropout: f32,
     /// Rate of an alpha-dropout layer before the output layer (0: none).
     pub alpha_dropout: f32,
+    /// How the rate changes per step or epoch (`--schedule`).
+    pub schedule: ScheduleSpec,
+    /// Run the learning-rate range test first and train at its suggestion (`--lr auto`).
+    pub lr_auto: bool,
+    /// Write every step's rate, momentum and loss to `steps.csv`.
+    pub step_log: bool,
 }
 
 impl TrainConfig {
-    pub const PRESETS: &'static str = "8a, 8c, 8d, 8e";
+    pub const PRESETS: &'static str = "8a, 8c, 8d, 8e, 8f";
 
     /// A preset by name, the notebook's recipes:
     /// - `8a`: Flatten -> 20 x Dense(100, ELU, He normal) -> Dense(10, softmax), Nadam at 1e-4,
@@ -54,7 +61,9 @@ impl TrainConfig {
     /// - `8c`: 8a with batch normalisation after the input and after every hidden dense layer
     ///   (which then has no activation; ELU follows the normalisation);
     /// - `8d`: 20 x Dense(100, SELU, LeCun normal) on standardised inputs, Nadam at 5e-4;
-    /// - `8e`: 8d with AlphaDropout(0.1) before the output layer.
+    /// - `8e`: 8d with AlphaDropout(0.1) before the output layer;
+    /// - `8f`: 8e trained with plain SGD driven by the 1cycle schedule (max rate 0.05, batch
+    ///   50, 20 epochs).
     pub fn preset(name: &str) -> Result<Self> {
         let base = Self::preset_8a();
         match name {
@@ -69,6 +78,15 @@ impl TrainConfig {
                 ..base
             }),
             "8e" => Ok(TrainConfig { preset: name.into(), alpha_dropout: 0.1, ..Self::preset("8d")? }),
+            "8f" => Ok(TrainConfig {
+                preset: name.into(),
+                optimizer: OptimizerConfig::Sgd { momentum: 0.0, nesterov: false },
+                lr: 1e-3,
+                schedule: ScheduleSpec::OneCycle { max_rate: 0.05, momentum: false },
+                batch_size: 50,
+                epochs: 20,
+                ..Self::preset("8e")?
+            }),
             other => Err(Error::config("--preset", format!("unknown preset `{other}` (accepted: {})", Self::PRESETS))),
         }
     }
@@ -96,6 +114,9 @@ impl TrainConfig {
             batch_norm: false,
             dropout: 0.0,
             alpha_dropout: 0.0,
+            schedule: ScheduleSpec::Constant,
+            lr_auto: false,
+            step_log: false,
         }
     }
 
@@ -192,6 +213,9 @@ impl TrainConfig {
                 return Err(Error::config(flag, format!("must be in [0, 1), got {rate}")));
             }
         }
+        if self.schedule.cycles_momentum() && !matches!(self.optimizer, OptimizerConfig::Sgd { .. }) {
+            return Err(Error::config("--schedule", "momentum cycling needs --optimizer sgd"));
+        }
         if self.activation.is_row_wise() {
             return Err(Error::config("--activation", "softmax is only for the output layer"));
         }
@@ -256,7 +280,8 @@ impl TrainConfig {
             },
             "loss": "sparse_categorical_crossentropy",
             "optimizer": optimizer,
-            "lr": json_f32(self.lr),
+            "lr": if self.lr_auto { serde_json::Value::from("auto") } else { json_f32(self.lr) },
+            "schedule": self.schedule.to_string(),
             "batch_size": self.batch_size,
             "epochs": self.epochs,
             "early_stopping": {

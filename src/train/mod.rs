@@ -6,6 +6,7 @@ pub mod callbacks;
 pub mod compare;
 pub mod config;
 pub mod history;
+pub mod lr_find;
 pub mod mc;
 pub mod run;
 
@@ -15,6 +16,7 @@ use crate::data::Split;
 use crate::data::cifar::IMAGE_BYTES;
 use crate::nn::{Layer, Noise, Preprocess, Sequential, StepOptions, Workspace};
 use crate::optim::Optimizer;
+use crate::optim::schedule::{ReduceOnPlateau, Schedule};
 use crate::rng::{seeded, shuffle};
 use crate::{Error, Result};
 
@@ -154,6 +156,28 @@ fn step_gradient(
     results.iter().fold((0.0, 0), |(l, c), &(l2, c2)| (l + l2, c + c2))
 }
 
+/// One optimisation step, for the per-step log (`steps.csv`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepRecord {
+    pub step: u64,
+    pub epoch: usize,
+    pub lr: f32,
+    pub momentum: Option<f32>,
+    /// The batch's mean loss.
+    pub loss: f64,
+}
+
+/// The per-step log as CSV.
+pub fn steps_csv(steps: &[StepRecord]) -> String {
+    use std::fmt::Write;
+    let mut out = String::from("step,epoch,lr,momentum,loss\n");
+    for s in steps {
+        let momentum = s.momentum.map(|m| m.to_string()).unwrap_or_default();
+        let _ = writeln!(out, "{},{},{},{momentum},{}", s.step, s.epoch, s.lr, s.loss);
+    }
+    out
+}
+
 /// The state of one training run, between epochs.
 pub struct Trainer<'a> {
     pub model: Sequential,
@@ -162,8 +186,17 @@ pub struct Trainer<'a> {
     pub train: Split<'a>,
     pub val: Split<'a>,
     pub batch_size: usize,
+    /// The base learning rate the schedule scales (reduced by plateau scheduling).
     pub lr: f32,
     pub seed: u64,
+    /// The rate (and, for SGD, momentum) at each optimisation step.
+    pub schedule: Schedule,
+    /// Performance scheduling, applied at each epoch's end.
+    pub plateau: Option<ReduceOnPlateau>,
+    /// Optimisation steps taken so far, across epochs.
+    pub global_step: u64,
+    /// When set, every step's rate, momentum and loss are appended here.
+    pub step_log: Option<Vec<StepRecord>>,
     /// One per thread: each computes the gradient of its slice of every batch.
     shards: Vec<Shard>,
     /// dL/dz of the first layer for the whole batch, gathered from the shards.
@@ -223,6 +256,10 @@ impl<'a> Trainer<'a> {
             batch_size,
             lr,
             seed,
+            schedule: Schedule::Constant,
+            plateau: None,
+            global_step: 0,
+            step_log: None,
             shards,
             first_delta: Vec::with_capacity(batch_size * model_first_width),
             order,
@@ -235,32 +272,16 @@ impl<'a> Trainer<'a> {
     /// seeds the shuffle, so any epoch can be replayed on its own.
     pub fn run_epoch(&mut self, epoch: usize, on_event: &mut dyn FnMut(Event<'_>)) -> Result<EpochRecord> {
         let start = Instant::now();
-        // Keras shuffles the whole training set each epoch; the order depends only on
-        // (seed, epoch).
-        self.order.iter_mut().enumerate().for_each(|(i, o)| *o = i as u32);
-        shuffle(&mut seeded(self.seed, 1_000_000 + epoch as u64), &mut self.order);
+        self.shuffle(epoch);
         let steps = self.order.len().div_ceil(self.batch_size);
         on_event(Event::EpochStart { epoch, steps });
-        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-        for (step, batch) in self.order.chunks(self.batch_size).enumerate() {
-            let n = batch.len();
-            let (x, y) = (&mut self.x[..n * IMAGE_BYTES], &mut self.y[..n]);
-            let noise = Noise { seed: self.seed, step: ((epoch as u64) << 32) + step as u64, first_row: 0 };
-            let (loss, ok) = step_gradient(
-                &self.model,
-                Batch { split: &self.train, indices: batch, preprocess: &self.preprocess },
-                noise,
-                x,
-                y,
-                &mut self.shards,
-                &mut self.first_delta,
-            );
-            if !loss.is_finite() {
-                return Err(Error::Diverged { epoch, step: step + 1, loss: loss as f32, suggested_lr: self.lr / 10.0 });
-            }
-            self.optimizer.step(&mut self.model.params, &self.shards[0].grads, self.lr);
-            if self.shards.len() == 1 {
-                self.model.update_moving_stats(&self.shards[0].ws);
+        let (mut loss_sum, mut correct, mut seen, mut lr) = (0f64, 0usize, 0usize, self.lr);
+        for step in 0..steps {
+            lr = self.schedule.lr(self.lr, self.global_step);
+            let momentum = self.schedule.momentum(self.global_step);
+            let (loss, ok, n) = self.step(epoch, step, lr, momentum)?;
+            if let Some(log) = &mut self.step_log {
+                log.push(StepRecord { step: self.global_step, epoch, lr, momentum, loss: loss / n as f64 });
             }
             loss_sum += loss;
             correct += ok;
@@ -272,14 +293,60 @@ impl<'a> Trainer<'a> {
             });
         }
         let (val_loss, val_accuracy) = evaluate(&self.model, &self.val, &self.preprocess);
+        if let Some(plateau) = &mut self.plateau {
+            self.lr = plateau.update(val_loss, self.lr);
+        }
         Ok(EpochRecord {
             epoch,
             loss: loss_sum / seen as f64,
             accuracy: correct as f64 / seen as f64,
             val_loss,
             val_accuracy,
-            lr: self.lr,
+            lr,
             seconds: start.elapsed().as_secs_f64(),
         })
+    }
+
+    /// Keras shuffles the whole training set each epoch; here the order depends only on
+    /// (seed, epoch), so any epoch can be replayed.
+    pub fn shuffle(&mut self, epoch: usize) {
+        self.order.iter_mut().enumerate().for_each(|(i, o)| *o = i as u32);
+        shuffle(&mut seeded(self.seed, 1_000_000 + epoch as u64), &mut self.order);
+    }
+
+    /// One optimisation step on batch `step` of the current order, at rate `lr` (and SGD
+    /// momentum, when scheduled). Returns the batch's summed loss, correct count and size.
+    pub fn step(&mut self, epoch: usize, step: usize, lr: f32, momentum: Option<f32>) -> Result<(f64, usize, usize)> {
+        let lo = step * self.batch_size;
+        let batch = &self.order[lo..(lo + self.batch_size).min(self.order.len())];
+        let n = batch.len();
+        let (x, y) = (&mut self.x[..n * IMAGE_BYTES], &mut self.y[..n]);
+        let noise = Noise { seed: self.seed, step: ((epoch as u64) << 32) + step as u64, first_row: 0 };
+        let (loss, ok) = step_gradient(
+            &self.model,
+            Batch { split: &self.train, indices: batch, preprocess: &self.preprocess },
+            noise,
+            x,
+            y,
+            &mut self.shards,
+            &mut self.first_delta,
+        );
+        if !loss.is_finite() {
+            return Err(Error::Diverged { epoch, step: step + 1, loss: loss as f32, suggested_lr: lr / 10.0 });
+        }
+        if let Some(m) = momentum {
+            self.optimizer.set_momentum(m);
+        }
+        self.optimizer.step(&mut self.model.params, &self.shards[0].grads, lr);
+        if self.shards.len() == 1 {
+            self.model.update_moving_stats(&self.shards[0].ws);
+        }
+        self.global_step += 1;
+        Ok((loss, ok, n))
+    }
+
+    /// Optimisation steps per epoch.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.order.len().div_ceil(self.batch_size)
     }
 }

@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use super::callbacks::{EarlyStopping, SaveBest, Verdict};
 use super::config::TrainConfig;
+use super::config::json_f32;
 use super::history::{EpochRecord, to_csv};
-use super::{Event, Trainer};
+use super::lr_find::{LrFindSettings, range_test, write_results};
+use super::{Event, Trainer, steps_csv};
 use crate::data::cifar::IMAGE_BYTES;
 use crate::data::{Cifar10, standardise_from};
 use crate::format::{SavedModel, to_bytes};
@@ -51,14 +53,44 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Resu
     let model = Sequential::new(IMAGE_BYTES, &cfg.layer_specs(), cfg.seed)?;
     let out = &cfg.out_dir;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let config_json =
-        serde_json::to_string_pretty(&cfg.to_json()).map_err(|e| Error::config("config", e.to_string()))?;
-    write_atomic(&out.join("config.json"), config_json.as_bytes())?;
+    let mut cfg = cfg.clone();
+    let mut config_json = cfg.to_json();
+    if cfg.lr_auto {
+        // Sweep from a copy of the initial weights, then train those weights at the
+        // suggestion.
+        let test = range_test(&model, &cfg, &train, &preprocess, LrFindSettings::default())?;
+        write_results(out, &test)?;
+        let s = test.suggestions().ok_or_else(|| {
+            Error::config(
+                "--lr auto",
+                "the range test stopped before it had enough points to suggest a rate: give --lr",
+            )
+        })?;
+        cfg.lr = s.min_over_10;
+        config_json["lr"] = json_f32(cfg.lr);
+        config_json["lr_auto"] = serde_json::json!({
+            "rule": "minimum of the smoothed loss / 10",
+            "min_over_10": json_f32(s.min_over_10),
+            "steepest": json_f32(s.steepest),
+            "sweep_points": test.points().len(),
+            "sweep_file": "lr_find.csv",
+        });
+    }
+    let config_text = serde_json::to_string_pretty(&config_json).map_err(|e| Error::config("config", e.to_string()))?;
+    write_atomic(&out.join("config.json"), config_text.as_bytes())?;
 
     let (parameters, non_trainable_parameters) = (model.num_params(), model.num_state());
     let optimizer = cfg.optimizer.build(parameters);
     let mut trainer = Trainer::new(model, optimizer, preprocess, train, val, cfg.batch_size, cfg.lr, cfg.seed)?;
+    (trainer.schedule, trainer.plateau) =
+        cfg.schedule.resolve(cfg.lr, cfg.epochs as u64, trainer.steps_per_epoch() as u64)?;
+    if cfg.step_log {
+        trainer.step_log = Some(Vec::new());
+    }
     let mut early = EarlyStopping::new(cfg.patience, cfg.min_delta, cfg.restore_best_weights);
+    // Batch norm's moving averages at the best epoch: restored with the weights, as Keras's
+    // restore_best_weights restores non-trainable weights too.
+    let mut best_state = trainer.model.state.clone();
     let mut save_best = SaveBest::default();
     let mut history: Vec<EpochRecord> = Vec::new();
     let mut stopped_early = false;
@@ -66,10 +98,16 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Resu
         let record = trainer.run_epoch(epoch, on_event)?;
         history.push(record.clone());
         write_atomic(&out.join("history.csv"), to_csv(&history).as_bytes())?;
+        if let Some(steps) = &trainer.step_log {
+            write_atomic(&out.join("steps.csv"), steps_csv(steps).as_bytes())?;
+        }
         if save_best.should_save(record.val_loss) {
             save_model(&out.join("best.simdnn"), &trainer.model, &trainer.preprocess)?;
         }
         let verdict = early.update(epoch, record.val_loss, &trainer.model.params);
+        if verdict == Verdict::Improved {
+            best_state.copy_from_slice(&trainer.model.state);
+        }
         on_event(Event::EpochEnd(&record));
         if verdict == Verdict::Stop {
             stopped_early = true;
@@ -78,6 +116,7 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Resu
     }
     if let Some(best) = early.best_params() {
         trainer.model.params.copy_from_slice(best);
+        trainer.model.state.copy_from_slice(&best_state);
     }
     let best = history.iter().rfind(|r| r.epoch == early.best_epoch());
     let train_seconds: f64 = history.iter().map(|r| r.seconds).sum();
@@ -108,4 +147,49 @@ pub fn save_model(path: &Path, model: &Sequential, preprocess: &Preprocess) -> R
 pub fn load_model(path: &Path) -> Result<SavedModel> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     crate::format::from_bytes(&bytes).map_err(|e| e.in_file(path.display().to_string()))
+}
+
+/// The notebook's grid search (exercise 8b) as one call: one full training run per rate,
+/// each in `cfg.out_dir/lr-<rate>`, then `sweep.csv` and `sweep.md` in `cfg.out_dir`.
+pub fn sweep(
+    cfg: &TrainConfig,
+    rates: &[f32],
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<Vec<(f32, RunSummary)>> {
+    if rates.is_empty() {
+        return Err(Error::config("--lr", "a sweep needs at least one rate (for example --lr 1e-5,1e-4,1e-3)"));
+    }
+    let mut results = Vec::new();
+    for &rate in rates {
+        let run =
+            TrainConfig { lr: rate, lr_auto: false, out_dir: cfg.out_dir.join(format!("lr-{rate:e}")), ..cfg.clone() };
+        results.push((rate, train_run(&run, on_event)?));
+    }
+    let mut csv = String::from("lr,best_epoch,best_val_loss,best_val_accuracy,epochs_run,mean_epoch_seconds\n");
+    for (rate, s) in &results {
+        csv += &format!(
+            "{rate},{},{},{},{},{}\n",
+            s.best_epoch, s.best_val_loss, s.best_val_accuracy, s.epochs_run, s.mean_epoch_seconds
+        );
+    }
+    write_atomic(&cfg.out_dir.join("sweep.csv"), csv.as_bytes())?;
+    write_atomic(&cfg.out_dir.join("sweep.md"), sweep_table(&results).as_bytes())?;
+    Ok(results)
+}
+
+/// A Markdown table of a sweep, the best rate (by validation loss) marked.
+pub fn sweep_table(results: &[(f32, RunSummary)]) -> String {
+    let best =
+        results.iter().enumerate().min_by(|a, b| a.1.1.best_val_loss.total_cmp(&b.1.1.best_val_loss)).map(|(i, _)| i);
+    let mut out = String::from(
+        "| learning rate | best epoch | best val_loss | best val_accuracy | epochs run | s/epoch |\n|---|---|---|---|---|---|\n",
+    );
+    for (i, (rate, s)) in results.iter().enumerate() {
+        let mark = if Some(i) == best { " (best)" } else { "" };
+        out += &format!(
+            "| {rate:e}{mark} | {} | {:.4} | {:.4} | {} | {:.2} |\n",
+            s.best_epoch, s.best_val_loss, s.best_val_accuracy, s.epochs_run, s.mean_epoch_seconds
+        );
+    }
+    out
 }
