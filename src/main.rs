@@ -468,16 +468,20 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
     let cfg = train_config(&args)?;
     cfg.validate()?;
     ensure_data(&cfg)?;
-    let params = cfg.layer_specs().len();
+    let layers = cfg.layer_specs().len();
     eprintln!(
         "training preset {} ({} hidden x {} {}, {} layers) -> {}",
         cfg.preset,
         cfg.depth,
         cfg.width,
         cfg.activation,
-        params,
+        layers,
         cfg.out_dir.display()
     );
+    let selu = cfg.selu_warnings();
+    if !selu.is_empty() {
+        eprintln!("warning: this SELU network will not self-normalise: {}", selu.join("; "));
+    }
     let show_bar = !args.quiet && std::io::stderr().is_terminal();
     let epochs = cfg.epochs;
     let mut bar: Option<ProgressBar> = None;

@@ -1,0 +1,212 @@
+//! The chapter's later exercises through the binary, on a tiny generated data set: schedules
+//! and the per-step log, the learning-rate range test, `--lr auto`, `sweep`, `compare`, batch
+//! norm and MC dropout evaluation.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use simdnn::optim::schedule::OneCycle;
+
+const RECORDS_PER_FILE: usize = 60;
+/// 5 x 60 records, 40 validate: 260 train, so 17 steps of 16 per epoch.
+const STEPS_PER_EPOCH: u64 = 17;
+
+struct Scratch {
+    tmp: tempfile::TempDir,
+    data: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = common::write_cifar_dir(&tmp.path().join("data"), RECORDS_PER_FILE, 5);
+        Scratch { tmp, data }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_simdnn"))
+            .args(args)
+            .current_dir(self.tmp.path())
+            .env("SIMDNN_DATA", &self.data)
+            .env("SIMDNN_CIFAR10_URL", "http://127.0.0.1:1/x.tar.gz")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "simdnn {args:?} panicked:\n{stderr}");
+        out
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "simdnn {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A small training run into `name` with extra flags.
+    fn train(&self, name: &str, extra: &[&str]) -> PathBuf {
+        let out = self.path(name);
+        let mut args = vec!["train", "--out", out.to_str().unwrap(), "--depth", "2", "--width", "16"];
+        args.extend(["--val-size", "40", "--threads", "1", "--quiet"]);
+        for (flag, default) in [("--epochs", "2"), ("--batch-size", "16")] {
+            if !extra.contains(&flag) {
+                args.extend([flag, default]);
+            }
+        }
+        args.extend(extra);
+        self.ok(&args);
+        out
+    }
+}
+
+fn json_file(path: &Path) -> Value {
+    serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn csv_rows(path: &Path) -> Vec<Vec<String>> {
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect()
+}
+
+#[test]
+fn one_cycle_drives_every_step_and_the_step_log_records_it() {
+    let s = Scratch::new();
+    let run =
+        s.train("run", &["--optimizer", "sgd", "--schedule", "1cycle:0.05,momentum", "--step-log", "--epochs", "3"]);
+    let steps = csv_rows(&run.join("steps.csv"));
+    let iterations = 3 * STEPS_PER_EPOCH;
+    assert_eq!(steps.len() as u64, iterations);
+    let schedule = OneCycle::new(iterations, 0.05).with_momentum();
+    for (i, row) in steps.iter().enumerate() {
+        let (lr, momentum): (f32, f32) = (row[2].parse().unwrap(), row[3].parse().unwrap());
+        assert!((lr - schedule.lr(i as u64)).abs() <= 1e-7 * lr.max(1.0), "step {i}: lr {lr}");
+        assert!((momentum - schedule.momentum(i as u64).unwrap()).abs() <= 1e-6, "step {i}: momentum {momentum}");
+    }
+    // history.csv's lr column is each epoch's last rate.
+    let history = csv_rows(&run.join("history.csv"));
+    for (e, row) in history.iter().enumerate() {
+        let last = &steps[(e + 1) * STEPS_PER_EPOCH as usize - 1][2];
+        assert_eq!(row[5].parse::<f32>().unwrap(), last.parse::<f32>().unwrap());
+    }
+    assert_eq!(json_file(&run.join("config.json"))["schedule"], "1cycle:0.05,momentum");
+}
+
+#[test]
+fn bad_schedules_name_the_flag() {
+    let s = Scratch::new();
+    for spec in ["1cycle", "exponential:0@5", "fast", "1cycle:0.05,momentum"] {
+        let out = s.run(&["train", "--out", s.path("x").to_str().unwrap(), "--schedule", spec]);
+        assert!(!out.status.success(), "{spec} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--schedule"), "{spec}: {stderr}");
+    }
+}
+
+#[test]
+fn lr_find_writes_the_sweep_and_lr_auto_trains_at_its_suggestion() {
+    let s = Scratch::new();
+    let dir = s.path("lrf");
+    let stdout = s.ok(&[
+        "lr-find",
+        "--out",
+        dir.to_str().unwrap(),
+        "--depth",
+        "2",
+        "--width",
+        "16",
+        "--batch-size",
+        "8",
+        "--val-size",
+        "40",
+    ]);
+    assert!(stdout.contains("steps in"), "{stdout}");
+    let points = csv_rows(&dir.join("lr_find.csv"));
+    assert!(points.len() >= 5, "{} points", points.len());
+    let rates: Vec<f64> = points.iter().map(|r| r[0].parse().unwrap()).collect();
+    let ratio = rates[1] / rates[0];
+    assert!(rates.windows(2).all(|w| (w[1] / w[0] / ratio - 1.0).abs() < 1e-3), "rates grow exponentially");
+    assert!((rates[0] - 1e-7).abs() < 1e-12);
+    let svg = fs::read_to_string(dir.join("lr_find.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("learning rate"));
+
+    let run = s.train("auto", &["--lr", "auto", "--batch-size", "8", "--epochs", "1"]);
+    let config = json_file(&run.join("config.json"));
+    let chosen = config["lr"].as_f64().unwrap();
+    assert_eq!(config["lr_auto"]["min_over_10"].as_f64().unwrap(), chosen);
+    assert!(run.join("lr_find.csv").exists());
+    let history = csv_rows(&run.join("history.csv"));
+    assert!((history[0][5].parse::<f64>().unwrap() - chosen).abs() <= 1e-6 * chosen);
+}
+
+#[test]
+fn sweep_trains_once_per_rate_and_tabulates() {
+    let s = Scratch::new();
+    let out = s.path("sweep");
+    let args =
+        ["sweep", "--out", out.to_str().unwrap(), "--lr", "1e-3,1e-2", "--epochs", "1", "--depth", "1", "--width", "8"];
+    let stdout = s.ok(&[&args[..], &["--val-size", "40", "--threads", "1"]].concat());
+    assert!(stdout.contains("(best)"), "{stdout}");
+    let table = fs::read_to_string(out.join("sweep.md")).unwrap();
+    assert_eq!(table.lines().filter(|l| l.starts_with("| 1e-")).count(), 2, "{table}");
+    for rate in ["1e-3", "1e-2"] {
+        let summary = json_file(&out.join(format!("lr-{rate}")).join("summary.json"));
+        assert!(table.contains(&format!("{:.4}", summary["best_val_loss"].as_f64().unwrap())), "{table}");
+    }
+    assert_eq!(csv_rows(&out.join("sweep.csv")).len(), 2);
+}
+
+#[test]
+fn batch_norm_runs_compare_and_mc_dropout_evaluates() {
+    let s = Scratch::new();
+    let plain = s.train("plain", &[]);
+    let bn = s.train("bn", &["--batch-norm"]);
+    let report = s.path("report");
+    let stdout = s.ok(&["compare", plain.to_str().unwrap(), bn.to_str().unwrap(), "--out", report.to_str().unwrap()]);
+    assert!(stdout.contains("bn"), "{stdout}");
+    assert!(report.join("learning_curves.svg").exists() && report.join("report.md").exists());
+    assert!(json_file(&bn.join("summary.json"))["non_trainable_parameters"].as_u64().unwrap() > 0);
+
+    let selu =
+        s.train("selu", &["--activation", "selu", "--init", "lecun_normal", "--standardise", "--alpha-dropout", "0.1"]);
+    let model = selu.join("best.simdnn");
+    let probs = s.path("probs.csv");
+    let out = s.ok(&["eval", model.to_str().unwrap(), "--mc", "5", "--json", "--probs", probs.to_str().unwrap()]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    for key in ["accuracy", "nll", "ece", "mean_entropy"] {
+        assert!(v[key].as_f64().is_some_and(f64::is_finite), "{key} in {v}");
+    }
+    // One line per test record (60) plus the header; 10 means and 10 deviations each.
+    let text = fs::read_to_string(&probs).unwrap();
+    assert_eq!(text.lines().count(), RECORDS_PER_FILE + 1);
+    assert_eq!(text.lines().nth(1).unwrap().split(',').count(), 2 + 20);
+    // The same seed gives the same numbers.
+    let again: Value =
+        serde_json::from_str(s.ok(&["eval", model.to_str().unwrap(), "--mc", "5", "--json"]).trim()).unwrap();
+    for key in ["accuracy", "nll", "ece", "mean_entropy"] {
+        assert_eq!(again[key], v[key], "{key}");
+    }
+    // A SELU network without its conditions is warned about.
+    let warn = s.run(&[
+        "train",
+        "--out",
+        s.path("w").to_str().unwrap(),
+        "--activation",
+        "selu",
+        "--epochs",
+        "1",
+        "--depth",
+        "1",
+        "--width",
+        "8",
+        "--val-size",
+        "40",
+    ]);
+    assert!(String::from_utf8_lossy(&warn.stderr).contains("will not self-normalise"));
+}
