@@ -87,3 +87,20 @@ write("cifar_records", "one-record-scale", bytes([0, 0, 0, 0]) + record(3))
 write("cifar_records", "three-records-standardise", bytes([2, 0, 1, 2]) + record(0) + record(9) + record(5))
 write("cifar_records", "bad-label", bytes([1, 0, 0, 0]) + record(10))
 write("cifar_records", "short-last-record", bytes([0, 1, 2, 3]) + record(7) + record(1)[:100])
+
+# schedule_spec: `--schedule` values as text, every form (README's examples), plus edge cases
+# the parser must reject or round-trip.
+for name, spec in [
+    ("1cycle", "1cycle:0.05"),
+    ("1cycle-momentum", "1cycle:0.05,momentum"),
+    ("exponential", "exponential:0.1@20"),
+    ("piecewise", "piecewise:5=1e-3,15=1e-4"),
+    ("plateau", "plateau"),
+    ("plateau-args", "plateau:0.5@3"),
+    ("constant", "constant"),
+    ("case-limits", "PieceWise:1=1e-10,999999=10,1000000=0.5"),
+    ("exponential-tiny", "exponential:1e-45@1000000"),
+    ("bad-piecewise", "piecewise:15=1e-4,5=1e-3"),
+    ("bad-unknown", "cosine:0.1"),
+]:
+    write("schedule_spec", name, spec.encode())

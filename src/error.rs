@@ -41,6 +41,14 @@ pub enum Error {
     #[error("download failed: {0}")]
     Download(String),
 
+    /// Training was asked to stop (Ctrl-C); its state is saved.
+    #[cfg(feature = "std")]
+    #[error(
+        "training interrupted at epoch {epoch}, step {step}; its state is saved: resume with `simdnn train --resume {}`",
+        dir.display()
+    )]
+    Interrupted { dir: PathBuf, epoch: usize, step: usize },
+
     /// The training loss became NaN or infinite.
     #[error(
         "training diverged at epoch {epoch}, step {step}: loss is {loss}; the last good \

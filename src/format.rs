@@ -88,35 +88,40 @@ pub fn to_bytes(saved: &SavedModel) -> Vec<u8> {
             Layer::Dropout(d) => payload.f32(d.rate),
         }
     }
-    let payload = payload.0;
+    seal(&MAGIC, VERSION, &payload.0)
+}
+
+/// The container every simdnn file shares: magic, version, flags (none defined), payload
+/// length, payload, CRC-32 of everything before it.
+pub(crate) fn seal(magic: &[u8; 8], version: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = Writer(Vec::with_capacity(HEADER_BYTES + payload.len() + CHECKSUM_BYTES));
-    out.0.extend_from_slice(&MAGIC);
-    out.u32(VERSION);
-    out.u32(0); // flags: none defined in version 1
+    out.0.extend_from_slice(magic);
+    out.u32(version);
+    out.u32(0);
     out.u64(payload.len() as u64);
-    out.0.extend_from_slice(&payload);
+    out.0.extend_from_slice(payload);
     let crc = crc32fast::hash(&out.0);
     out.u32(crc);
     out.0
 }
 
-/// Parses a model file. Every malformed input gives `Error::Format`.
-pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel> {
+/// Checks a [`seal`]ed file (`what` names its kind in errors) and returns its version and a
+/// reader over the payload. Versions above `max_version` are rejected by name.
+pub(crate) fn unseal<'a>(bytes: &'a [u8], magic: &[u8; 8], what: &str, max_version: u32) -> Result<(u32, Reader<'a>)> {
     if bytes.len() < HEADER_BYTES + CHECKSUM_BYTES {
         return Err(Error::format(format!(
-            "{} bytes is too short for a model file (at least {})",
+            "{} bytes is too short for a {what} (at least {})",
             bytes.len(),
             HEADER_BYTES + CHECKSUM_BYTES
         )));
     }
-    if bytes[..8] != MAGIC {
-        return Err(Error::format("not a simdnn model file (wrong magic bytes)"));
+    if bytes[..8] != *magic {
+        return Err(Error::format(format!("not a simdnn {what} (wrong magic bytes)")));
     }
     let version = LE::read_u32(&bytes[8..12]);
-    // Versions 1 and 2 share every encoding; 1 allows dense layers only.
-    if version == 0 || version > VERSION {
+    if version == 0 || version > max_version {
         return Err(Error::format(format!(
-            "format version {version} is not supported: this simdnn reads versions 1 to {VERSION} (a newer simdnn wrote it?)"
+            "format version {version} is not supported: this simdnn reads versions 1 to {max_version} (a newer simdnn wrote it?)"
         )));
     }
     let flags = LE::read_u32(&bytes[12..16]);
@@ -137,7 +142,13 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel> {
             "checksum mismatch (stored {stored:08x}, computed {actual:08x}): the file is corrupted"
         )));
     }
-    let mut r = Reader { bytes: &body[HEADER_BYTES..], pos: 0 };
+    Ok((version, Reader { bytes: &body[HEADER_BYTES..], pos: 0 }))
+}
+
+/// Parses a model file. Every malformed input gives `Error::Format`.
+pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel> {
+    // Versions 1 and 2 share every encoding; 1 allows dense layers only.
+    let (version, mut r) = unseal(bytes, &MAGIC, "model file", VERSION)?;
     let input_dim = r.count("input size")?;
     let preprocess = match r.u8()? {
         PREPROCESS_SCALE => Preprocess::Scale(r.f32()?),
@@ -252,23 +263,26 @@ fn activation_from_code(code: u8, param: f32) -> Option<Activation> {
     })
 }
 
-struct Writer(Vec<u8>);
+pub(crate) struct Writer(pub(crate) Vec<u8>);
 
 impl Writer {
-    fn u8(&mut self, v: u8) {
+    pub(crate) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         let mut b = [0; 4];
         LE::write_u32(&mut b, v);
         self.0.extend_from_slice(&b);
     }
-    fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         let mut b = [0; 8];
         LE::write_u64(&mut b, v);
         self.0.extend_from_slice(&b);
     }
-    fn f32(&mut self, v: f32) {
+    pub(crate) fn f64(&mut self, v: f64) {
+        self.u64(v.to_bits());
+    }
+    pub(crate) fn f32(&mut self, v: f32) {
         self.u32(v.to_bits());
     }
     fn activation(&mut self, act: Activation) {
@@ -276,7 +290,7 @@ impl Writer {
         self.u8(code);
         self.f32(param);
     }
-    fn f32s(&mut self, vs: &[f32]) {
+    pub(crate) fn f32s(&mut self, vs: &[f32]) {
         let start = self.0.len();
         self.0.resize(start + vs.len() * 4, 0);
         LE::write_f32_into(vs, &mut self.0[start..]);
@@ -284,17 +298,17 @@ impl Writer {
 }
 
 /// A cursor that checks the remaining length before every read.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
 }
 
 impl Reader<'_> {
-    fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.bytes.len() - self.pos
     }
 
-    fn take(&mut self, n: usize) -> Result<&[u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&[u8]> {
         if n > self.remaining() {
             return Err(Error::format(format!(
                 "truncated: needs {n} more bytes at payload offset {}, {} left",
@@ -307,16 +321,28 @@ impl Reader<'_> {
         Ok(s)
     }
 
-    fn u8(&mut self) -> Result<u8> {
+    pub(crate) fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
 
-    fn f32(&mut self) -> Result<f32> {
+    pub(crate) fn u32(&mut self) -> Result<u32> {
+        Ok(LE::read_u32(self.take(4)?))
+    }
+
+    pub(crate) fn u64(&mut self) -> Result<u64> {
+        Ok(LE::read_u64(self.take(8)?))
+    }
+
+    pub(crate) fn f64(&mut self) -> Result<f64> {
+        Ok(f64::from_bits(self.u64()?))
+    }
+
+    pub(crate) fn f32(&mut self) -> Result<f32> {
         Ok(LE::read_f32(self.take(4)?))
     }
 
     /// A u32 size that must be at least 1.
-    fn count(&mut self, what: &str) -> Result<usize> {
+    pub(crate) fn count(&mut self, what: &str) -> Result<usize> {
         match LE::read_u32(self.take(4)?) {
             0 => Err(Error::format(format!("{what} is 0"))),
             n => Ok(n as usize),
@@ -324,7 +350,7 @@ impl Reader<'_> {
     }
 
     /// `n` f32 values; the length is checked before anything is allocated.
-    fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
+    pub(crate) fn f32s(&mut self, n: usize) -> Result<Vec<f32>> {
         let bytes = n.checked_mul(4).ok_or_else(|| Error::format(String::from("tensor size overflows")))?;
         let raw = self.take(bytes)?;
         let mut out = alloc::vec![0f32; n];

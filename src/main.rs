@@ -4,6 +4,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -18,7 +19,7 @@ use simdnn::optim::OptimizerConfig;
 use simdnn::train::compare::{REPORT_FILE, SVG_FILE, write_report};
 use simdnn::train::lr_find::{LrFindSettings, range_test, write_results};
 use simdnn::train::mc::predict_monte_carlo;
-use simdnn::train::run::{load_model, sweep, sweep_table, train_run};
+use simdnn::train::run::{load_model, resume_run, sweep, sweep_table, train_run_until};
 use simdnn::train::{Event, TrainConfig, config::default_data_dir, evaluate};
 use simdnn::{Error, Result};
 
@@ -74,96 +75,101 @@ enum Command {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("settings").multiple(true)))]
 struct TrainArgs {
     /// The recipe to start from; every other flag overrides one of its settings.
-    #[arg(long, default_value = "8a")]
+    #[arg(long, group = "settings", default_value = "8a")]
     preset: String,
     /// Directory with data_batch_1..5.bin and test_batch.bin [default: $SIMDNN_DATA, else data/cifar-10-batches-bin]
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     data: Option<PathBuf>,
     /// Run directory [default: runs/<preset>-<UTC time>]
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     out: Option<PathBuf>,
     /// Hidden dense layers.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     depth: Option<usize>,
     /// Units per hidden layer.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     width: Option<usize>,
     /// Hidden activation: identity, relu, leaky_relu[:alpha], elu[:alpha], selu, tanh, logistic.
-    #[arg(long, value_parser = parse_activation)]
+    #[arg(long, group = "settings", value_parser = parse_activation)]
     activation: Option<Activation>,
     /// Weight initialiser: he_normal, he_uniform, lecun_normal, lecun_uniform, glorot_normal, glorot_uniform.
-    #[arg(long, value_parser = parse_initializer)]
+    #[arg(long, group = "settings", value_parser = parse_initializer)]
     init: Option<Initializer>,
     /// Optimiser (Keras's defaults unless overridden): sgd, adam, adamw, nadam, rmsprop, adagrad.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     optimizer: Option<String>,
     /// A rate, or `auto` (run the learning-rate range test and train at its suggestion); for
     /// `sweep`, a comma-separated list.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     lr: Option<String>,
     /// Learning-rate schedule: constant | exponential:FACTOR@EPOCHS | piecewise:EPOCH=LR,... |
     /// 1cycle:MAX_RATE[,momentum] | plateau[:FACTOR@PATIENCE].
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     schedule: Option<String>,
     /// Write every step's rate, momentum and loss to steps.csv in the run directory.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     step_log: bool,
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     beta1: Option<f32>,
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     beta2: Option<f32>,
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     epsilon: Option<f32>,
     /// SGD momentum.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     momentum: Option<f32>,
     /// SGD with Nesterov momentum.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     nesterov: bool,
     /// RMSProp's decay of the mean square.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     rho: Option<f32>,
     /// AdamW's decoupled weight decay.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     weight_decay: Option<f32>,
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     batch_size: Option<usize>,
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     epochs: Option<usize>,
     /// Epochs without val_loss improvement before stopping.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     patience: Option<usize>,
     /// Smallest val_loss decrease that counts as an improvement.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     min_delta: Option<f64>,
     /// Keep the last epoch's weights instead of restoring the best.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     no_restore_best: bool,
     /// Training records held out for validation (the first ones, as the notebook does).
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     val_size: Option<usize>,
     /// Standardise inputs per feature instead of scaling by 1/255.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     standardise: bool,
     /// Batch normalisation after the input and after every hidden dense layer (8c).
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     batch_norm: bool,
     /// Rate of a dropout layer before the output layer.
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     dropout: Option<f32>,
     /// Rate of an alpha-dropout layer before the output layer (for SELU networks).
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     alpha_dropout: Option<f32>,
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     seed: Option<u64>,
     /// Worker threads [default: one per core].
-    #[arg(long)]
+    #[arg(long, group = "settings")]
     threads: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Continue the run in DIR from where it stopped (killed, or Ctrl-C), with the settings of
+    /// its config.json (so no other settings flag goes with it).
+    #[arg(long, value_name = "DIR", conflicts_with = "settings")]
+    resume: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -284,6 +290,10 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ Error::Interrupted { .. }) => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -351,41 +361,21 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
 /// Applies --beta1, --momentum, ... to the optimiser they belong to; a flag the chosen
 /// optimiser does not have is an error rather than silently ignored.
 fn apply_optimizer_flags(opt: &mut OptimizerConfig, args: &TrainArgs) -> Result<()> {
-    let mut unused = Vec::new();
-    let mut take = |name: &'static str, flag: Option<f32>, slot: Option<&mut f32>| match (flag, slot) {
-        (Some(v), Some(s)) => *s = v,
-        (Some(_), None) => unused.push(name),
-        _ => {}
-    };
-    let (mut b1, mut b2, mut eps, mut mom, mut rho, mut wd) = (None, None, None, None, None, None);
-    let mut nesterov_slot = None;
-    match opt {
-        OptimizerConfig::Sgd { momentum, nesterov } => {
-            mom = Some(momentum);
-            nesterov_slot = Some(nesterov);
+    let flags = [
+        ("--beta1", "beta1", args.beta1),
+        ("--beta2", "beta2", args.beta2),
+        ("--epsilon", "epsilon", args.epsilon),
+        ("--momentum", "momentum", args.momentum),
+        ("--rho", "rho", args.rho),
+        ("--weight-decay", "weight_decay", args.weight_decay),
+        ("--nesterov", "nesterov", args.nesterov.then_some(1.0)),
+    ];
+    for (flag, key, value) in flags {
+        if let Some(value) = value
+            && !opt.set(key, value)
+        {
+            return Err(Error::config(flag, "does not apply to the chosen optimizer (see --optimizer)"));
         }
-        OptimizerConfig::Adam { beta1, beta2, epsilon } | OptimizerConfig::Nadam { beta1, beta2, epsilon } => {
-            (b1, b2, eps) = (Some(beta1), Some(beta2), Some(epsilon));
-        }
-        OptimizerConfig::AdamW { beta1, beta2, epsilon, weight_decay } => {
-            (b1, b2, eps, wd) = (Some(beta1), Some(beta2), Some(epsilon), Some(weight_decay));
-        }
-        OptimizerConfig::RmsProp { rho: r, epsilon } => (rho, eps) = (Some(r), Some(epsilon)),
-        OptimizerConfig::AdaGrad { epsilon, .. } => eps = Some(epsilon),
-    }
-    take("--beta1", args.beta1, b1);
-    take("--beta2", args.beta2, b2);
-    take("--epsilon", args.epsilon, eps);
-    take("--momentum", args.momentum, mom);
-    take("--rho", args.rho, rho);
-    take("--weight-decay", args.weight_decay, wd);
-    match nesterov_slot {
-        Some(n) => *n |= args.nesterov,
-        None if args.nesterov => unused.push("--nesterov"),
-        None => {}
-    }
-    if let Some(flag) = unused.first() {
-        return Err(Error::config(*flag, "does not apply to the chosen optimizer (see --optimizer)"));
     }
     Ok(())
 }
@@ -464,10 +454,29 @@ fn cmd_sweep(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Raised by Ctrl-C: training stops after the current step and saves its state.
+static STOP: AtomicBool = AtomicBool::new(false);
+
 fn cmd_train(args: TrainArgs) -> Result<()> {
-    let cfg = train_config(&args)?;
+    let cfg = match &args.resume {
+        Some(dir) => {
+            let path = dir.join("config.json");
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let json =
+                serde_json::from_str(&text).map_err(|e| Error::data(&path, format!("is not valid JSON: {e}")))?;
+            TrainConfig { out_dir: dir.clone(), ..TrainConfig::from_json(&json)? }
+        }
+        None => train_config(&args)?,
+    };
     cfg.validate()?;
     ensure_data(&cfg)?;
+    // A second Ctrl-C ends the process at once (the default), the first asks for a clean stop.
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
+    });
     let layers = cfg.layer_specs().len();
     eprintln!(
         "training preset {} ({} hidden x {} {}, {} layers) -> {}",
@@ -516,7 +525,10 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
             );
         }
     };
-    let summary = train_run(&cfg, &mut on_event)?;
+    let summary = match &args.resume {
+        Some(dir) => resume_run(dir, Some(&STOP), &mut on_event)?,
+        None => train_run_until(&cfg, &STOP, &mut on_event)?,
+    };
     println!(
         "best epoch {} of {}: val_loss {:.4}, val_accuracy {:.4}; {:.2} s per epoch; model {}",
         summary.best_epoch,

@@ -21,6 +21,32 @@ pub trait Optimizer: Send {
     /// Sets the momentum for the next steps (1cycle's momentum cycling). Only SGD has a
     /// momentum to set; the others ignore it.
     fn set_momentum(&mut self, _momentum: f32) {}
+    /// Everything carried from one step to the next, to save with a resumable run.
+    fn state(&self) -> OptimizerState;
+    /// Continues from a saved [`Optimizer::state`] of an optimiser of the same kind and size.
+    fn restore(&mut self, state: &OptimizerState) -> crate::Result<()>;
+}
+
+/// An optimiser's step count, scalar state (Nadam's momentum product, SGD's current
+/// momentum) and per-parameter slots, as [`Optimizer::state`] exports them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizerState {
+    pub t: u64,
+    pub scalars: Vec<f64>,
+    pub slots: Vec<f32>,
+}
+
+impl OptimizerState {
+    fn check(&self, scalars: usize, slots: usize) -> crate::Result<()> {
+        if self.scalars.len() != scalars || self.slots.len() != slots {
+            return Err(crate::Error::format(alloc::format!(
+                "optimizer state has {} scalars and {} slot values, expected {scalars} and {slots}",
+                self.scalars.len(),
+                self.slots.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The optimisers' names and settings, as chosen on the command line.
@@ -78,6 +104,44 @@ impl OptimizerConfig {
                 alloc::vec![("initial_accumulator", initial_accumulator), ("epsilon", epsilon)]
             }
         }
+    }
+
+    /// Sets the named setting (as [`OptimizerConfig::settings`] names them); false when this
+    /// optimiser has no such setting.
+    pub fn set(&mut self, key: &str, value: f32) -> bool {
+        let slot = match (self, key) {
+            (OptimizerConfig::Sgd { momentum, .. }, "momentum") => momentum,
+            (OptimizerConfig::Sgd { nesterov, .. }, "nesterov") => {
+                *nesterov = value != 0.0;
+                return true;
+            }
+            (
+                OptimizerConfig::Adam { beta1, .. }
+                | OptimizerConfig::AdamW { beta1, .. }
+                | OptimizerConfig::Nadam { beta1, .. },
+                "beta1",
+            ) => beta1,
+            (
+                OptimizerConfig::Adam { beta2, .. }
+                | OptimizerConfig::AdamW { beta2, .. }
+                | OptimizerConfig::Nadam { beta2, .. },
+                "beta2",
+            ) => beta2,
+            (
+                OptimizerConfig::Adam { epsilon, .. }
+                | OptimizerConfig::AdamW { epsilon, .. }
+                | OptimizerConfig::Nadam { epsilon, .. }
+                | OptimizerConfig::RmsProp { epsilon, .. }
+                | OptimizerConfig::AdaGrad { epsilon, .. },
+                "epsilon",
+            ) => epsilon,
+            (OptimizerConfig::AdamW { weight_decay, .. }, "weight_decay") => weight_decay,
+            (OptimizerConfig::RmsProp { rho, .. }, "rho") => rho,
+            (OptimizerConfig::AdaGrad { initial_accumulator, .. }, "initial_accumulator") => initial_accumulator,
+            _ => return false,
+        };
+        *slot = value;
+        true
     }
 
     /// A fresh optimiser for `n` parameters.
@@ -197,6 +261,18 @@ impl Optimizer for Sgd {
     fn iterations(&self) -> u64 {
         self.t
     }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState { t: self.t, scalars: vec![self.momentum as f64], slots: self.velocity.state.clone() }
+    }
+
+    fn restore(&mut self, state: &OptimizerState) -> crate::Result<()> {
+        // Plain SGD keeps no velocity until momentum appears: either length is valid.
+        let slots = if state.slots.is_empty() { 0 } else { self.n };
+        state.check(1, slots)?;
+        (self.t, self.momentum, self.velocity.state) = (state.t, state.scalars[0] as f32, state.slots.clone());
+        Ok(())
+    }
 }
 
 /// Adam (Kingma & Ba, 2015) in Keras's "epsilon hat" form, with decoupled weight decay
@@ -235,6 +311,17 @@ impl Optimizer for Adam {
 
     fn iterations(&self) -> u64 {
         self.t
+    }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState { t: self.t, scalars: Vec::new(), slots: self.moments.state.clone() }
+    }
+
+    fn restore(&mut self, state: &OptimizerState) -> crate::Result<()> {
+        state.check(0, self.moments.state.len())?;
+        self.t = state.t;
+        self.moments.state.copy_from_slice(&state.slots);
+        Ok(())
     }
 }
 
@@ -288,6 +375,18 @@ impl Optimizer for Nadam {
     fn iterations(&self) -> u64 {
         self.t
     }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState { t: self.t, scalars: vec![self.u_product], slots: self.moments.state.clone() }
+    }
+
+    fn restore(&mut self, state: &OptimizerState) -> crate::Result<()> {
+        state.check(1, self.moments.state.len())?;
+        self.t = state.t;
+        self.moments.state.copy_from_slice(&state.slots);
+        self.u_product = state.scalars[0];
+        Ok(())
+    }
 }
 
 /// RMSProp (Hinton's lecture 6e), as Keras's `RMSprop` without momentum or centring:
@@ -318,6 +417,17 @@ impl Optimizer for RmsProp {
     fn iterations(&self) -> u64 {
         self.t
     }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState { t: self.t, scalars: Vec::new(), slots: self.mean_square.state.clone() }
+    }
+
+    fn restore(&mut self, state: &OptimizerState) -> crate::Result<()> {
+        state.check(0, self.mean_square.state.len())?;
+        self.t = state.t;
+        self.mean_square.state.copy_from_slice(&state.slots);
+        Ok(())
+    }
 }
 
 /// AdaGrad (Duchi et al., 2011), as Keras's `Adagrad` (accumulator starts at 0.1):
@@ -346,5 +456,16 @@ impl Optimizer for AdaGrad {
 
     fn iterations(&self) -> u64 {
         self.t
+    }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState { t: self.t, scalars: Vec::new(), slots: self.accumulator.state.clone() }
+    }
+
+    fn restore(&mut self, state: &OptimizerState) -> crate::Result<()> {
+        state.check(0, self.accumulator.state.len())?;
+        self.t = state.t;
+        self.accumulator.state.copy_from_slice(&state.slots);
+        Ok(())
     }
 }

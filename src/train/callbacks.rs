@@ -8,10 +8,10 @@ pub struct EarlyStopping {
     pub patience: usize,
     pub min_delta: f64,
     pub restore_best_weights: bool,
-    best: f64,
-    best_epoch: usize,
-    wait: usize,
-    best_params: Option<Vec<f32>>,
+    pub(crate) best: f64,
+    pub(crate) best_epoch: usize,
+    pub(crate) wait: usize,
+    pub(crate) best_params: Option<Vec<f32>>,
 }
 
 /// What the early-stopping rule decided at the end of an epoch.
@@ -72,7 +72,7 @@ impl EarlyStopping {
 /// beats every earlier value.
 #[derive(Clone, Debug)]
 pub struct SaveBest {
-    best: f64,
+    pub(crate) best: f64,
 }
 
 impl Default for SaveBest {

@@ -294,6 +294,61 @@ impl TrainConfig {
             "val_size": self.val_size,
             "seed": self.seed,
             "threads": self.threads,
+            "step_log": self.step_log,
+        })
+    }
+
+    /// Reads back what [`TrainConfig::to_json`] wrote (a run's `config.json`), so that a run
+    /// can be resumed with exactly its settings.
+    pub fn from_json(v: &serde_json::Value) -> Result<Self> {
+        let bad = |what: &str| Error::config("config.json", format!("missing or invalid `{what}`"));
+        let text = |key: &str, node: &serde_json::Value| node[key].as_str().map(str::to_owned).ok_or_else(|| bad(key));
+        let count = |key: &str, node: &serde_json::Value| {
+            node[key].as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| bad(key))
+        };
+        let real = |key: &str, node: &serde_json::Value| node[key].as_f64().ok_or_else(|| bad(key));
+        let flag = |key: &str, node: &serde_json::Value| node[key].as_bool().ok_or_else(|| bad(key));
+        let model = &v["model"];
+        let opt = &v["optimizer"];
+        let name = text("name", opt)?;
+        let mut optimizer = OptimizerConfig::keras_default(&name).ok_or_else(|| bad("optimizer.name"))?;
+        for (key, _) in optimizer.settings() {
+            let value = match &opt[key] {
+                serde_json::Value::Bool(b) => f32::from(u8::from(*b)),
+                other => other.as_f64().ok_or_else(|| bad(key))? as f32,
+            };
+            optimizer.set(key, value);
+        }
+        let early = &v["early_stopping"];
+        let (lr, lr_auto) = match &v["lr"] {
+            serde_json::Value::String(s) if s == "auto" => (Self::preset_8a().lr, true),
+            other => (other.as_f64().ok_or_else(|| bad("lr"))? as f32, false),
+        };
+        Ok(TrainConfig {
+            preset: text("preset", v)?,
+            data_dir: text("data_dir", v)?.into(),
+            out_dir: text("out_dir", v)?.into(),
+            depth: count("depth", model)?,
+            width: count("width", model)?,
+            activation: Activation::parse(&text("activation", model)?).ok_or_else(|| bad("model.activation"))?,
+            init: Initializer::parse(&text("initializer", model)?).ok_or_else(|| bad("model.initializer"))?,
+            optimizer,
+            lr,
+            batch_size: count("batch_size", v)?,
+            epochs: count("epochs", v)?,
+            patience: count("patience", early)?,
+            min_delta: real("min_delta", early)?,
+            restore_best_weights: flag("restore_best_weights", early)?,
+            val_size: count("val_size", v)?,
+            seed: v["seed"].as_u64().ok_or_else(|| bad("seed"))?,
+            threads: count("threads", v)?,
+            standardise: text("preprocess", model)? == "standardise",
+            batch_norm: flag("batch_norm", model)?,
+            dropout: real("dropout", model)? as f32,
+            alpha_dropout: real("alpha_dropout", model)? as f32,
+            schedule: text("schedule", v)?.parse()?,
+            lr_auto,
+            step_log: v["step_log"].as_bool().unwrap_or(false),
         })
     }
 }

@@ -8,8 +8,10 @@ pub mod config;
 pub mod history;
 pub mod lr_find;
 pub mod mc;
+pub mod resume;
 pub mod run;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::data::Split;
@@ -156,6 +158,27 @@ fn step_gradient(
     results.iter().fold((0.0, 0), |(l, c), &(l2, c2)| (l + l2, c + c2))
 }
 
+/// How far an unfinished epoch got (all zero: not started).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EpochProgress {
+    /// The next batch of the epoch's order to train on.
+    pub next_step: usize,
+    pub loss_sum: f64,
+    pub correct: usize,
+    pub seen: usize,
+    /// Wall time spent on the epoch so far.
+    pub seconds: f64,
+    /// The rate of the last step taken.
+    pub lr: f32,
+}
+
+/// How [`Trainer::run_epoch`] ended.
+pub enum EpochOutcome {
+    Finished(EpochRecord),
+    /// The stop flag was raised: the epoch stopped after a whole step.
+    Interrupted(EpochProgress),
+}
+
 /// One optimisation step, for the per-step log (`steps.csv`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepRecord {
@@ -268,43 +291,57 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// One pass over the shuffled training split, then validation. `epoch` is 1-based and
-    /// seeds the shuffle, so any epoch can be replayed on its own.
-    pub fn run_epoch(&mut self, epoch: usize, on_event: &mut dyn FnMut(Event<'_>)) -> Result<EpochRecord> {
+    /// One pass over the shuffled training split (from where `from` left off), then
+    /// validation. `epoch` is 1-based and seeds the shuffle, so any epoch can be replayed or
+    /// continued on its own. When `stop` is raised, returns after the current step with the
+    /// progress so far.
+    pub fn run_epoch(
+        &mut self,
+        epoch: usize,
+        from: EpochProgress,
+        stop: Option<&AtomicBool>,
+        on_event: &mut dyn FnMut(Event<'_>),
+    ) -> Result<EpochOutcome> {
         let start = Instant::now();
         self.shuffle(epoch);
         let steps = self.order.len().div_ceil(self.batch_size);
         on_event(Event::EpochStart { epoch, steps });
-        let (mut loss_sum, mut correct, mut seen, mut lr) = (0f64, 0usize, 0usize, self.lr);
-        for step in 0..steps {
-            lr = self.schedule.lr(self.lr, self.global_step);
-            let momentum = self.schedule.momentum(self.global_step);
-            let (loss, ok, n) = self.step(epoch, step, lr, momentum)?;
-            if let Some(log) = &mut self.step_log {
-                log.push(StepRecord { step: self.global_step, epoch, lr, momentum, loss: loss / n as f64 });
+        let mut p = from;
+        for step in p.next_step..steps {
+            if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                p.next_step = step;
+                p.seconds += start.elapsed().as_secs_f64();
+                return Ok(EpochOutcome::Interrupted(p));
             }
-            loss_sum += loss;
-            correct += ok;
-            seen += n;
+            p.lr = self.schedule.lr(self.lr, self.global_step);
+            let momentum = self.schedule.momentum(self.global_step);
+            let (loss, ok, n) = self.step(epoch, step, p.lr, momentum)?;
+            if let Some(log) = &mut self.step_log {
+                log.push(StepRecord { step: self.global_step, epoch, lr: p.lr, momentum, loss: loss / n as f64 });
+            }
+            p.loss_sum += loss;
+            p.correct += ok;
+            p.seen += n;
             on_event(Event::Step {
                 step: step + 1,
-                loss: loss_sum / seen as f64,
-                accuracy: correct as f64 / seen as f64,
+                loss: p.loss_sum / p.seen as f64,
+                accuracy: p.correct as f64 / p.seen as f64,
             });
         }
         let (val_loss, val_accuracy) = evaluate(&self.model, &self.val, &self.preprocess);
         if let Some(plateau) = &mut self.plateau {
             self.lr = plateau.update(val_loss, self.lr);
         }
-        Ok(EpochRecord {
+        let seen = p.seen.max(1) as f64;
+        Ok(EpochOutcome::Finished(EpochRecord {
             epoch,
-            loss: loss_sum / seen as f64,
-            accuracy: correct as f64 / seen as f64,
+            loss: p.loss_sum / seen,
+            accuracy: p.correct as f64 / seen,
             val_loss,
             val_accuracy,
-            lr,
-            seconds: start.elapsed().as_secs_f64(),
-        })
+            lr: p.lr,
+            seconds: p.seconds + start.elapsed().as_secs_f64(),
+        }))
     }
 
     /// Keras shuffles the whole training set each epoch; here the order depends only on

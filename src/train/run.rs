@@ -4,13 +4,15 @@
 //! improves) and `summary.json` (best epoch and timings).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 
 use super::callbacks::{EarlyStopping, SaveBest, Verdict};
 use super::config::TrainConfig;
 use super::config::json_f32;
 use super::history::{EpochRecord, to_csv};
 use super::lr_find::{LrFindSettings, range_test, write_results};
-use super::{Event, Trainer, steps_csv};
+use super::resume::{FILE, ResumeState};
+use super::{EpochOutcome, EpochProgress, Event, Trainer, steps_csv};
 use crate::data::cifar::IMAGE_BYTES;
 use crate::data::{Cifar10, standardise_from};
 use crate::format::{SavedModel, to_bytes};
@@ -38,49 +40,106 @@ pub struct RunSummary {
 /// Trains as `cfg` says, on rayon's pool of `cfg.threads` threads, writing the run
 /// directory as it goes.
 pub fn train_run(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)) -> Result<RunSummary> {
+    run(cfg, None, None, on_event)
+}
+
+/// [`train_run`] that stops cleanly when `stop` is raised: after the current step, with the
+/// resumable state saved, returning [`Error::Interrupted`].
+pub fn train_run_until(
+    cfg: &TrainConfig,
+    stop: &AtomicBool,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<RunSummary> {
+    run(cfg, None, Some(stop), on_event)
+}
+
+/// Continues the run in `dir` from its `resume.state` with the settings of its
+/// `config.json` (from the start when no state was saved yet); finishes with the same
+/// weights and history as a run that was never interrupted.
+pub fn resume_run(
+    dir: &Path,
+    stop: Option<&AtomicBool>,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<RunSummary> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::data(&path, format!("is not valid JSON: {e}")))?;
+    let mut cfg = TrainConfig::from_json(&json).map_err(|e| Error::data(&path, e.to_string()))?;
+    cfg.out_dir = dir.to_path_buf();
+    let state = ResumeState::load(dir)?;
+    run(&cfg, state, stop, on_event)
+}
+
+fn run(
+    cfg: &TrainConfig,
+    resume: Option<ResumeState>,
+    stop: Option<&AtomicBool>,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<RunSummary> {
     cfg.validate()?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)
         .build()
         .map_err(|e| Error::config("--threads", e.to_string()))?;
-    pool.install(|| train_in_pool(cfg, on_event))
+    pool.install(|| train_in_pool(cfg, resume, stop, on_event))
 }
 
-fn train_in_pool(cfg: &TrainConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Result<RunSummary> {
+fn train_in_pool(
+    cfg: &TrainConfig,
+    resume: Option<ResumeState>,
+    stop: Option<&AtomicBool>,
+    on_event: &mut dyn FnMut(Event<'_>),
+) -> Result<RunSummary> {
     let data = Cifar10::open(&cfg.data_dir)?;
     let (train, val) = data.train_val(cfg.val_size)?;
     let preprocess = if cfg.standardise { standardise_from(&train)? } else { Preprocess::UNIT_SCALE };
-    let model = Sequential::new(IMAGE_BYTES, &cfg.layer_specs(), cfg.seed)?;
+    let mut model = Sequential::new(IMAGE_BYTES, &cfg.layer_specs(), cfg.seed)?;
     let out = &cfg.out_dir;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut cfg = cfg.clone();
-    let mut config_json = cfg.to_json();
-    if cfg.lr_auto {
-        // Sweep from a copy of the initial weights, then train those weights at the
-        // suggestion.
-        let test = range_test(&model, &cfg, &train, &preprocess, LrFindSettings::default())?;
-        write_results(out, &test)?;
-        let s = test.suggestions().ok_or_else(|| {
-            Error::config(
-                "--lr auto",
-                "the range test stopped before it had enough points to suggest a rate: give --lr",
-            )
-        })?;
-        cfg.lr = s.min_over_10;
-        config_json["lr"] = json_f32(cfg.lr);
-        config_json["lr_auto"] = serde_json::json!({
-            "rule": "minimum of the smoothed loss / 10",
-            "min_over_10": json_f32(s.min_over_10),
-            "steepest": json_f32(s.steepest),
-            "sweep_points": test.points().len(),
-            "sweep_file": "lr_find.csv",
-        });
+    if resume.is_none() {
+        let mut config_json = cfg.to_json();
+        if cfg.lr_auto {
+            // Sweep from a copy of the initial weights, then train those weights at the
+            // suggestion.
+            let test = range_test(&model, &cfg, &train, &preprocess, LrFindSettings::default())?;
+            write_results(out, &test)?;
+            let s = test.suggestions().ok_or_else(|| {
+                Error::config(
+                    "--lr auto",
+                    "the range test stopped before it had enough points to suggest a rate: give --lr",
+                )
+            })?;
+            (cfg.lr, cfg.lr_auto) = (s.min_over_10, false);
+            config_json["lr"] = json_f32(cfg.lr);
+            config_json["lr_auto"] = serde_json::json!({
+                "rule": "minimum of the smoothed loss / 10",
+                "min_over_10": json_f32(s.min_over_10),
+                "steepest": json_f32(s.steepest),
+                "sweep_points": test.points().len(),
+                "sweep_file": "lr_find.csv",
+            });
+        }
+        let text = serde_json::to_string_pretty(&config_json).map_err(|e| Error::config("config", e.to_string()))?;
+        write_atomic(&out.join("config.json"), text.as_bytes())?;
     }
-    let config_text = serde_json::to_string_pretty(&config_json).map_err(|e| Error::config("config", e.to_string()))?;
-    write_atomic(&out.join("config.json"), config_text.as_bytes())?;
 
     let (parameters, non_trainable_parameters) = (model.num_params(), model.num_state());
-    let optimizer = cfg.optimizer.build(parameters);
+    let mut optimizer = cfg.optimizer.build(parameters);
+    let mismatch = |what: &str| {
+        Error::format(format!("{}: the saved {what} does not fit the model in config.json", out.join(FILE).display()))
+    };
+    if let Some(r) = &resume {
+        if r.params.len() != parameters
+            || r.state.len() != non_trainable_parameters
+            || r.best_state.len() != non_trainable_parameters
+        {
+            return Err(mismatch("weights"));
+        }
+        (model.params, model.state) = (r.params.clone(), r.state.clone());
+        optimizer.restore(&r.optimizer).map_err(|_| mismatch("optimizer state"))?;
+    }
     let mut trainer = Trainer::new(model, optimizer, preprocess, train, val, cfg.batch_size, cfg.lr, cfg.seed)?;
     (trainer.schedule, trainer.plateau) =
         cfg.schedule.resolve(cfg.lr, cfg.epochs as u64, trainer.steps_per_epoch() as u64)?;
@@ -93,9 +152,52 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Resu
     let mut best_state = trainer.model.state.clone();
     let mut save_best = SaveBest::default();
     let mut history: Vec<EpochRecord> = Vec::new();
-    let mut stopped_early = false;
-    for epoch in 1..=cfg.epochs {
-        let record = trainer.run_epoch(epoch, on_event)?;
+    let (mut first_epoch, mut progress, mut stopped_early) = (1, EpochProgress::default(), false);
+    if let Some(r) = resume {
+        r.restore_callbacks(&mut early, &mut save_best, &mut trainer.plateau);
+        (trainer.lr, trainer.global_step) = (r.lr, r.global_step);
+        if trainer.step_log.is_some() {
+            trainer.step_log = r.steps;
+        }
+        (best_state, history, first_epoch, progress, stopped_early) =
+            (r.best_state, r.history, r.epoch, r.progress, r.finished);
+    }
+    let snapshot = |trainer: &Trainer<'_>,
+                    early: &EarlyStopping,
+                    save_best: &SaveBest,
+                    best_state: &[f32],
+                    history: &[EpochRecord],
+                    epoch,
+                    progress,
+                    finished| ResumeState {
+        epoch,
+        progress,
+        finished,
+        lr: trainer.lr,
+        global_step: trainer.global_step,
+        plateau: trainer.plateau.map(|p| (p.best, p.wait)),
+        early_best: early.best,
+        early_best_epoch: early.best_epoch,
+        early_wait: early.wait,
+        early_best_params: early.best_params.clone(),
+        best_state: best_state.to_vec(),
+        checkpoint_best: save_best.best,
+        params: trainer.model.params.clone(),
+        state: trainer.model.state.clone(),
+        optimizer: trainer.optimizer.state(),
+        history: history.to_vec(),
+        steps: trainer.step_log.clone(),
+    };
+    let mut epoch = first_epoch;
+    while epoch <= cfg.epochs && !stopped_early {
+        let record = match trainer.run_epoch(epoch, std::mem::take(&mut progress), stop, on_event)? {
+            EpochOutcome::Finished(record) => record,
+            EpochOutcome::Interrupted(at) => {
+                let step = at.next_step;
+                snapshot(&trainer, &early, &save_best, &best_state, &history, epoch, at, false).save(out)?;
+                return Err(Error::Interrupted { dir: out.clone(), epoch, step });
+            }
+        };
         history.push(record.clone());
         write_atomic(&out.join("history.csv"), to_csv(&history).as_bytes())?;
         if let Some(steps) = &trainer.step_log {
@@ -108,11 +210,20 @@ fn train_in_pool(cfg: &TrainConfig, on_event: &mut dyn FnMut(Event<'_>)) -> Resu
         if verdict == Verdict::Improved {
             best_state.copy_from_slice(&trainer.model.state);
         }
+        stopped_early = verdict == Verdict::Stop;
+        snapshot(
+            &trainer,
+            &early,
+            &save_best,
+            &best_state,
+            &history,
+            epoch + 1,
+            EpochProgress::default(),
+            stopped_early,
+        )
+        .save(out)?;
         on_event(Event::EpochEnd(&record));
-        if verdict == Verdict::Stop {
-            stopped_early = true;
-            break;
-        }
+        epoch += 1;
     }
     if let Some(best) = early.best_params() {
         trainer.model.params.copy_from_slice(best);

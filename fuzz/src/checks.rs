@@ -1,0 +1,475 @@
+//! What each fuzz target checks, as one function per target taking the raw input bytes.
+//!
+//! Shared by the fuzz targets (`fuzz/fuzz_targets/<target>.rs`, through the `simdnn_fuzz`
+//! library) and by the stable regression test `tests/fuzz_regressions.rs` (which includes this
+//! file with `#[path]`), so a committed input is replayed through exactly the checks the
+//! fuzzer ran. A check fails by panicking. This file may use only `std` and `simdnn` (the test
+//! crate has no other dependencies): inputs are decoded from the bytes here, without
+//! `arbitrary`.
+
+use simdnn::data::cifar::{CLASSES, IMAGE_BYTES, Preprocess, RECORD_BYTES};
+use simdnn::data::{Split, standardise_from};
+use simdnn::format::{from_bytes, to_bytes};
+use simdnn::kernels::gemm::{Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
+use simdnn::kernels::{Activation, reference};
+use simdnn::nn::Workspace;
+use simdnn::optim::schedule::ScheduleSpec;
+use simdnn::rng::{Xoshiro, normal, seeded};
+
+/// Every fuzz target (its name under `fuzz/fuzz_targets/`, `fuzz/corpus/` and
+/// `fuzz/regressions/`) and its check.
+pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+    ("gemm", check_gemm),
+    ("activations", check_activations),
+    ("model_file", check_model_file),
+    ("cifar_records", check_cifar_records),
+    ("schedule_spec", check_schedule_spec),
+];
+
+// ---------------------------------------------------------------------------------------------
+// gemm
+
+/// The `gemm` target's input: 19 single bytes in this order, then the seed as a little-endian
+/// u64. A bool is its byte's lowest bit; a short input reads as if padded with zeros. (This is
+/// byte for byte how `#[derive(arbitrary::Arbitrary)]` decoded the same struct, which the
+/// target used before, so the corpus collected then keeps its meaning.)
+#[derive(Debug)]
+pub struct GemmInput {
+    /// Shapes: each taken mod 71 (0..=70).
+    pub m: u8,
+    pub k: u8,
+    pub n: u8,
+    /// A stored `k x m` and read through `.t()`; likewise B stored `n x k`.
+    pub transpose_a: bool,
+    pub transpose_b: bool,
+    /// Extra floats at the end of each stored row (mod 4), filled with NaN.
+    pub pad_a: u8,
+    pub pad_b: u8,
+    pub pad_c: u8,
+    /// Indices into `SCALARS`.
+    pub alpha: u8,
+    pub beta: u8,
+    /// Index into `ACTIVATIONS`.
+    pub activation: u8,
+    pub bias: bool,
+    /// mc = MR * (1 + mc % 4), kc = 1 + kc % 40, nc = NR * (1 + nc % 3).
+    pub mc: u8,
+    pub kc: u8,
+    pub nc: u8,
+    /// Indices into `PACKINGS`.
+    pub pack_a: u8,
+    pub pack_b: u8,
+    /// Let the driver split C across rayon's threads (`parallel_min_flops = 0`).
+    pub parallel: bool,
+    /// Magnitude of the entries: `MAGNITUDES[magnitude % 4]` times a standard normal.
+    pub magnitude: u8,
+    pub seed: u64,
+}
+
+/// Bytes [`GemmInput::decode`] reads; the rest of an input is ignored.
+pub const GEMM_INPUT_BYTES: usize = 19 + 8;
+
+impl GemmInput {
+    pub fn decode(data: &[u8]) -> GemmInput {
+        let mut b = [0u8; GEMM_INPUT_BYTES];
+        let used = data.len().min(GEMM_INPUT_BYTES);
+        b[..used].copy_from_slice(&data[..used]);
+        let bit = |i: usize| b[i] & 1 == 1;
+        GemmInput {
+            m: b[0],
+            k: b[1],
+            n: b[2],
+            transpose_a: bit(3),
+            transpose_b: bit(4),
+            pad_a: b[5],
+            pad_b: b[6],
+            pad_c: b[7],
+            alpha: b[8],
+            beta: b[9],
+            activation: b[10],
+            bias: bit(11),
+            mc: b[12],
+            kc: b[13],
+            nc: b[14],
+            pack_a: b[15],
+            pack_b: b[16],
+            parallel: bit(17),
+            magnitude: b[18],
+            seed: u64::from_le_bytes([b[19], b[20], b[21], b[22], b[23], b[24], b[25], b[26]]),
+        }
+    }
+}
+
+const SCALARS: [f32; 4] = [0.0, 1.0, 0.5, -2.0];
+const MAGNITUDES: [f32; 4] = [1.0, 0.01, 8.0, 100.0];
+const PACKINGS: [Packing; 3] = [Packing::Auto, Packing::Always, Packing::Never];
+const ACTIVATIONS: [Activation; 9] = [
+    Activation::Identity,
+    Activation::Relu,
+    Activation::LeakyRelu { alpha: 0.2 },
+    Activation::ELU,
+    Activation::Elu { alpha: 0.5 },
+    Activation::Selu,
+    Activation::Tanh,
+    Activation::Logistic,
+    // Row-wise: passes through the GEMM epilogue unchanged.
+    Activation::Softmax,
+];
+
+/// A bound on |f(x) - f(y)| / |x - y| (the slope of SELU's negative branch is at most
+/// scale * alpha = 1.76; ELU's is at most its alpha).
+fn lipschitz(act: Activation) -> f64 {
+    match act {
+        Activation::Selu => 1.76,
+        Activation::Elu { alpha } | Activation::LeakyRelu { alpha } => (alpha as f64).max(1.0),
+        _ => 1.0,
+    }
+}
+
+/// `gemm_with` against the scalar twin `reference::gemm` over small shapes, transposes, row
+/// padding, alpha/beta, bias, every activation, tiny block sizes and packing modes (the input
+/// is a [`GemmInput`]).
+///
+/// Row padding of A, B and C is filled with NaN: a kernel that reads outside its views poisons
+/// the result, and one that writes outside C's view changes the padding.
+pub fn check_gemm(data: &[u8]) {
+    let input = GemmInput::decode(data);
+    let (m, k, n) = (input.m as usize % 71, input.k as usize % 71, input.n as usize % 71);
+    let (pad_a, pad_b, pad_c) = (input.pad_a as usize % 4, input.pad_b as usize % 4, input.pad_c as usize % 4);
+    let alpha = SCALARS[input.alpha as usize % SCALARS.len()];
+    let beta = SCALARS[input.beta as usize % SCALARS.len()];
+    let act = ACTIVATIONS[input.activation as usize % ACTIVATIONS.len()];
+    let magnitude = MAGNITUDES[input.magnitude as usize % MAGNITUDES.len()];
+    let blocking = Blocking {
+        mc: MR * (1 + input.mc as usize % 4),
+        kc: 1 + input.kc as usize % 40,
+        nc: NR * (1 + input.nc as usize % 3),
+        pack_a: PACKINGS[input.pack_a as usize % 3],
+        pack_b: PACKINGS[input.pack_b as usize % 3],
+        parallel_min_flops: if input.parallel { 0 } else { usize::MAX },
+    };
+
+    let mut rng = seeded(input.seed, 0);
+    // `rows x cols` stored with `pad` NaNs after each row.
+    let fill = |rows: usize, cols: usize, pad: usize, rng: &mut Xoshiro| -> Vec<f32> {
+        let mut v = vec![f32::NAN; rows * (cols + pad)];
+        for r in 0..rows {
+            for x in &mut v[r * (cols + pad)..r * (cols + pad) + cols] {
+                *x = magnitude * normal(rng) as f32;
+            }
+        }
+        v
+    };
+    let a_data = if input.transpose_a { fill(k, m, pad_a, &mut rng) } else { fill(m, k, pad_a, &mut rng) };
+    let b_data = if input.transpose_b { fill(n, k, pad_b, &mut rng) } else { fill(k, n, pad_b, &mut rng) };
+    let a = if input.transpose_a {
+        MatRef::strided(&a_data, k, m, m + pad_a, 1).t()
+    } else {
+        MatRef::strided(&a_data, m, k, k + pad_a, 1)
+    };
+    let b = if input.transpose_b {
+        MatRef::strided(&b_data, n, k, k + pad_b, 1).t()
+    } else {
+        MatRef::strided(&b_data, k, n, n + pad_b, 1)
+    };
+    let bias_data: Vec<f32> = (0..n).map(|_| magnitude * normal(&mut rng) as f32).collect();
+    let bias = input.bias.then_some(&bias_data[..]);
+    let ldc = n + pad_c;
+    // beta == 0: C is write-only, so its NaNs must not reach the result.
+    let mut c0 = fill(m, n, pad_c, &mut rng);
+    if beta == 0.0 {
+        c0.fill(f32::NAN);
+    }
+
+    let mut expected = c0.clone();
+    reference::gemm(alpha, a, b, beta, &mut MatMut::strided(&mut expected, m, n, ldc), bias, act);
+    let mut got = c0.clone();
+    gemm_with(&blocking, alpha, a, b, beta, MatMut::strided(&mut got, m, n, ldc), Epilogue { bias, activation: act });
+
+    let eps = f32::EPSILON as f64;
+    for i in 0..m {
+        // The padding after each row of C is not C's: it must be left alone.
+        for j in n..ldc {
+            assert!(
+                got[i * ldc + j].to_bits() == c0[i * ldc + j].to_bits(),
+                "C's padding at ({i}, {j}) was overwritten: {}",
+                got[i * ldc + j]
+            );
+        }
+        for j in 0..n {
+            let abs: f64 = (0..k).map(|p| (a.at(i, p) as f64 * b.at(p, j) as f64).abs()).sum();
+            let c_term = if beta == 0.0 { 0.0 } else { (beta as f64 * c0[i * ldc + j] as f64).abs() };
+            let bias_term = bias.map_or(0.0, |b| b[j].abs() as f64);
+            let scale = alpha.abs() as f64 * abs + c_term + bias_term + 1.0;
+            let (e, g) = (expected[i * ldc + j], got[i * ldc + j]);
+            // The product's rounding, carried through the activation, plus the activation's
+            // own error (4 ULP or 1e-7, as tests/kernels.rs allows).
+            let tol = lipschitz(act) * 4.0 * (k as f64 + 2.0) * eps * scale + 4.0 * eps * (e as f64).abs() + 1e-7;
+            assert!(
+                (e as f64 - g as f64).abs() <= tol,
+                "C[{i},{j}] = {g}, reference {e} (|err| {} > tol {tol}); m={m} k={k} n={n} alpha={alpha} \
+                 beta={beta} {act} bias={} {blocking:?}",
+                (e as f64 - g as f64).abs(),
+                input.bias
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// activations
+
+/// ULP distance between two floats (as in tests/kernels.rs).
+fn ulps(a: f32, b: f32) -> u32 {
+    let key = |x: f32| {
+        let i = x.to_bits() as i32;
+        if i < 0 { i32::MIN.wrapping_sub(i) } else { i }
+    };
+    (key(a) as i64 - key(b) as i64).unsigned_abs().min(u32::MAX as u64) as u32
+}
+
+fn check_backward(act: Activation, ys: &[f32], dys: &[f32]) {
+    let mut got = dys.to_vec();
+    act.backward(ys, &mut got);
+    for ((&y, &dy), &g) in ys.iter().zip(dys).zip(&got) {
+        let twin = dy * reference::activation_derivative_from_output(act, y);
+        if y.is_finite() && dy.is_finite() && twin.is_finite() {
+            assert!(
+                (g - twin).abs() <= 1e-6 * twin.abs().max(1.0),
+                "{act} backward: y = {y:e}, dy = {dy:e}: {g:e}, twin {twin:e}"
+            );
+        }
+    }
+}
+
+/// Every activation's SIMD `forward` and `backward` against the scalar twins, over arbitrary
+/// f32 slices (any length, so the vector tail is exercised; NaN, infinities, subnormals).
+///
+/// Input: byte 0 picks the activation, byte 1 the alpha of leaky ReLU / ELU, and the rest is
+/// read as little-endian `(x, dy)` f32 pairs (a missing last `dy` is 1).
+///
+/// Nothing may panic. Where the input and the twin's result are finite, the kernels must agree
+/// with the twins within the bounds of `tests/kernels.rs`: forward within 4 ULP or 1e-7
+/// absolute, backward (`dy * f'(y)`) within 1e-6 relative to max(|twin|, 1).
+pub fn check_activations(data: &[u8]) {
+    let [which, alpha, rest @ ..] = data else { return };
+    // Positive, finite alphas in (0, 4], as `Activation::parse` and the model file accept.
+    let alpha = (*alpha as f32 + 1.0) / 64.0;
+    let act = match which % 8 {
+        0 => Activation::Identity,
+        1 => Activation::Relu,
+        2 => Activation::LeakyRelu { alpha },
+        3 => Activation::Elu { alpha },
+        4 => Activation::Selu,
+        5 => Activation::Tanh,
+        6 => Activation::Logistic,
+        _ => Activation::Softmax,
+    };
+    let floats: Vec<f32> = rest.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let xs: Vec<f32> = floats.iter().step_by(2).copied().collect();
+    let dys: Vec<f32> =
+        floats.iter().skip(1).step_by(2).copied().chain(core::iter::repeat(1.0)).take(xs.len()).collect();
+
+    let mut ys = xs.clone();
+    act.forward(&mut ys);
+    for (&x, &y) in xs.iter().zip(&ys) {
+        let r = reference::activation(act, x);
+        if x.is_finite() && r.is_finite() {
+            let u = ulps(y, r);
+            assert!(u <= 4 || (y - r).abs() <= 1e-7, "{act}({x:e}) = {y:e}, reference {r:e} ({u} ulp)");
+        }
+    }
+    // Derivatives at the outputs the forward pass produced, and at arbitrary "outputs".
+    check_backward(act, &ys, &dys);
+    check_backward(act, &xs, &dys);
+}
+
+// ---------------------------------------------------------------------------------------------
+// model_file
+
+/// 8 magic bytes, version, flags, payload length.
+const HEADER_BYTES: usize = 24;
+
+fn exercise_model(bytes: &[u8]) {
+    let Ok(saved) = from_bytes(bytes) else { return };
+    let encoded = to_bytes(&saved);
+    let again = from_bytes(&encoded).unwrap_or_else(|e| panic!("a re-encoded model does not parse: {e}"));
+    assert!(to_bytes(&again) == encoded, "re-encoding a parsed model is not a fixed point");
+
+    let model = &saved.model;
+    let pixels: Vec<u8> = (0..model.input_dim()).map(|i| (i * 37 % 256) as u8).collect();
+    let mut x = vec![0f32; model.input_dim()];
+    saved.preprocess.apply(&pixels, &mut x);
+    let mut ws = Workspace::new(model, 1);
+    let probs = model.predict(&x, 1, &mut ws);
+    assert_eq!(probs.len(), model.output_dim());
+}
+
+/// `simdnn::format::from_bytes` on arbitrary bytes must return (`Ok` or `Err`), never panic or
+/// allocate beyond the input's size.
+///
+/// A mutated file almost always fails the CRC check, which would keep the fuzzer out of the
+/// payload parser, so each input is parsed twice: as given, and with its header's payload
+/// length and trailing CRC-32 rewritten to match (the same bytes otherwise).
+///
+/// A model that parses must also survive being used: re-encoding is a fixed point
+/// (`to_bytes(from_bytes(to_bytes(m))) == to_bytes(m)`), and one input row runs through the
+/// preprocessing and `predict` without panicking.
+pub fn check_model_file(data: &[u8]) {
+    exercise_model(data);
+    if data.len() >= HEADER_BYTES + 4 {
+        let mut fixed = data.to_vec();
+        let payload = (fixed.len() - HEADER_BYTES - 4) as u64;
+        fixed[16..24].copy_from_slice(&payload.to_le_bytes());
+        let body = fixed.len() - 4;
+        let crc = crc32(&fixed[..body]);
+        fixed[body..].copy_from_slice(&crc.to_le_bytes());
+        exercise_model(&fixed);
+    }
+}
+
+/// CRC-32 (IEEE, as `crc32fast` and zlib compute it), bit by bit: small and dependency-free.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+// ---------------------------------------------------------------------------------------------
+// cifar_records
+
+/// `Split::from_records` over arbitrary bytes cut into 3073-byte CIFAR-10 records, then
+/// `fill_batch` on a few of them. Never panics.
+///
+/// Input: 4 control bytes (byte 0 picks the preprocessing, bytes 1..4 the batch's record
+/// indices, taken mod the record count), then the records; a short last chunk is passed on as a
+/// (malformed) record of its own. Fuzz with `-max_len=16384` or more: a valid record needs 3077
+/// bytes.
+///
+/// Checked: `from_records` accepts exactly the lists whose records are all 3073 bytes with a
+/// label below 10; `fill_batch` copies the labels and converts each pixel as the scalar formula
+/// does (within a few roundings).
+pub fn check_cifar_records(data: &[u8]) {
+    let Some((control, rest)) = data.split_first_chunk::<4>() else { return };
+    let records: Vec<&[u8]> = rest.chunks(RECORD_BYTES).collect();
+    let valid = records.iter().all(|r| r.len() == RECORD_BYTES && (r[0] as usize) < CLASSES);
+    let split = match Split::from_records(records.clone()) {
+        Ok(split) => split,
+        Err(_) => {
+            assert!(!valid, "from_records rejected valid records");
+            return;
+        }
+    };
+    assert!(valid, "from_records accepted a malformed record");
+    assert_eq!(split.len(), records.len());
+
+    let preprocess = match control[0] % 3 {
+        0 => Preprocess::UNIT_SCALE,
+        // Negative and odd scales too.
+        1 => Preprocess::Scale(control[0] as f32 / -7.0),
+        _ => match standardise_from(&split) {
+            Ok(p) => p,
+            Err(_) => {
+                assert!(split.is_empty(), "standardisation failed on {} records", split.len());
+                return;
+            }
+        },
+    };
+    let indices: Vec<u32> = if split.is_empty() {
+        Vec::new()
+    } else {
+        control[1..].iter().map(|&b| (b as usize % split.len()) as u32).collect()
+    };
+    let mut x = vec![f32::NAN; indices.len() * IMAGE_BYTES];
+    let mut y = vec![u8::MAX; indices.len()];
+    split.fill_batch(&indices, &preprocess, &mut x, &mut y);
+
+    for ((&i, row), &label) in indices.iter().zip(x.chunks_exact(IMAGE_BYTES)).zip(&y) {
+        let record = records[i as usize];
+        assert_eq!(label, record[0], "label of record {i}");
+        for (j, (&got, &p)) in row.iter().zip(&record[1..]).enumerate() {
+            let (mean, scale) = match &preprocess {
+                Preprocess::Scale(f) => (0.0, *f),
+                Preprocess::Standardise { mean, inv_std } => (mean[j], inv_std[j]),
+            };
+            let expected = (p as f64 - mean as f64) * scale as f64;
+            // A few roundings of terms no larger than (|p| + |mean|) |scale|.
+            let tol = 4.0 * f32::EPSILON as f64 * (p as f64 + mean.abs() as f64) * scale.abs() as f64;
+            assert!(
+                got.is_finite() && (got as f64 - expected).abs() <= tol,
+                "record {i} pixel {j} ({p}): {got}, expected {expected}"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// schedule_spec
+
+/// `ScheduleSpec::parse` on the input as text (UTF-8, invalid sequences replaced by U+FFFD)
+/// never panics. When it accepts the text:
+///
+/// - `Display` round-trips: the spec's `to_string()` parses back to an equal spec, and writes
+///   the same string again;
+/// - `resolve(1e-3, epochs, steps_per_epoch)` returns (`Ok` or `Err`) for edge-case run lengths
+///   (0, 1, huge, overflowing) and two taken from the input; for an ordinary run (1..=64
+///   epochs of 1..=1000 steps, which every spec's ranges fit) it must be `Ok`;
+/// - the resolved schedule's rate at steps 0, 1, the middle, the end and past the end is finite
+///   and not negative, its momentum (1cycle with momentum) within [0.85, 0.95], and a plateau
+///   controller fed losses taken from the input (and NaN) keeps the rate finite and not
+///   negative.
+pub fn check_schedule_spec(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let Ok(spec) = ScheduleSpec::parse(&text) else { return };
+    let written = spec.to_string();
+    let again = ScheduleSpec::parse(&written)
+        .unwrap_or_else(|e| panic!("{text:?} parses to {spec:?}, written {written:?}, which does not parse: {e}"));
+    assert!(again == spec, "{text:?} parses to {spec:?}, written {written:?}, which parses to {again:?}");
+    assert_eq!(again.to_string(), written, "writing {spec:?} is not a fixed point");
+
+    // Two ordinary run lengths from the input (FNV-1a of the bytes).
+    let hash = data.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let ordinary = [(1 + hash % 64, 1 + (hash >> 8) % 1000), (1 + (hash >> 20) % 64, 1 + (hash >> 28) % 1000)];
+    let edges = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 1), (1, 3), (u64::MAX, 1), (1, u64::MAX), (u64::MAX, u64::MAX)];
+    let base_lr = 1e-3;
+    for (epochs, steps_per_epoch) in edges.into_iter().chain(ordinary) {
+        let resolved = spec.resolve(base_lr, epochs, steps_per_epoch);
+        let (schedule, plateau) = match resolved {
+            Ok(r) => r,
+            Err(e) => {
+                assert!(
+                    !ordinary.contains(&(epochs, steps_per_epoch)),
+                    "{spec:?} does not resolve for {epochs} epochs of {steps_per_epoch} steps: {e}"
+                );
+                continue;
+            }
+        };
+        let total = epochs.saturating_mul(steps_per_epoch);
+        for step in [0, 1, total / 2, total.saturating_sub(1), total, total.saturating_add(1), u64::MAX] {
+            let lr = schedule.lr(base_lr, step);
+            assert!(
+                lr.is_finite() && lr >= 0.0,
+                "{spec:?} over {epochs} epochs of {steps_per_epoch} steps: rate {lr} at step {step}"
+            );
+            if let Some(momentum) = schedule.momentum(step) {
+                assert!(
+                    (0.85..=0.95).contains(&momentum),
+                    "{spec:?} over {epochs} epochs of {steps_per_epoch} steps: momentum {momentum} at step {step}"
+                );
+            }
+        }
+        if let Some(mut plateau) = plateau {
+            let mut lr = base_lr;
+            let losses = [f64::NAN, f64::INFINITY].into_iter().chain(data.iter().take(62).map(|&b| b as f64 / 16.0));
+            for loss in losses {
+                lr = plateau.update(loss, lr);
+                assert!(lr.is_finite() && lr >= 0.0, "{spec:?}: plateau rate {lr} after loss {loss}");
+            }
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Crash-safe, exactly resumable training: a run killed with SIGKILL at arbitrary moments, or
+//! stopped with Ctrl-C (SIGINT), and resumed with `simdnn train --resume`, ends with
+//! bit-identical weights and history to a run that was never interrupted.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Scratch {
+    tmp: tempfile::TempDir,
+    data: PathBuf,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        // 9,960 training records: 1,245 steps of 8 per epoch, about 0.1 s an epoch here, so
+        // that kills land in every phase of a run.
+        let data = common::write_cifar_dir(&tmp.path().join("data"), 2000, 21);
+        Scratch { tmp, data }
+    }
+
+    fn command(&self, args: &[String]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_simdnn"));
+        cmd.args(args).env("SIMDNN_DATA", &self.data).env("SIMDNN_CIFAR10_URL", "http://127.0.0.1:1/x.tar.gz");
+        cmd
+    }
+
+    fn spawn(&self, args: &[String]) -> Child {
+        self.command(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+    }
+
+    fn finish(&self, args: &[String]) {
+        let out = self.command(args).output().unwrap();
+        assert!(out.status.success(), "simdnn {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// A run with batch norm off, alpha dropout on (so masks matter) and a schedule (so the step
+/// counter matters): everything resuming has to restore.
+fn train_args(out: &Path) -> Vec<String> {
+    let flags = "train --epochs 8 --depth 3 --width 48 --batch-size 8 --val-size 40 --threads 2 --quiet --seed 3 \
+                 --activation selu --init lecun_normal --standardise --alpha-dropout 0.1 --schedule 1cycle:0.02 \
+                 --optimizer sgd --step-log --patience 20";
+    let mut args: Vec<String> = flags.split_whitespace().map(String::from).collect();
+    args.extend(["--out".into(), out.display().to_string()]);
+    args
+}
+
+fn resume_args(out: &Path) -> Vec<String> {
+    vec!["train".into(), "--quiet".into(), "--resume".into(), out.display().to_string()]
+}
+
+/// history.csv and steps.csv without wall-clock columns, and the model file's bytes.
+fn outcome(run: &Path) -> (Vec<String>, String, Vec<u8>) {
+    let history = fs::read_to_string(run.join("history.csv")).unwrap();
+    let history = history.lines().map(|l| l.rsplit_once(',').map_or(l, |(head, _)| head).to_owned()).collect();
+    let steps = fs::read_to_string(run.join("steps.csv")).unwrap();
+    (history, steps, fs::read(run.join("best.simdnn")).unwrap())
+}
+
+#[test]
+fn killed_runs_resume_to_the_same_bits() {
+    let s = Scratch::new();
+    let reference = s.tmp.path().join("reference");
+    s.finish(&train_args(&reference));
+    let expected = outcome(&reference);
+    let started = std::time::Instant::now();
+    s.finish(&train_args(&s.tmp.path().join("timing")));
+    let full = started.elapsed().as_millis() as u64;
+    let mut killed_mid_run = 0;
+    // Kills at 5%, 30%, 55% and 80% of a run's length.
+    for (i, delay_ms) in [full / 20, full * 3 / 10, full * 11 / 20, full * 4 / 5].into_iter().enumerate() {
+        let run = s.tmp.path().join(format!("killed-{i}"));
+        let mut child = s.spawn(&train_args(&run));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL; the run may already have finished
+        let _ = child.wait();
+        let mid_run = run.join("resume.state").exists() && !run.join("summary.json").exists();
+        killed_mid_run += usize::from(mid_run);
+        eprintln!(
+            "killed after {delay_ms} ms of {full}: {}",
+            if mid_run { "mid-run" } else { "before the first epoch or after the end" }
+        );
+        if run.join("config.json").exists() {
+            s.finish(&resume_args(&run));
+        } else {
+            // Killed before it wrote anything: there is nothing to resume.
+            s.finish(&train_args(&run));
+        }
+        assert!(outcome(&run) == expected, "run killed after {delay_ms} ms differs after resuming");
+    }
+    assert!(killed_mid_run >= 2, "only {killed_mid_run} kills landed mid-run: the runs are too short to test");
+}
+
+#[test]
+fn ctrl_c_stops_after_a_step_saves_and_resumes_exactly() {
+    let s = Scratch::new();
+    let reference = s.tmp.path().join("reference");
+    s.finish(&train_args(&reference));
+    let run = s.tmp.path().join("interrupted");
+    let child = s.spawn(&train_args(&run));
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        eprintln!("the run finished before the signal arrived; only resuming a finished run is checked");
+    } else {
+        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        assert!(stderr.contains("--resume") && stderr.contains("interrupted"), "{stderr}");
+        assert!(run.join("resume.state").exists());
+    }
+    s.finish(&resume_args(&run));
+    assert!(outcome(&run) == outcome(&reference), "the resumed run differs");
+}
+
+#[test]
+fn resume_rejects_bad_state_and_extra_flags() {
+    let s = Scratch::new();
+    let run = s.tmp.path().join("run");
+    s.finish(&train_args(&run));
+    // Settings come from the run's config.json only.
+    let mut args = resume_args(&run);
+    args.extend(["--epochs".into(), "9".into()]);
+    let out = s.command(&args).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--epochs"));
+    // A corrupted state is an error naming the file, never a panic.
+    let state = run.join("resume.state");
+    let mut bytes = fs::read(&state).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    fs::write(&state, &bytes).unwrap();
+    let out = s.command(&resume_args(&run)).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("resume.state") && stderr.contains("checksum"), "{stderr}");
+    for len in [0, 10, 40, bytes.len() - 1] {
+        fs::write(&state, &bytes[..len]).unwrap();
+        let out = s.command(&resume_args(&run)).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && !stderr.contains("panicked"), "{stderr}");
+    }
+    // A directory that is not a run.
+    let out = s.command(&resume_args(s.tmp.path())).output().unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("config.json"));
+}
