@@ -173,11 +173,11 @@ fn train_writes_a_complete_run_directory() {
     assert_eq!(model.model.input_dim(), 3072);
     assert_eq!(model.model.layers().len(), 3);
     assert_eq!(model.model.output_dim(), 10);
-    // Only the four files: no temporaries left behind by the atomic writes.
+    // Only these files: no temporaries left behind by the atomic writes.
     let mut names: Vec<_> =
         fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     names.sort();
-    assert_eq!(names, ["best.simdnn", "config.json", "history.csv", "summary.json"]);
+    assert_eq!(names, ["best.simdnn", "config.json", "history.csv", "resume.state", "summary.json"]);
 }
 
 #[test]

@@ -51,7 +51,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs `check` on each of `files`; returns `path: message` for each one that panicked.
-fn replay(files: &[PathBuf], check: fn(&[u8])) -> Vec<String> {
+fn replay(files: &[PathBuf], check: checks::Check) -> Vec<String> {
     let mut failures = Vec::new();
     for path in files {
         let data = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));

@@ -16,9 +16,12 @@ use simdnn::nn::Workspace;
 use simdnn::optim::schedule::ScheduleSpec;
 use simdnn::rng::{Xoshiro, normal, seeded};
 
+/// A target's check: panics when the input exposes a bug.
+pub type Check = fn(&[u8]);
+
 /// Every fuzz target (its name under `fuzz/fuzz_targets/`, `fuzz/corpus/` and
 /// `fuzz/regressions/`) and its check.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Check); 5] = [
     ("gemm", check_gemm),
     ("activations", check_activations),
     ("model_file", check_model_file),

@@ -1,7 +1,7 @@
 //! One training run end to end, and the directory it leaves behind:
 //! `config.json` (every resolved setting), `history.csv` (one line per epoch),
 //! `best.simdnn` (the best model so far, written atomically whenever validation loss
-//! improves) and `summary.json` (best epoch and timings).
+//! improves), `summary.json` (best epoch and timings) and `resume.state` (see [`super::resume`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
