@@ -210,3 +210,17 @@ fn batch_norm_runs_compare_and_mc_dropout_evaluates() {
     ]);
     assert!(String::from_utf8_lossy(&warn.stderr).contains("will not self-normalise"));
 }
+
+#[test]
+fn diverging_training_stops_with_the_epoch_step_and_a_lower_rate() {
+    let s = Scratch::new();
+    let out = s.path("diverged");
+    let args = ["train", "--out", out.to_str().unwrap(), "--epochs", "3", "--depth", "8", "--width", "64"];
+    let bad = ["--val-size", "40", "--optimizer", "sgd", "--momentum", "0.9", "--lr", "10", "--activation", "relu"];
+    let run = s.run(&[&args[..], &bad].concat());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{stderr}");
+    assert!(stderr.contains("diverged at epoch 1, step") && stderr.contains("--lr 1e0"), "{stderr}");
+    // No checkpoint of a diverged model is written.
+    assert!(!out.join("best.simdnn").exists());
+}
