@@ -27,13 +27,13 @@ pub const VERSION: u32 = 2;
 const HEADER_BYTES: usize = 8 + 4 + 4 + 8;
 const CHECKSUM_BYTES: usize = 4;
 
-const LAYER_DENSE: u8 = 1;
-const LAYER_BATCH_NORM: u8 = 2;
-const LAYER_DROPOUT: u8 = 3;
-const LAYER_ALPHA_DROPOUT: u8 = 4;
-const DTYPE_F32: u8 = 0;
-const PREPROCESS_SCALE: u8 = 0;
-const PREPROCESS_STANDARDISE: u8 = 1;
+pub(crate) const LAYER_DENSE: u8 = 1;
+pub(crate) const LAYER_BATCH_NORM: u8 = 2;
+pub(crate) const LAYER_DROPOUT: u8 = 3;
+pub(crate) const LAYER_ALPHA_DROPOUT: u8 = 4;
+pub(crate) const DTYPE_F32: u8 = 0;
+pub(crate) const PREPROCESS_SCALE: u8 = 0;
+pub(crate) const PREPROCESS_STANDARDISE: u8 = 1;
 
 /// A model with the preprocessing its inputs need.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,44 +105,72 @@ pub(crate) fn seal(magic: &[u8; 8], version: u32, payload: &[u8]) -> Vec<u8> {
     out.0
 }
 
-/// Checks a [`seal`]ed file (`what` names its kind in errors) and returns its version and a
-/// reader over the payload. Versions above `max_version` are rejected by name.
-pub(crate) fn unseal<'a>(bytes: &'a [u8], magic: &[u8; 8], what: &str, max_version: u32) -> Result<(u32, Reader<'a>)> {
+/// What is wrong with a container, without allocating (the inference path reports it as is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerError {
+    TooShort { len: usize },
+    Magic,
+    Version(u32),
+    Flags(u32),
+    Length { declared: u64, actual: u64 },
+    Checksum { stored: u32, computed: u32 },
+}
+
+/// Checks a [`seal`]ed container and returns its version and payload.
+pub fn check_container<'a>(
+    bytes: &'a [u8],
+    magic: &[u8; 8],
+    max_version: u32,
+) -> core::result::Result<(u32, &'a [u8]), ContainerError> {
     if bytes.len() < HEADER_BYTES + CHECKSUM_BYTES {
-        return Err(Error::format(format!(
-            "{} bytes is too short for a {what} (at least {})",
-            bytes.len(),
-            HEADER_BYTES + CHECKSUM_BYTES
-        )));
+        return Err(ContainerError::TooShort { len: bytes.len() });
     }
     if bytes[..8] != *magic {
-        return Err(Error::format(format!("not a simdnn {what} (wrong magic bytes)")));
+        return Err(ContainerError::Magic);
     }
     let version = LE::read_u32(&bytes[8..12]);
     if version == 0 || version > max_version {
-        return Err(Error::format(format!(
-            "format version {version} is not supported: this simdnn reads versions 1 to {max_version} (a newer simdnn wrote it?)"
-        )));
+        return Err(ContainerError::Version(version));
     }
     let flags = LE::read_u32(&bytes[12..16]);
     if flags != 0 {
-        return Err(Error::format(format!("unknown flags {flags:#x} for version {version}")));
+        return Err(ContainerError::Flags(flags));
     }
-    let payload_len = LE::read_u64(&bytes[16..24]);
-    let expected = (bytes.len() - HEADER_BYTES - CHECKSUM_BYTES) as u64;
-    if payload_len != expected {
-        return Err(Error::format(format!(
-            "header says the payload is {payload_len} bytes but the file holds {expected} (truncated or extended)"
-        )));
+    let declared = LE::read_u64(&bytes[16..24]);
+    let actual = (bytes.len() - HEADER_BYTES - CHECKSUM_BYTES) as u64;
+    if declared != actual {
+        return Err(ContainerError::Length { declared, actual });
     }
     let (body, crc) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
-    let (stored, actual) = (LE::read_u32(crc), crc32fast::hash(body));
-    if stored != actual {
-        return Err(Error::format(format!(
-            "checksum mismatch (stored {stored:08x}, computed {actual:08x}): the file is corrupted"
-        )));
+    let (stored, computed) = (LE::read_u32(crc), crc32fast::hash(body));
+    if stored != computed {
+        return Err(ContainerError::Checksum { stored, computed });
     }
-    Ok((version, Reader { bytes: &body[HEADER_BYTES..], pos: 0 }))
+    Ok((version, &body[HEADER_BYTES..]))
+}
+
+/// Checks a [`seal`]ed file (`what` names its kind in errors) and returns its version and a
+/// reader over the payload. Versions above `max_version` are rejected by name.
+pub(crate) fn unseal<'a>(bytes: &'a [u8], magic: &[u8; 8], what: &str, max_version: u32) -> Result<(u32, Reader<'a>)> {
+    let (version, payload) = check_container(bytes, magic, max_version).map_err(|e| {
+        Error::format(match e {
+            ContainerError::TooShort { len } => {
+                format!("{len} bytes is too short for a {what} (at least {})", HEADER_BYTES + CHECKSUM_BYTES)
+            }
+            ContainerError::Magic => format!("not a simdnn {what} (wrong magic bytes)"),
+            ContainerError::Version(v) => format!(
+                "format version {v} is not supported: this simdnn reads versions 1 to {max_version} (a newer simdnn wrote it?)"
+            ),
+            ContainerError::Flags(f) => format!("unknown flags {f:#x}"),
+            ContainerError::Length { declared, actual } => format!(
+                "header says the payload is {declared} bytes but the file holds {actual} (truncated or extended)"
+            ),
+            ContainerError::Checksum { stored, computed } => {
+                format!("checksum mismatch (stored {stored:08x}, computed {computed:08x}): the file is corrupted")
+            }
+        })
+    })?;
+    Ok((version, Reader { bytes: payload, pos: 0 }))
 }
 
 /// Parses a model file. Every malformed input gives `Error::Format`.
@@ -248,7 +276,7 @@ fn activation_code(act: Activation) -> (u8, f32) {
     }
 }
 
-fn activation_from_code(code: u8, param: f32) -> Option<Activation> {
+pub(crate) fn activation_from_code(code: u8, param: f32) -> Option<Activation> {
     let positive = (param.is_finite() && param > 0.0).then_some(param);
     Some(match code {
         0 => Activation::Identity,
@@ -279,6 +307,7 @@ impl Writer {
         LE::write_u64(&mut b, v);
         self.0.extend_from_slice(&b);
     }
+    #[cfg(feature = "std")] // for the resumable training state
     pub(crate) fn f64(&mut self, v: f64) {
         self.u64(v.to_bits());
     }
@@ -325,14 +354,17 @@ impl Reader<'_> {
         Ok(self.take(1)?[0])
     }
 
+    #[cfg(feature = "std")] // for the resumable training state
     pub(crate) fn u32(&mut self) -> Result<u32> {
         Ok(LE::read_u32(self.take(4)?))
     }
 
+    #[cfg(feature = "std")] // for the resumable training state
     pub(crate) fn u64(&mut self) -> Result<u64> {
         Ok(LE::read_u64(self.take(8)?))
     }
 
+    #[cfg(feature = "std")] // for the resumable training state
     pub(crate) fn f64(&mut self) -> Result<f64> {
         Ok(f64::from_bits(self.u64()?))
     }

@@ -10,6 +10,7 @@ extern crate alloc;
 
 pub mod error;
 pub mod format;
+pub mod infer;
 pub mod kernels;
 pub mod nn;
 pub mod optim;

@@ -19,7 +19,7 @@ use simdnn::optim::OptimizerConfig;
 use simdnn::train::compare::{REPORT_FILE, SVG_FILE, write_report};
 use simdnn::train::lr_find::{LrFindSettings, range_test, write_results};
 use simdnn::train::mc::predict_monte_carlo;
-use simdnn::train::run::{load_model, resume_run, sweep, sweep_table, train_run_until};
+use simdnn::train::run::{load_model, resume_run, save_model, sweep, sweep_table, train_run_until};
 use simdnn::train::{Event, TrainConfig, config::default_data_dir, evaluate};
 use simdnn::{Error, Result};
 
@@ -66,6 +66,14 @@ enum Command {
     /// rate and tabulates the best validation accuracy and loss of each.
     #[command(allow_negative_numbers = true)]
     Sweep(Box<TrainArgs>),
+    /// Write a model for deployment: batch norm folded into the dense layers (f32 weights), the
+    /// file `simdnn::infer::Model::from_bytes` reads without an allocator.
+    Export {
+        /// A .simdnn model file.
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Micro-benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -275,6 +283,7 @@ fn main() -> ExitCode {
             cmd_lr_find(&train, LrFindSettings { min_lr, max_lr, steps })
         }
         Command::Sweep(args) => cmd_sweep(*args),
+        Command::Export { model, out } => cmd_export(&model, &out),
         Command::Eval(args) => cmd_eval(args),
         Command::Compare { runs, out } => write_report(&runs, &out).map(|comparison| {
             print!("{}", comparison.to_terminal());
@@ -421,6 +430,25 @@ fn cmd_lr_find(args: &TrainArgs, settings: LrFindSettings) -> Result<()> {
         Some(s) => println!("suggested rates: steepest descent {:.2e}, minimum / 10 {:.2e}", s.steepest, s.min_over_10),
         None => println!("too few points for a suggestion: widen --min-lr/--max-lr or add --steps"),
     }
+    Ok(())
+}
+
+fn cmd_export(model: &std::path::Path, out: &std::path::Path) -> Result<()> {
+    let saved = load_model(model)?;
+    let folded = saved.model.fold_batch_norm()?;
+    save_model(out, &folded, &saved.preprocess)?;
+    let bytes = std::fs::read(out).map_err(|e| Error::io(out, e))?;
+    // The deployable reader must accept what was written.
+    let check = simdnn::infer::Model::from_bytes(&bytes)
+        .map_err(|e| Error::data(out, format!("written, but the inference reader rejects it: {e}")))?;
+    println!(
+        "wrote {} ({} bytes; {} layers, {} before folding batch norm); inference scratch: {} floats",
+        out.display(),
+        bytes.len(),
+        folded.layers().len(),
+        saved.model.layers().len(),
+        check.scratch_len()
+    );
     Ok(())
 }
 

@@ -1,0 +1,393 @@
+//! The deployable inference path: a model read in place from a `&[u8]` (for example
+//! `include_bytes!` of a `.simdnn` file), and prediction into caller-provided scratch memory.
+//! Builds without `std`; loading and predicting allocate nothing, and errors are plain
+//! values ([`InferError`]), so a device needs no allocator. Imports `kernels` (activations,
+//! softmax), the container check of `format` and `rng`; never `train` or `data`.
+//!
+//! Weights are read where they lie in the file: tensors are little-endian f32 at byte
+//! offsets with no alignment, so the kernels use unaligned loads. MC dropout recomputes only
+//! the layers from the first dropout on, from an activation saved in the scratch memory.
+
+use core::fmt;
+
+use wide::f32x16;
+
+use crate::format::{
+    ContainerError, DTYPE_F32, LAYER_ALPHA_DROPOUT, LAYER_BATCH_NORM, LAYER_DENSE, LAYER_DROPOUT, MAGIC,
+    PREPROCESS_SCALE, PREPROCESS_STANDARDISE, VERSION, activation_from_code, check_container,
+};
+use crate::kernels::Activation;
+use crate::kernels::activation::{SELU_ALPHA, SELU_SCALE};
+use crate::kernels::softmax::softmax_rows;
+use crate::rng::{seeded, uniform_f32};
+
+/// Layers a model may have (a fixed table: loading allocates nothing).
+pub const MAX_LAYERS: usize = 64;
+
+/// Why a model cannot be loaded or run. `Copy`, allocation-free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InferError {
+    Container(ContainerError),
+    /// The payload ends inside a field.
+    Truncated,
+    TooManyLayers(u32),
+    /// Layer `index` is malformed (unknown kind or activation, wrong sizes).
+    BadLayer(u32),
+    BadPreprocess,
+    /// Bytes after the last layer, or a last layer that is not dense with softmax.
+    BadModel,
+    ScratchTooSmall {
+        needed: usize,
+    },
+    InputSize {
+        expected: usize,
+    },
+}
+
+impl fmt::Display for InferError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            InferError::Container(e) => write!(f, "bad model file: {e:?}"),
+            InferError::Truncated => write!(f, "bad model file: truncated"),
+            InferError::TooManyLayers(n) => write!(f, "bad model file: {n} layers (at most {MAX_LAYERS})"),
+            InferError::BadLayer(i) => write!(f, "bad model file: layer {i} is malformed"),
+            InferError::BadPreprocess => write!(f, "bad model file: unknown preprocessing"),
+            InferError::BadModel => write!(f, "bad model file: not a sequential softmax classifier"),
+            InferError::ScratchTooSmall { needed } => write!(f, "scratch memory too small: needs {needed} floats"),
+            InferError::InputSize { expected } => write!(f, "input has the wrong size: expected {expected} bytes"),
+        }
+    }
+}
+
+/// A little-endian f32 tensor in the model's bytes.
+#[derive(Clone, Copy, Debug)]
+struct Tensor<'a> {
+    bytes: &'a [u8],
+}
+
+impl Tensor<'_> {
+    fn get(&self, i: usize) -> f32 {
+        let b = &self.bytes[4 * i..4 * i + 4];
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+
+    /// Values `i..i+16`.
+    fn load16(&self, i: usize) -> f32x16 {
+        let b = &self.bytes[4 * i..4 * i + 64];
+        #[cfg(target_endian = "little")]
+        {
+            // SAFETY: `b` holds 64 readable bytes (the slice above checked it); the f32s are
+            // little-endian like the host, and read_unaligned has no alignment needs.
+            f32x16::new(unsafe { core::ptr::read_unaligned(b.as_ptr() as *const [f32; 16]) })
+        }
+        #[cfg(target_endian = "big")]
+        f32x16::new(core::array::from_fn(|k| f32::from_le_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]])))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op<'a> {
+    Empty,
+    Dense {
+        n_in: usize,
+        n_out: usize,
+        act: Activation,
+        w: Tensor<'a>,
+        b: Tensor<'a>,
+    },
+    BatchNorm {
+        f: usize,
+        act: Activation,
+        eps: f32,
+        gamma: Tensor<'a>,
+        beta: Tensor<'a>,
+        mean: Tensor<'a>,
+        var: Tensor<'a>,
+    },
+    Dropout {
+        f: usize,
+        rate: f32,
+        alpha: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Pre<'a> {
+    Scale(f32),
+    Standardise { mean: Tensor<'a>, inv_std: Tensor<'a> },
+}
+
+/// A model borrowed from its file's bytes.
+#[derive(Clone, Debug)]
+pub struct Model<'a> {
+    input_dim: usize,
+    pre: Pre<'a>,
+    ops: [Op<'a>; MAX_LAYERS],
+    n_ops: usize,
+    widest: usize,
+    classes: usize,
+}
+
+/// A cursor over the payload that checks every length before reading.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], InferError> {
+        if n > self.bytes.len() {
+            return Err(InferError::Truncated);
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, InferError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, InferError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn f32(&mut self) -> Result<f32, InferError> {
+        Ok(f32::from_bits(self.u32()?))
+    }
+    fn size(&mut self, layer: u32) -> Result<usize, InferError> {
+        match self.u32()? {
+            0 => Err(InferError::BadLayer(layer)),
+            n => Ok(n as usize),
+        }
+    }
+    fn tensor(&mut self, n: usize) -> Result<Tensor<'a>, InferError> {
+        Ok(Tensor { bytes: self.take(n.checked_mul(4).ok_or(InferError::Truncated)?)? })
+    }
+}
+
+impl<'a> Model<'a> {
+    /// Reads a `.simdnn` file (versions 1 and 2) in place. Every size is checked against the
+    /// bytes before it is used; malformed input is an error, never a panic.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, InferError> {
+        let (_, payload) = check_container(bytes, &MAGIC, VERSION).map_err(InferError::Container)?;
+        let mut c = Cursor { bytes: payload };
+        let input_dim = c.size(0)?;
+        let pre = match c.u8()? {
+            PREPROCESS_SCALE => Pre::Scale(c.f32()?),
+            PREPROCESS_STANDARDISE => Pre::Standardise { mean: c.tensor(input_dim)?, inv_std: c.tensor(input_dim)? },
+            _ => return Err(InferError::BadPreprocess),
+        };
+        let n = c.u32()?;
+        if n as usize > MAX_LAYERS || n == 0 {
+            return Err(InferError::TooManyLayers(n));
+        }
+        let mut model =
+            Model { input_dim, pre, ops: [Op::Empty; MAX_LAYERS], n_ops: n as usize, widest: input_dim, classes: 0 };
+        let mut width = input_dim;
+        for i in 0..n {
+            let kind = c.u8()?;
+            let (n_in, n_out) = (c.size(i)?, c.size(i)?);
+            if n_in != width || (kind != LAYER_DENSE && n_out != n_in) {
+                return Err(InferError::BadLayer(i));
+            }
+            let op = match kind {
+                LAYER_DENSE => {
+                    let act = activation_from_code(c.u8()?, c.f32()?).ok_or(InferError::BadLayer(i))?;
+                    if c.u8()? != DTYPE_F32 || (act == Activation::Softmax) != (i + 1 == n) {
+                        return Err(InferError::BadLayer(i));
+                    }
+                    let w = c.tensor(n_in.checked_mul(n_out).ok_or(InferError::BadLayer(i))?)?;
+                    Op::Dense { n_in, n_out, act, w, b: c.tensor(n_out)? }
+                }
+                LAYER_BATCH_NORM => {
+                    let act = activation_from_code(c.u8()?, c.f32()?).ok_or(InferError::BadLayer(i))?;
+                    let (_momentum, eps) = (c.f32()?, c.f32()?);
+                    if act == Activation::Softmax || !(eps.is_finite() && eps > 0.0) {
+                        return Err(InferError::BadLayer(i));
+                    }
+                    let (gamma, beta, mean, var) = (c.tensor(n_in)?, c.tensor(n_in)?, c.tensor(n_in)?, c.tensor(n_in)?);
+                    Op::BatchNorm { f: n_in, act, eps, gamma, beta, mean, var }
+                }
+                LAYER_DROPOUT | LAYER_ALPHA_DROPOUT => {
+                    let rate = c.f32()?;
+                    if !(0.0..1.0).contains(&rate) {
+                        return Err(InferError::BadLayer(i));
+                    }
+                    Op::Dropout { f: n_in, rate, alpha: kind == LAYER_ALPHA_DROPOUT }
+                }
+                _ => return Err(InferError::BadLayer(i)),
+            };
+            model.ops[i as usize] = op;
+            width = n_out;
+            model.widest = model.widest.max(width);
+        }
+        if !c.bytes.is_empty() || !matches!(model.ops[model.n_ops - 1], Op::Dense { act: Activation::Softmax, .. }) {
+            return Err(InferError::BadModel);
+        }
+        model.classes = width;
+        Ok(model)
+    }
+
+    /// Bytes per input image.
+    pub fn input_len(&self) -> usize {
+        self.input_dim
+    }
+
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Floats of scratch memory that [`Model::predict`] and [`Model::predict_mc`] need.
+    pub fn scratch_len(&self) -> usize {
+        3 * self.widest + 2 * self.classes
+    }
+
+    /// Class probabilities of one image (its raw bytes), in the first `classes()` floats of
+    /// the returned slice of `scratch`.
+    pub fn predict<'s>(&self, image: &[u8], scratch: &'s mut [f32]) -> Result<&'s [f32], InferError> {
+        self.check(image, scratch)?;
+        let (a, rest) = scratch.split_at_mut(self.widest);
+        let b = &mut rest[..self.widest];
+        self.preprocess(image, a);
+        let in_a = self.run_range(0..self.n_ops, a, b, None);
+        let out = if in_a { &mut a[..self.classes] } else { &mut b[..self.classes] };
+        softmax_rows(out, self.classes);
+        Ok(out)
+    }
+
+    /// MC dropout: the mean and standard deviation of the class probabilities over `samples`
+    /// stochastic passes with dropout on (sample `s` draws masks from `(seed, s)`). The
+    /// layers before the first dropout run once.
+    pub fn predict_mc<'s>(
+        &self,
+        image: &[u8],
+        samples: usize,
+        seed: u64,
+        scratch: &'s mut [f32],
+    ) -> Result<(&'s [f32], &'s [f32]), InferError> {
+        self.check(image, scratch)?;
+        let w = self.widest;
+        let (a, rest) = scratch.split_at_mut(w);
+        let (b, rest) = rest.split_at_mut(w);
+        let (saved, rest) = rest.split_at_mut(w);
+        let (mean, rest) = rest.split_at_mut(self.classes);
+        let std = &mut rest[..self.classes];
+        let first_dropout =
+            self.ops[..self.n_ops].iter().position(|op| matches!(op, Op::Dropout { .. })).unwrap_or(self.n_ops);
+        self.preprocess(image, a);
+        let prefix_in_a = self.run_range(0..first_dropout, a, b, None);
+        saved.copy_from_slice(if prefix_in_a { a } else { b });
+        mean.fill(0.0);
+        std.fill(0.0);
+        for s in 0..samples.max(1) {
+            a.copy_from_slice(saved);
+            let in_a = self.run_range(first_dropout..self.n_ops, a, b, Some((seed, s as u64)));
+            let probs = if in_a { &mut a[..self.classes] } else { &mut b[..self.classes] };
+            softmax_rows(probs, self.classes);
+            for ((m, q), &p) in mean.iter_mut().zip(std.iter_mut()).zip(probs.iter()) {
+                *m += p;
+                *q += p * p;
+            }
+        }
+        let k = samples.max(1) as f32;
+        for (m, q) in mean.iter_mut().zip(std.iter_mut()) {
+            *m /= k;
+            *q = (*q / k - *m * *m).max(0.0).sqrt();
+        }
+        Ok((mean, std))
+    }
+
+    fn check(&self, image: &[u8], scratch: &[f32]) -> Result<(), InferError> {
+        if image.len() != self.input_dim {
+            return Err(InferError::InputSize { expected: self.input_dim });
+        }
+        if scratch.len() < self.scratch_len() {
+            return Err(InferError::ScratchTooSmall { needed: self.scratch_len() });
+        }
+        Ok(())
+    }
+
+    fn preprocess(&self, image: &[u8], out: &mut [f32]) {
+        match self.pre {
+            Pre::Scale(s) => out.iter_mut().zip(image).for_each(|(o, &p)| *o = p as f32 * s),
+            Pre::Standardise { mean, inv_std } => {
+                for (i, (o, &p)) in out.iter_mut().zip(image).enumerate() {
+                    *o = (p as f32 - mean.get(i)) * inv_std.get(i);
+                }
+            }
+        }
+    }
+
+    /// Runs `layers` from the values in `a`, ping-ponging between `a` and `b`; returns
+    /// whether the result is in `a`.
+    fn run_range(
+        &self,
+        layers: core::ops::Range<usize>,
+        a: &mut [f32],
+        b: &mut [f32],
+        noise: Option<(u64, u64)>,
+    ) -> bool {
+        let mut in_a = true;
+        for (l, op) in self.ops[layers.clone()].iter().enumerate() {
+            let (src, dst) = if in_a { (&mut *a, &mut *b) } else { (&mut *b, &mut *a) };
+            match *op {
+                Op::Dense { n_in, n_out, act, w, b: bias } => {
+                    gemv(&src[..n_in], w, bias, n_out, &mut dst[..n_out]);
+                    act.forward(&mut dst[..n_out]);
+                    in_a = !in_a;
+                }
+                Op::BatchNorm { f, act, eps, gamma, beta, mean, var } => {
+                    for (j, v) in src[..f].iter_mut().enumerate() {
+                        let scale = gamma.get(j) / libm::sqrtf(var.get(j) + eps);
+                        *v = (*v - mean.get(j)) * scale + beta.get(j);
+                    }
+                    act.forward(&mut src[..f]);
+                }
+                Op::Dropout { f, rate, alpha } => {
+                    if let Some((seed, sample)) = noise {
+                        dropout(&mut src[..f], rate, alpha, seed, sample, (layers.start + l) as u64);
+                    }
+                }
+                Op::Empty => {}
+            }
+        }
+        in_a
+    }
+}
+
+/// `y = x W + b` for one input row; `W` is `[x.len(), n_out]` row-major in `w`.
+fn gemv(x: &[f32], w: Tensor<'_>, b: Tensor<'_>, n_out: usize, y: &mut [f32]) {
+    const BLOCK: usize = 8; // vectors of 16 outputs kept in registers
+    let full = n_out - n_out % 16;
+    for j0 in (0..full).step_by(16 * BLOCK) {
+        let vectors = ((full - j0) / 16).min(BLOCK);
+        let mut acc: [f32x16; BLOCK] =
+            core::array::from_fn(|v| if v < vectors { b.load16(j0 + 16 * v) } else { f32x16::ZERO });
+        for (i, &xi) in x.iter().enumerate() {
+            let xv = f32x16::splat(xi);
+            for (v, a) in acc.iter_mut().enumerate().take(vectors) {
+                *a = xv.mul_add(w.load16(i * n_out + j0 + 16 * v), *a);
+            }
+        }
+        for (v, a) in acc.iter().enumerate().take(vectors) {
+            y[j0 + 16 * v..j0 + 16 * v + 16].copy_from_slice(&a.to_array());
+        }
+    }
+    for (j, out) in y.iter_mut().enumerate().skip(full) {
+        *out = x.iter().enumerate().fold(b.get(j), |s, (i, &xi)| s + xi * w.get(i * n_out + j));
+    }
+}
+
+/// Dropout or alpha dropout with Keras's constants (see [`crate::nn::dropout`]).
+fn dropout(x: &mut [f32], rate: f32, alpha: bool, seed: u64, sample: u64, layer: u64) {
+    let rate64 = rate as f64;
+    let (dropped, a, b) = if alpha {
+        let alpha_p = -(SELU_SCALE as f64) * SELU_ALPHA as f64;
+        let a = 1.0 / libm::sqrt((1.0 - rate64) * (1.0 + rate64 * alpha_p * alpha_p));
+        (alpha_p as f32, a as f32, (-a * alpha_p * rate64) as f32)
+    } else {
+        (0.0, (1.0 / (1.0 - rate64)) as f32, 0.0)
+    };
+    let mut rng = seeded(seed, sample.wrapping_mul(0x1_0000_0001).wrapping_add(layer << 48));
+    for v in x.iter_mut() {
+        *v = if uniform_f32(&mut rng) >= rate { a * *v + b } else { a * dropped + b };
+    }
+}

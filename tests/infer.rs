@@ -1,0 +1,125 @@
+//! The allocation-free inference path (`simdnn::infer`): the same predictions as the training
+//! model, MC dropout, no allocation while loading or predicting, and hostile bytes.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use simdnn::format::{SavedModel, to_bytes};
+use simdnn::infer::{InferError, Model};
+use simdnn::kernels::Activation;
+use simdnn::nn::{Initializer, LayerSpec, Preprocess, Sequential, Workspace};
+use simdnn::rng::{normal, seeded};
+
+/// Counts the allocations of each thread (tests run in parallel threads).
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(Cell::get)
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const INPUT: usize = 40;
+
+fn model(with_batch_norm: bool, dropout: Option<LayerSpec>) -> Sequential {
+    let dense = |units, activation| LayerSpec::Dense { units, activation, init: Initializer::LecunNormal };
+    let mut specs = vec![dense(37, Activation::Selu)];
+    if with_batch_norm {
+        specs.push(LayerSpec::batch_norm(Activation::ELU));
+    }
+    specs.push(dense(20, Activation::Tanh));
+    specs.extend(dropout);
+    specs.push(LayerSpec::Dense { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform });
+    let mut m = Sequential::new(INPUT, &specs, 8).unwrap();
+    let mut rng = seeded(4, 4);
+    m.params.iter_mut().for_each(|p| *p += 0.05 * normal(&mut rng) as f32);
+    m.state.iter_mut().enumerate().for_each(|(i, s)| *s = if i % 74 < 37 { 0.1 } else { 1.3 });
+    m
+}
+
+fn images(n: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| (0..INPUT).map(|j| ((i * 37 + j * 101) % 256) as u8).collect()).collect()
+}
+
+#[test]
+fn predictions_match_the_training_model_and_allocate_nothing() {
+    let standardise = Preprocess::standardise_from_images(images(50).iter().map(|v| &v[..]), INPUT).unwrap();
+    for (m, pre) in [(model(false, None), Preprocess::UNIT_SCALE), (model(true, None), standardise)] {
+        let bytes = to_bytes(&SavedModel { model: m.clone(), preprocess: pre.clone() });
+        let mut scratch = vec![0f32; 4096];
+        let mut ws = Workspace::default();
+        let mut x = vec![0f32; INPUT];
+        for image in images(7) {
+            pre.apply(&image, &mut x);
+            let expected = m.predict(&x, 1, &mut ws).to_vec();
+            let before = allocations();
+            let loaded = Model::from_bytes(&bytes).unwrap();
+            let got = loaded.predict(&image, &mut scratch).unwrap();
+            let after = allocations();
+            assert_eq!(after, before, "loading and predicting allocated");
+            for (g, e) in got.iter().zip(&expected) {
+                assert!((g - e).abs() < 2e-5, "{g} vs {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn mc_dropout_is_seeded_averages_and_allocates_nothing() {
+    let m = model(true, Some(LayerSpec::AlphaDropout { rate: 0.2 }));
+    let bytes = to_bytes(&SavedModel { model: m, preprocess: Preprocess::UNIT_SCALE });
+    let loaded = Model::from_bytes(&bytes).unwrap();
+    let mut scratch = vec![0f32; loaded.scratch_len()];
+    let image = &images(1)[0];
+    let plain = loaded.predict(image, &mut scratch).unwrap().to_vec();
+    let before = allocations();
+    let (mean, std) = loaded.predict_mc(image, 20, 7, &mut scratch).unwrap();
+    assert_eq!(allocations() - before, 0, "MC dropout allocated");
+    let (mean, std) = (mean.to_vec(), std.to_vec());
+    assert!((mean.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+    assert!(std.iter().any(|&s| s > 1e-4), "samples should differ");
+    assert_ne!(mean, plain);
+    let (again, _) = loaded.predict_mc(image, 20, 7, &mut scratch).unwrap();
+    assert_eq!(again, &mean[..]);
+}
+
+#[test]
+fn hostile_bytes_are_errors_never_panics() {
+    let m = model(true, Some(LayerSpec::Dropout { rate: 0.3 }));
+    let bytes = to_bytes(&SavedModel { model: m, preprocess: Preprocess::UNIT_SCALE });
+    for len in 0..bytes.len() {
+        assert!(Model::from_bytes(&bytes[..len]).is_err(), "truncated to {len}");
+    }
+    let mut rng = seeded(9, 9);
+    for _ in 0..3000 {
+        let mut bad = bytes.clone();
+        let at = simdnn::rng::below(&mut rng, bad.len() as u64) as usize;
+        bad[at] ^= 1 << simdnn::rng::below(&mut rng, 8);
+        assert!(Model::from_bytes(&bad).is_err(), "flip at {at} went unnoticed");
+    }
+    let loaded = Model::from_bytes(&bytes).unwrap();
+    let mut small = vec![0f32; loaded.scratch_len() - 1];
+    assert_eq!(
+        loaded.predict(&images(1)[0], &mut small).unwrap_err(),
+        InferError::ScratchTooSmall { needed: loaded.scratch_len() }
+    );
+    let mut scratch = vec![0f32; loaded.scratch_len()];
+    assert_eq!(loaded.predict(&[1, 2, 3], &mut scratch).unwrap_err(), InferError::InputSize { expected: INPUT });
+}
