@@ -14,6 +14,7 @@ use alloc::vec::Vec;
 use byteorder::{ByteOrder, LittleEndian as LE};
 
 use crate::kernels::Activation;
+use crate::kernels::quant::{bf16_from_f32, f32_from_bf16, quantize_per_column};
 use crate::nn::dropout::DropoutKind;
 use crate::nn::{Initializer, Layer, LayerSpec, Preprocess, Sequential};
 use crate::{Error, Result};
@@ -21,9 +22,10 @@ use crate::{Error, Result};
 /// First 8 bytes: a non-ASCII byte, the name, and the CR LF / ^Z / LF sequence that reveals
 /// text-mode transfers (the PNG trick).
 pub const MAGIC: [u8; 8] = *b"\x89SDN\r\n\x1a\n";
-/// The version this build writes; it reads every version up to this one. Version 2 added
-/// batch-norm and dropout layers (version 1 files hold dense layers only).
-pub const VERSION: u32 = 2;
+/// The newest version this build reads (it reads every version up to this one). Version 2
+/// added batch-norm and dropout layers (version 1 files hold dense layers only); version 3,
+/// bf16 and int8 dense weights. Writers use the lowest version that holds the file.
+pub const VERSION: u32 = 3;
 const HEADER_BYTES: usize = 8 + 4 + 4 + 8;
 const CHECKSUM_BYTES: usize = 4;
 
@@ -32,6 +34,39 @@ pub(crate) const LAYER_BATCH_NORM: u8 = 2;
 pub(crate) const LAYER_DROPOUT: u8 = 3;
 pub(crate) const LAYER_ALPHA_DROPOUT: u8 = 4;
 pub(crate) const DTYPE_F32: u8 = 0;
+pub(crate) const DTYPE_BF16: u8 = 1;
+pub(crate) const DTYPE_INT8: u8 = 2;
+
+/// How dense weights are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightType {
+    F32,
+    /// The top 16 bits of each f32, rounded to nearest even: half the size.
+    Bf16,
+    /// Symmetric int8 with one f32 scale per output channel: a quarter of the size.
+    Int8,
+}
+
+impl WeightType {
+    pub const NAMES: &'static str = "f32, bf16, int8";
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "f32" => Some(WeightType::F32),
+            "bf16" => Some(WeightType::Bf16),
+            "int8" => Some(WeightType::Int8),
+            _ => None,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            WeightType::F32 => DTYPE_F32,
+            WeightType::Bf16 => DTYPE_BF16,
+            WeightType::Int8 => DTYPE_INT8,
+        }
+    }
+}
 pub(crate) const PREPROCESS_SCALE: u8 = 0;
 pub(crate) const PREPROCESS_STANDARDISE: u8 = 1;
 
@@ -42,8 +77,13 @@ pub struct SavedModel {
     pub preprocess: Preprocess,
 }
 
-/// Serialises `saved` (see `FORMAT.md`).
+/// Serialises `saved` with f32 weights (see `FORMAT.md`).
 pub fn to_bytes(saved: &SavedModel) -> Vec<u8> {
+    to_bytes_as(saved, WeightType::F32)
+}
+
+/// Serialises `saved` with its dense weights stored as `weights` (biases stay f32).
+pub fn to_bytes_as(saved: &SavedModel, weights: WeightType) -> Vec<u8> {
     let mut payload = Writer(Vec::with_capacity(saved.model.num_params() * 4 + 256));
     let model = &saved.model;
     payload.u32(model.input_dim() as u32);
@@ -72,8 +112,19 @@ pub fn to_bytes(saved: &SavedModel) -> Vec<u8> {
         match layer {
             Layer::Dense(d) => {
                 payload.activation(d.activation);
-                payload.u8(DTYPE_F32);
-                payload.f32s(d.weights(&model.params));
+                payload.u8(weights.code());
+                let w = d.weights(&model.params);
+                match weights {
+                    WeightType::F32 => payload.f32s(w),
+                    WeightType::Bf16 => {
+                        w.iter().for_each(|&v| payload.0.extend_from_slice(&bf16_from_f32(v).to_le_bytes()))
+                    }
+                    WeightType::Int8 => {
+                        let (scales, q) = quantize_per_column(w, d.n_in, d.n_out);
+                        payload.f32s(&scales);
+                        payload.0.extend(q.iter().map(|&v| v as u8));
+                    }
+                }
                 payload.f32s(d.bias(&model.params));
             }
             Layer::BatchNorm(b) => {
@@ -88,7 +139,13 @@ pub fn to_bytes(saved: &SavedModel) -> Vec<u8> {
             Layer::Dropout(d) => payload.f32(d.rate),
         }
     }
-    seal(&MAGIC, VERSION, &payload.0)
+    let has_kinds_of_2 = model.layers().iter().any(|l| !matches!(l, Layer::Dense(_)));
+    let version = match weights {
+        WeightType::F32 if has_kinds_of_2 => 2,
+        WeightType::F32 => 1,
+        _ => 3,
+    };
+    seal(&MAGIC, version, &payload.0)
 }
 
 /// The container every simdnn file shares: magic, version, flags (none defined), payload
@@ -173,10 +230,18 @@ pub(crate) fn unseal<'a>(bytes: &'a [u8], magic: &[u8; 8], what: &str, max_versi
     Ok((version, Reader { bytes: payload, pos: 0 }))
 }
 
-/// Parses a model file. Every malformed input gives `Error::Format`.
+/// Parses a model file; quantised weights come back as the f32 values they stand for.
+/// Every malformed input gives `Error::Format`.
 pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel> {
-    // Versions 1 and 2 share every encoding; 1 allows dense layers only.
+    from_bytes_typed(bytes).map(|(saved, _)| saved)
+}
+
+/// [`from_bytes`], also saying how the dense weights were stored (the narrowest type of any
+/// layer).
+pub fn from_bytes_typed(bytes: &[u8]) -> Result<(SavedModel, WeightType)> {
+    // Versions share every encoding; 1 allows dense layers only, 2 f32 weights only.
     let (version, mut r) = unseal(bytes, &MAGIC, "model file", VERSION)?;
+    let mut stored = WeightType::F32;
     let input_dim = r.count("input size")?;
     let preprocess = match r.u8()? {
         PREPROCESS_SCALE => Preprocess::Scale(r.f32()?),
@@ -216,13 +281,30 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel> {
             LAYER_DENSE => {
                 let activation = activation_from_code(r.u8()?, r.f32()?).ok_or_else(bad_activation)?;
                 let dtype = r.u8()?;
-                if dtype != DTYPE_F32 {
-                    return Err(Error::format(format!("layer {i}: unknown tensor type {dtype}")));
-                }
                 let weights = n_in
                     .checked_mul(n_out)
                     .ok_or_else(|| Error::format(format!("layer {i}: {n_in} x {n_out} overflows")))?;
-                tensors.push(vec![r.f32s(weights)?, r.f32s(n_out)?]);
+                let w = match dtype {
+                    DTYPE_F32 => r.f32s(weights)?,
+                    DTYPE_BF16 if version >= 3 => {
+                        stored = WeightType::Bf16;
+                        let raw =
+                            r.take(weights.checked_mul(2).ok_or_else(|| Error::format("tensor size overflows"))?)?;
+                        raw.chunks_exact(2).map(|b| f32_from_bf16(u16::from_le_bytes([b[0], b[1]]))).collect()
+                    }
+                    DTYPE_INT8 if version >= 3 => {
+                        stored = WeightType::Int8;
+                        let scales = r.f32s(n_out)?;
+                        let raw = r.take(weights)?;
+                        raw.iter().enumerate().map(|(k, &q)| q as i8 as f32 * scales[k % n_out]).collect()
+                    }
+                    other => {
+                        return Err(Error::format(format!(
+                            "layer {i}: unknown tensor type {other} for version {version}"
+                        )));
+                    }
+                };
+                tensors.push(vec![w, r.f32s(n_out)?]);
                 specs.push(LayerSpec::Dense { units: n_out, activation, init: Initializer::GlorotUniform });
             }
             LAYER_BATCH_NORM => {
@@ -260,7 +342,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<SavedModel> {
         }
     }
     (model.params, model.state) = (params, state);
-    Ok(SavedModel { model, preprocess })
+    Ok((SavedModel { model, preprocess }, stored))
 }
 
 fn activation_code(act: Activation) -> (u8, f32) {

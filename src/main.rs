@@ -12,15 +12,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use simdnn::data::Cifar10;
 use simdnn::data::fetch::{FetchOptions, fetch_cifar10, is_complete};
+use simdnn::format::{SavedModel, WeightType, from_bytes_typed, to_bytes, to_bytes_as};
 use simdnn::fsutil::write_atomic;
 use simdnn::kernels::Activation;
 use simdnn::nn::Initializer;
 use simdnn::optim::OptimizerConfig;
 use simdnn::train::compare::{REPORT_FILE, SVG_FILE, write_report};
 use simdnn::train::lr_find::{LrFindSettings, range_test, write_results};
-use simdnn::train::mc::predict_monte_carlo;
-use simdnn::train::run::{load_model, resume_run, save_model, sweep, sweep_table, train_run_until};
-use simdnn::train::{Event, TrainConfig, config::default_data_dir, evaluate};
+use simdnn::train::mc::{predict_monte_carlo, predict_split};
+use simdnn::train::run::{load_model, resume_run, sweep, sweep_table, train_run_until};
+use simdnn::train::{Event, TrainConfig, config::default_data_dir};
 use simdnn::{Error, Result};
 
 #[derive(Parser)]
@@ -73,6 +74,14 @@ enum Command {
         model: PathBuf,
         #[arg(long)]
         out: PathBuf,
+        /// Dense weights as f32, bf16 (half the size) or int8 with one scale per output
+        /// channel (a quarter).
+        #[arg(long, default_value = "f32", value_parser = parse_weight_type)]
+        dtype: WeightType,
+        /// Compare both models on this directory's test split (default: $SIMDNN_DATA, else
+        /// data/cifar-10-batches-bin, when it holds the data).
+        #[arg(long)]
+        data: Option<PathBuf>,
     },
     /// Micro-benchmarks.
     #[command(subcommand)]
@@ -211,7 +220,11 @@ struct EvalArgs {
     /// With --mc: write each record's mean probabilities and their standard deviations as CSV.
     #[arg(long)]
     probs: Option<PathBuf>,
-    /// Print JSON: {"accuracy", "loss", "records", "seconds", ...}.
+    /// Another model to compare with: reports the fraction of records both classify alike.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Print JSON: {"accuracy", "loss", "images_per_second", "latency_us_per_image",
+    /// "model_bytes", ...; with --reference "top1_agreement"}.
     #[arg(long)]
     json: bool,
 }
@@ -283,7 +296,7 @@ fn main() -> ExitCode {
             cmd_lr_find(&train, LrFindSettings { min_lr, max_lr, steps })
         }
         Command::Sweep(args) => cmd_sweep(*args),
-        Command::Export { model, out } => cmd_export(&model, &out),
+        Command::Export { model, out, dtype, data } => cmd_export(&model, &out, dtype, data),
         Command::Eval(args) => cmd_eval(args),
         Command::Compare { runs, out } => write_report(&runs, &out).map(|comparison| {
             print!("{}", comparison.to_terminal());
@@ -433,21 +446,61 @@ fn cmd_lr_find(args: &TrainArgs, settings: LrFindSettings) -> Result<()> {
     Ok(())
 }
 
-fn cmd_export(model: &std::path::Path, out: &std::path::Path) -> Result<()> {
+fn parse_weight_type(s: &str) -> std::result::Result<WeightType, String> {
+    WeightType::parse(s).ok_or_else(|| format!("unknown weight type `{s}` (accepted: {})", WeightType::NAMES))
+}
+
+fn cmd_export(model: &std::path::Path, out: &std::path::Path, dtype: WeightType, data: Option<PathBuf>) -> Result<()> {
     let saved = load_model(model)?;
-    let folded = saved.model.fold_batch_norm()?;
-    save_model(out, &folded, &saved.preprocess)?;
-    let bytes = std::fs::read(out).map_err(|e| Error::io(out, e))?;
+    let folded = SavedModel { model: saved.model.fold_batch_norm()?, preprocess: saved.preprocess.clone() };
+    let bytes = to_bytes_as(&folded, dtype);
+    write_atomic(out, &bytes)?;
     // The deployable reader must accept what was written.
     let check = simdnn::infer::Model::from_bytes(&bytes)
         .map_err(|e| Error::data(out, format!("written, but the inference reader rejects it: {e}")))?;
+    let exported = from_bytes_typed(&bytes)?.0;
+    let f32_bytes = to_bytes(&folded).len();
     println!(
-        "wrote {} ({} bytes; {} layers, {} before folding batch norm); inference scratch: {} floats",
+        "wrote {} ({dtype:?}, {} bytes = {:.3} x f32; {} layers, {} before folding batch norm); inference scratch: {} floats",
         out.display(),
         bytes.len(),
-        folded.layers().len(),
+        bytes.len() as f64 / f32_bytes as f64,
+        folded.model.layers().len(),
         saved.model.layers().len(),
         check.scratch_len()
+    );
+    for (i, (a, b)) in folded.model.layers().iter().zip(exported.model.layers()).enumerate() {
+        if let (Some(a), Some(b)) = (a.as_dense(), b.as_dense()) {
+            let (wa, wb) = (a.weights(&folded.model.params), b.weights(&exported.model.params));
+            let max = wa.iter().zip(wb).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            let err: f64 = wa.iter().zip(wb).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+            let norm: f64 = wa.iter().map(|&x| (x as f64).powi(2)).sum();
+            println!(
+                "  layer {i:>2} ({} x {}): max |error| {max:.2e}, relative RMS error {:.2e}",
+                a.n_in,
+                a.n_out,
+                (err / norm.max(1e-30)).sqrt()
+            );
+        }
+    }
+    let dir = data.unwrap_or_else(default_data_dir);
+    if !is_complete(&dir) {
+        println!("(no CIFAR-10 in {}: pass --data to compare the two models' accuracy)", dir.display());
+        return Ok(());
+    }
+    let data = Cifar10::open(&dir)?;
+    let test = data.test_records();
+    let before = predict_split(&folded.model, &test, &folded.preprocess);
+    let after = predict_split(&exported.model, &test, &exported.preprocess);
+    let (b, a) = (before.calibration(), after.calibration());
+    println!(
+        "test accuracy {:.4} (f32) -> {:.4} ({dtype:?}); top-1 agreement {:.4}; ECE {:.4} -> {:.4} ({:+.4})",
+        b.accuracy,
+        a.accuracy,
+        before.top1_agreement(&after),
+        b.ece,
+        a.ece,
+        a.ece - b.ece
     );
     Ok(())
 }
@@ -624,17 +677,60 @@ fn cmd_eval(args: EvalArgs) -> Result<()> {
         return Ok(());
     }
     let start = std::time::Instant::now();
-    let (loss, accuracy) = pool.install(|| evaluate(&model, &split, &saved.preprocess));
+    let pred = pool.install(|| predict_split(&model, &split, &saved.preprocess));
     let seconds = start.elapsed().as_secs_f64();
+    let m = pred.calibration();
+    let bytes = std::fs::read(&args.model).map_err(|e| Error::io(&args.model, e))?;
+    let latency_us = single_image_latency_us(&bytes, &split, &args.model)?;
+    let agreement = match &args.reference {
+        Some(path) => {
+            let reference = load_model(path)?;
+            let folded = reference.model.fold_batch_norm()?;
+            let other = pool.install(|| predict_split(&folded, &split, &reference.preprocess));
+            Some(pred.top1_agreement(&other))
+        }
+        None => None,
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({ "accuracy": accuracy, "loss": loss, "records": split.len(), "seconds": seconds })
-        );
+        let mut json = serde_json::json!({
+            "accuracy": m.accuracy, "loss": m.nll, "ece": m.ece, "records": split.len(), "seconds": seconds,
+            "images_per_second": split.len() as f64 / seconds, "latency_us_per_image": latency_us,
+            "model_bytes": bytes.len(),
+        });
+        if let Some(a) = agreement {
+            json["top1_agreement"] = a.into();
+        }
+        println!("{json}");
     } else {
-        println!("{} records: loss {loss:.4}, accuracy {accuracy:.4} ({seconds:.3} s)", split.len());
+        println!(
+            "{} records: loss {:.4}, accuracy {:.4}, ECE {:.4} ({seconds:.3} s, {:.0} images/s); one image on one thread: {latency_us:.1} us; model {} bytes",
+            split.len(),
+            m.nll,
+            m.accuracy,
+            m.ece,
+            split.len() as f64 / seconds,
+            bytes.len()
+        );
+        if let Some(a) = agreement {
+            println!(
+                "top-1 agreement with {}: {a:.4}",
+                args.reference.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
+            );
+        }
     }
     Ok(())
+}
+
+/// Mean time of one image through the allocation-free inference path on this thread.
+fn single_image_latency_us(bytes: &[u8], split: &simdnn::data::Split<'_>, path: &std::path::Path) -> Result<f64> {
+    let model = simdnn::infer::Model::from_bytes(bytes).map_err(|e| Error::data(path, e.to_string()))?;
+    let mut scratch = vec![0f32; model.scratch_len()];
+    let n = split.len().min(500);
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        model.predict(split.pixels(i), &mut scratch).map_err(|e| Error::data(path, e.to_string()))?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64)
 }
 
 #[allow(clippy::too_many_arguments)]

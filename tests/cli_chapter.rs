@@ -224,3 +224,32 @@ fn diverging_training_stops_with_the_epoch_step_and_a_lower_rate() {
     // No checkpoint of a diverged model is written.
     assert!(!out.join("best.simdnn").exists());
 }
+
+#[test]
+fn export_quantises_and_eval_reports_deployment_figures() {
+    let s = Scratch::new();
+    let run = s.train("bn", &["--batch-norm"]);
+    let model = run.join("best.simdnn");
+    let mut sizes = Vec::new();
+    for dtype in ["f32", "bf16", "int8"] {
+        let out = s.path(&format!("m-{dtype}.simdnn"));
+        let stdout = s.ok(&["export", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dtype", dtype]);
+        assert!(stdout.contains("relative RMS error") && stdout.contains("top-1 agreement"), "{stdout}");
+        sizes.push(fs::metadata(&out).unwrap().len() as f64);
+        let json: Value = serde_json::from_str(
+            s.ok(&["eval", out.to_str().unwrap(), "--json", "--reference", model.to_str().unwrap()]).trim(),
+        )
+        .unwrap();
+        for key in ["accuracy", "loss", "images_per_second", "latency_us_per_image", "model_bytes", "top1_agreement"] {
+            assert!(json[key].as_f64().is_some_and(|v| v.is_finite() && v >= 0.0), "{key} in {json}");
+        }
+        assert_eq!(json["model_bytes"].as_f64().unwrap(), sizes[sizes.len() - 1]);
+        if dtype == "f32" {
+            // Folding batch norm changes nothing: the same predictions.
+            assert_eq!(json["top1_agreement"].as_f64(), Some(1.0));
+        }
+    }
+    assert!(sizes[1] < 0.55 * sizes[0] && sizes[2] < 0.3 * sizes[0], "{sizes:?}");
+    let bad = s.run(&["export", model.to_str().unwrap(), "--out", s.path("x").to_str().unwrap(), "--dtype", "int4"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("accepted: f32, bf16, int8"));
+}

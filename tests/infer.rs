@@ -4,7 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use simdnn::format::{SavedModel, to_bytes};
+use simdnn::format::{SavedModel, WeightType, from_bytes_typed, to_bytes, to_bytes_as};
 use simdnn::infer::{InferError, Model};
 use simdnn::kernels::Activation;
 use simdnn::nn::{Initializer, LayerSpec, Preprocess, Sequential, Workspace};
@@ -122,4 +122,32 @@ fn hostile_bytes_are_errors_never_panics() {
     );
     let mut scratch = vec![0f32; loaded.scratch_len()];
     assert_eq!(loaded.predict(&[1, 2, 3], &mut scratch).unwrap_err(), InferError::InputSize { expected: INPUT });
+}
+
+#[test]
+fn quantised_weights_predict_what_their_dequantised_model_does() {
+    let m = model(false, None);
+    let saved = SavedModel { model: m.clone(), preprocess: Preprocess::UNIT_SCALE };
+    let f32_size = to_bytes(&saved).len() as f64;
+    let mut scratch = vec![0f32; 4096];
+    let mut x = vec![0f32; INPUT];
+    for (weights, size_ratio) in [(WeightType::Bf16, 0.6), (WeightType::Int8, 0.4)] {
+        let bytes = to_bytes_as(&saved, weights);
+        assert!((bytes.len() as f64) < size_ratio * f32_size, "{weights:?}: {} bytes vs {f32_size}", bytes.len());
+        let (dequantised, stored) = from_bytes_typed(&bytes).unwrap();
+        assert_eq!(stored, weights);
+        // Each weight within its type's rounding of the original.
+        for (q, w) in dequantised.model.params.iter().zip(&m.params) {
+            assert!((q - w).abs() <= w.abs() / 128.0 + 0.02, "{weights:?}: {q} for {w}");
+        }
+        let loaded = Model::from_bytes(&bytes).unwrap();
+        for image in images(5) {
+            Preprocess::UNIT_SCALE.apply(&image, &mut x);
+            let expected = dequantised.model.predict(&x, 1, &mut Workspace::default()).to_vec();
+            let got = loaded.predict(&image, &mut scratch).unwrap();
+            for (g, e) in got.iter().zip(&expected) {
+                assert!((g - e).abs() < 1e-4, "{weights:?}: {g} vs {e}");
+            }
+        }
+    }
 }

@@ -4,8 +4,8 @@
 //! values ([`InferError`]), so a device needs no allocator. Imports `kernels` (activations,
 //! softmax), the container check of `format` and `rng`; never `train` or `data`.
 //!
-//! Weights are read where they lie in the file: tensors are little-endian f32 at byte
-//! offsets with no alignment, so the kernels use unaligned loads. MC dropout recomputes only
+//! Weights are read where they lie in the file (f32, bf16 or int8 with per-channel scales):
+//! tensors sit at byte offsets with no alignment, so the kernels use unaligned loads. MC dropout recomputes only
 //! the layers from the first dropout on, from an activation saved in the scratch memory.
 
 use core::fmt;
@@ -13,11 +13,12 @@ use core::fmt;
 use wide::f32x16;
 
 use crate::format::{
-    ContainerError, DTYPE_F32, LAYER_ALPHA_DROPOUT, LAYER_BATCH_NORM, LAYER_DENSE, LAYER_DROPOUT, MAGIC,
-    PREPROCESS_SCALE, PREPROCESS_STANDARDISE, VERSION, activation_from_code, check_container,
+    ContainerError, DTYPE_BF16, DTYPE_F32, DTYPE_INT8, LAYER_ALPHA_DROPOUT, LAYER_BATCH_NORM, LAYER_DENSE,
+    LAYER_DROPOUT, MAGIC, PREPROCESS_SCALE, PREPROCESS_STANDARDISE, VERSION, activation_from_code, check_container,
 };
 use crate::kernels::Activation;
 use crate::kernels::activation::{SELU_ALPHA, SELU_SCALE};
+use crate::kernels::quant::f32_from_bf16;
 use crate::kernels::softmax::softmax_rows;
 use crate::rng::{seeded, uniform_f32};
 
@@ -85,6 +86,54 @@ impl Tensor<'_> {
     }
 }
 
+/// A dense layer's weights as stored (`[n_in, n_out]` row-major).
+#[derive(Clone, Copy, Debug)]
+enum Weights<'a> {
+    F32(Tensor<'a>),
+    /// bf16 bits, little-endian.
+    Bf16(&'a [u8]),
+    /// One scale per output channel, then the int8 values.
+    Int8 {
+        scales: Tensor<'a>,
+        q: &'a [u8],
+    },
+}
+
+impl Weights<'_> {
+    /// Weights `at..at+16` as f32 (int8: unscaled).
+    #[inline(always)]
+    fn load16(&self, at: usize) -> f32x16 {
+        match *self {
+            Weights::F32(t) => t.load16(at),
+            Weights::Bf16(bytes) => {
+                let b = &bytes[2 * at..2 * at + 32];
+                f32x16::new(core::array::from_fn(|k| f32_from_bf16(u16::from_le_bytes([b[2 * k], b[2 * k + 1]]))))
+            }
+            Weights::Int8 { q, .. } => {
+                let b = &q[at..at + 16];
+                f32x16::new(core::array::from_fn(|k| b[k] as i8 as f32))
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn get(&self, at: usize) -> f32 {
+        match *self {
+            Weights::F32(t) => t.get(at),
+            Weights::Bf16(bytes) => f32_from_bf16(u16::from_le_bytes([bytes[2 * at], bytes[2 * at + 1]])),
+            Weights::Int8 { q, .. } => q[at] as i8 as f32,
+        }
+    }
+
+    /// Output channel `j`'s scale (1 unless int8).
+    fn scale(&self, j: usize) -> f32 {
+        match self {
+            Weights::Int8 { scales, .. } => scales.get(j),
+            _ => 1.0,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum Op<'a> {
     Empty,
@@ -92,7 +141,7 @@ enum Op<'a> {
         n_in: usize,
         n_out: usize,
         act: Activation,
-        w: Tensor<'a>,
+        w: Weights<'a>,
         b: Tensor<'a>,
     },
     BatchNorm {
@@ -167,7 +216,7 @@ impl<'a> Model<'a> {
     /// Reads a `.simdnn` file (versions 1 and 2) in place. Every size is checked against the
     /// bytes before it is used; malformed input is an error, never a panic.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, InferError> {
-        let (_, payload) = check_container(bytes, &MAGIC, VERSION).map_err(InferError::Container)?;
+        let (version, payload) = check_container(bytes, &MAGIC, VERSION).map_err(InferError::Container)?;
         let mut c = Cursor { bytes: payload };
         let input_dim = c.size(0)?;
         let pre = match c.u8()? {
@@ -185,16 +234,24 @@ impl<'a> Model<'a> {
         for i in 0..n {
             let kind = c.u8()?;
             let (n_in, n_out) = (c.size(i)?, c.size(i)?);
-            if n_in != width || (kind != LAYER_DENSE && n_out != n_in) {
+            if n_in != width || (kind != LAYER_DENSE && (n_out != n_in || version < 2)) {
                 return Err(InferError::BadLayer(i));
             }
             let op = match kind {
                 LAYER_DENSE => {
                     let act = activation_from_code(c.u8()?, c.f32()?).ok_or(InferError::BadLayer(i))?;
-                    if c.u8()? != DTYPE_F32 || (act == Activation::Softmax) != (i + 1 == n) {
+                    if (act == Activation::Softmax) != (i + 1 == n) {
                         return Err(InferError::BadLayer(i));
                     }
-                    let w = c.tensor(n_in.checked_mul(n_out).ok_or(InferError::BadLayer(i))?)?;
+                    let count = n_in.checked_mul(n_out).ok_or(InferError::BadLayer(i))?;
+                    let w = match c.u8()? {
+                        DTYPE_F32 => Weights::F32(c.tensor(count)?),
+                        DTYPE_BF16 if version >= 3 => {
+                            Weights::Bf16(c.take(count.checked_mul(2).ok_or(InferError::Truncated)?)?)
+                        }
+                        DTYPE_INT8 if version >= 3 => Weights::Int8 { scales: c.tensor(n_out)?, q: c.take(count)? },
+                        _ => return Err(InferError::BadLayer(i)),
+                    };
                     Op::Dense { n_in, n_out, act, w, b: c.tensor(n_out)? }
                 }
                 LAYER_BATCH_NORM => {
@@ -353,14 +410,14 @@ impl<'a> Model<'a> {
     }
 }
 
-/// `y = x W + b` for one input row; `W` is `[x.len(), n_out]` row-major in `w`.
-fn gemv(x: &[f32], w: Tensor<'_>, b: Tensor<'_>, n_out: usize, y: &mut [f32]) {
+/// `y = x W + b` for one input row; `W` is `[x.len(), n_out]` row-major (int8: `W = Q
+/// diag(scales)`, applied once per output after the sum).
+fn gemv(x: &[f32], w: Weights<'_>, b: Tensor<'_>, n_out: usize, y: &mut [f32]) {
     const BLOCK: usize = 8; // vectors of 16 outputs kept in registers
     let full = n_out - n_out % 16;
     for j0 in (0..full).step_by(16 * BLOCK) {
         let vectors = ((full - j0) / 16).min(BLOCK);
-        let mut acc: [f32x16; BLOCK] =
-            core::array::from_fn(|v| if v < vectors { b.load16(j0 + 16 * v) } else { f32x16::ZERO });
+        let mut acc = [f32x16::ZERO; BLOCK];
         for (i, &xi) in x.iter().enumerate() {
             let xv = f32x16::splat(xi);
             for (v, a) in acc.iter_mut().enumerate().take(vectors) {
@@ -368,11 +425,14 @@ fn gemv(x: &[f32], w: Tensor<'_>, b: Tensor<'_>, n_out: usize, y: &mut [f32]) {
             }
         }
         for (v, a) in acc.iter().enumerate().take(vectors) {
-            y[j0 + 16 * v..j0 + 16 * v + 16].copy_from_slice(&a.to_array());
+            let j = j0 + 16 * v;
+            let scale = f32x16::new(core::array::from_fn(|k| w.scale(j + k)));
+            y[j..j + 16].copy_from_slice(&a.mul_add(scale, b.load16(j)).to_array());
         }
     }
     for (j, out) in y.iter_mut().enumerate().skip(full) {
-        *out = x.iter().enumerate().fold(b.get(j), |s, (i, &xi)| s + xi * w.get(i * n_out + j));
+        let sum = x.iter().enumerate().fold(0.0, |s, (i, &xi)| s + xi * w.get(i * n_out + j));
+        *out = sum * w.scale(j) + b.get(j);
     }
 }
 

@@ -261,6 +261,7 @@ impl Sequential {
     /// `samples` stochastic passes (dropout on, batch norm in inference mode), written into
     /// `mean` and `std` (`[batch, output_dim]` each). The layers before the first dropout run
     /// once; only the rest run per sample. Sample `s` draws its masks from `(seed, s)`.
+    /// `samples = 0` gives the inference-mode prediction (dropout off) and zero deviation.
     #[allow(clippy::too_many_arguments)]
     pub fn predict_monte_carlo(
         &self,
@@ -278,10 +279,15 @@ impl Sequential {
         self.forward(x, 0, batch, ws, Mode::Eval, None);
         mean.fill(0.0);
         std.fill(0.0);
+        if samples == 0 || start == self.layers.len() {
+            // Nothing is random: every sample would be this one.
+            let probs = ws.output_mut(self, batch);
+            softmax_rows(probs, self.output_dim());
+            mean.copy_from_slice(probs);
+            return;
+        }
         for s in 0..samples {
-            if s > 0 || start < self.layers.len() {
-                self.forward(x, start, batch, ws, Mode::MonteCarlo, Some(Noise { seed, step: s as u64, first_row: 0 }));
-            }
+            self.forward(x, start, batch, ws, Mode::MonteCarlo, Some(Noise { seed, step: s as u64, first_row: 0 }));
             let probs = ws.output_mut(self, batch);
             softmax_rows(probs, self.output_dim());
             for ((m, q), &p) in mean.iter_mut().zip(std.iter_mut()).zip(probs.iter()) {

@@ -33,8 +33,8 @@ pub struct McPrediction {
     pub labels: Vec<u8>,
 }
 
-/// Runs `samples` stochastic passes over `split` (`samples = 1` with a model without
-/// dropout is plain prediction). The layers before the first dropout run once per chunk.
+/// Runs `samples` stochastic passes over `split`; `samples = 0` is one pass in inference
+/// mode (dropout off). The layers before the first dropout run once per chunk.
 pub fn predict_monte_carlo(
     model: &Sequential,
     split: &Split<'_>,
@@ -69,7 +69,26 @@ pub fn predict_monte_carlo(
     McPrediction { classes, mean, std, labels }
 }
 
+/// Inference-mode class probabilities of every record of `split` (dropout off; `std` is 0).
+pub fn predict_split(model: &Sequential, split: &Split<'_>, preprocess: &Preprocess) -> McPrediction {
+    predict_monte_carlo(model, split, preprocess, 0, 0)
+}
+
 impl McPrediction {
+    /// The fraction of records whose most likely class is the same in both predictions.
+    pub fn top1_agreement(&self, other: &McPrediction) -> f64 {
+        let argmax = |row: &[f32]| {
+            row.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (j, &p)| if p > b.1 { (j, p) } else { b }).0
+        };
+        let same = self
+            .mean
+            .chunks_exact(self.classes)
+            .zip(other.mean.chunks_exact(other.classes))
+            .filter(|(a, b)| argmax(a) == argmax(b))
+            .count();
+        same as f64 / self.labels.len().max(1) as f64
+    }
+
     /// Accuracy, NLL, ECE and mean entropy of the averaged prediction.
     pub fn calibration(&self) -> Calibration {
         let n = self.labels.len().max(1) as f64;
