@@ -7,7 +7,15 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// The tests here time runs against each other: run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 struct Scratch {
     tmp: tempfile::TempDir,
@@ -64,6 +72,7 @@ fn outcome(run: &Path) -> (Vec<String>, String, Vec<u8>) {
 
 #[test]
 fn killed_runs_resume_to_the_same_bits() {
+    let _serial = serial();
     let s = Scratch::new();
     let reference = s.tmp.path().join("reference");
     s.finish(&train_args(&reference));
@@ -72,8 +81,8 @@ fn killed_runs_resume_to_the_same_bits() {
     s.finish(&train_args(&s.tmp.path().join("timing")));
     let full = started.elapsed().as_millis() as u64;
     let mut killed_mid_run = 0;
-    // Kills at 5%, 30%, 55% and 80% of a run's length.
-    for (i, delay_ms) in [full / 20, full * 3 / 10, full * 11 / 20, full * 4 / 5].into_iter().enumerate() {
+    // Kills from 5% to 70% of a run's length (machines are noisy: some may land outside).
+    for (i, delay_ms) in [full / 20, full / 5, full * 7 / 20, full / 2, full * 7 / 10].into_iter().enumerate() {
         let run = s.tmp.path().join(format!("killed-{i}"));
         let mut child = s.spawn(&train_args(&run));
         std::thread::sleep(Duration::from_millis(delay_ms));
@@ -93,11 +102,12 @@ fn killed_runs_resume_to_the_same_bits() {
         }
         assert!(outcome(&run) == expected, "run killed after {delay_ms} ms differs after resuming");
     }
-    assert!(killed_mid_run >= 2, "only {killed_mid_run} kills landed mid-run: the runs are too short to test");
+    assert!(killed_mid_run >= 2, "only {killed_mid_run} of 5 kills landed mid-run: the runs are too short to test");
 }
 
 #[test]
 fn ctrl_c_stops_after_a_step_saves_and_resumes_exactly() {
+    let _serial = serial();
     let s = Scratch::new();
     let reference = s.tmp.path().join("reference");
     s.finish(&train_args(&reference));
@@ -121,6 +131,7 @@ fn ctrl_c_stops_after_a_step_saves_and_resumes_exactly() {
 
 #[test]
 fn resume_rejects_bad_state_and_extra_flags() {
+    let _serial = serial();
     let s = Scratch::new();
     let run = s.tmp.path().join("run");
     s.finish(&train_args(&run));
