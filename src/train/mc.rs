@@ -42,30 +42,28 @@ pub fn predict_monte_carlo(
     samples: usize,
     seed: u64,
 ) -> McPrediction {
+    use rayon::prelude::*;
     let classes = model.output_dim();
     let n = split.len();
-    let mut ws = Workspace::new(model, CHUNK.min(n.max(1)));
-    let mut x = vec![0f32; CHUNK * IMAGE_BYTES];
     let (mut mean, mut std, mut labels) = (vec![0f32; n * classes], vec![0f32; n * classes], vec![0u8; n]);
     let indices: Vec<u32> = (0..n as u32).collect();
-    for (c, chunk) in indices.chunks(CHUNK).enumerate() {
-        let rows = chunk.len();
-        let start = c * CHUNK;
-        split.fill_batch(chunk, preprocess, &mut x[..rows * IMAGE_BYTES], &mut labels[start..start + rows]);
-        let out = start * classes..(start + rows) * classes;
-        // Each chunk draws from its own stream, so results do not depend on the chunking of
-        // other chunks.
-        let chunk_seed = seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        model.predict_monte_carlo(
-            &x[..rows * IMAGE_BYTES],
-            rows,
-            &mut ws,
-            samples,
-            chunk_seed,
-            &mut mean[out.clone()],
-            &mut std[out],
+    // Chunks spread over threads, each with its own buffers, each writing its own rows.
+    mean.par_chunks_mut(CHUNK * classes)
+        .zip(std.par_chunks_mut(CHUNK * classes))
+        .zip(labels.par_chunks_mut(CHUNK))
+        .zip(indices.par_chunks(CHUNK))
+        .enumerate()
+        .for_each_init(
+            || (Workspace::new(model, CHUNK), vec![0f32; CHUNK * IMAGE_BYTES]),
+            |(ws, x), (c, (((mean, std), labels), chunk))| {
+                let rows = chunk.len();
+                split.fill_batch(chunk, preprocess, &mut x[..rows * IMAGE_BYTES], labels);
+                // Each chunk draws from its own stream: results do not depend on how chunks
+                // are spread over threads.
+                let chunk_seed = seed ^ (c as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                model.predict_monte_carlo(&x[..rows * IMAGE_BYTES], rows, ws, samples, chunk_seed, mean, std);
+            },
         );
-    }
     McPrediction { classes, mean, std, labels }
 }
 

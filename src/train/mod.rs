@@ -47,18 +47,22 @@ pub enum Event<'a> {
 
 /// Mean loss and accuracy of `model` on `split`.
 pub fn evaluate(model: &Sequential, split: &Split<'_>, preprocess: &Preprocess) -> (f64, f64) {
-    let mut ws = Workspace::new(model, EVAL_BATCH.min(split.len()));
-    let mut x = vec![0f32; EVAL_BATCH * IMAGE_BYTES];
-    let mut y = vec![0u8; EVAL_BATCH];
-    let (mut loss, mut correct) = (0f64, 0usize);
+    use rayon::prelude::*;
     let indices: Vec<u32> = (0..split.len() as u32).collect();
-    for chunk in indices.chunks(EVAL_BATCH) {
-        let n = chunk.len();
-        split.fill_batch(chunk, preprocess, &mut x[..n * IMAGE_BYTES], &mut y[..n]);
-        let (l, c) = model.evaluate_batch(&x[..n * IMAGE_BYTES], &y[..n], &mut ws);
-        loss += l;
-        correct += c;
-    }
+    // Chunks spread over threads, each with its own buffers; the sums run in chunk order, so
+    // the result does not depend on the thread count.
+    let per_chunk: Vec<(f64, usize)> = indices
+        .par_chunks(EVAL_BATCH)
+        .map_init(
+            || (Workspace::new(model, EVAL_BATCH), vec![0f32; EVAL_BATCH * IMAGE_BYTES], vec![0u8; EVAL_BATCH]),
+            |(ws, x, y), chunk| {
+                let n = chunk.len();
+                split.fill_batch(chunk, preprocess, &mut x[..n * IMAGE_BYTES], &mut y[..n]);
+                model.evaluate_batch(&x[..n * IMAGE_BYTES], &y[..n], ws)
+            },
+        )
+        .collect();
+    let (loss, correct) = per_chunk.iter().fold((0f64, 0usize), |(l, c), &(l2, c2)| (l + l2, c + c2));
     let n = split.len().max(1) as f64;
     (loss / n, correct as f64 / n)
 }
