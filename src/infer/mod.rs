@@ -107,11 +107,14 @@ impl Weights<'_> {
             Weights::F32(t) => t.load16(at),
             Weights::Bf16(bytes) => {
                 let b = &bytes[2 * at..2 * at + 32];
-                f32x16::new(core::array::from_fn(|k| f32_from_bf16(u16::from_le_bytes([b[2 * k], b[2 * k + 1]]))))
+                // Widen to 32 bits and shift into the top half: the f32 a bf16 stands for.
+                let halves = wide::u16x16::new(core::array::from_fn(|k| u16::from_le_bytes([b[2 * k], b[2 * k + 1]])));
+                wide::bytemuck::cast::<wide::u32x16, f32x16>(wide::u32x16::from(halves) << 16u32)
             }
             Weights::Int8 { q, .. } => {
                 let b = &q[at..at + 16];
-                f32x16::new(core::array::from_fn(|k| b[k] as i8 as f32))
+                let wide8 = wide::i8x16::new(core::array::from_fn(|k| b[k] as i8));
+                f32x16::from_i32x16(wide::i32x16::from(wide::i16x16::from(wide8)))
             }
         }
     }
@@ -430,9 +433,26 @@ fn gemv(x: &[f32], w: Weights<'_>, b: Tensor<'_>, n_out: usize, y: &mut [f32]) {
             y[j..j + 16].copy_from_slice(&a.mul_add(scale, b.load16(j)).to_array());
         }
     }
-    for (j, out) in y.iter_mut().enumerate().skip(full) {
-        let sum = x.iter().enumerate().fold(0.0, |s, (i, &xi)| s + xi * w.get(i * n_out + j));
-        *out = sum * w.scale(j) + b.get(j);
+    if full == n_out {
+        return;
+    }
+    // The last, partial vector of outputs: a full 16-wide load reads into the next row, whose
+    // values land in lanes that are dropped; only the rows where that would run past the
+    // tensor go element by element.
+    let n_in = x.len();
+    // Row i's load covers [i n_out + full, i n_out + full + 16), which must end by n_in n_out.
+    let total = n_in * n_out;
+    let vector_rows = if total >= full + 16 { ((total - full - 16) / n_out + 1).min(n_in) } else { 0 };
+    let mut acc = f32x16::ZERO;
+    for (i, &xi) in x.iter().enumerate().take(vector_rows) {
+        acc = f32x16::splat(xi).mul_add(w.load16(i * n_out + full), acc);
+    }
+    let lanes = acc.to_array();
+    for (k, out) in y[full..n_out].iter_mut().enumerate() {
+        let j = full + k;
+        let rest =
+            x[vector_rows..].iter().enumerate().fold(0.0, |s, (r, &xi)| s + xi * w.get((vector_rows + r) * n_out + j));
+        *out = (lanes[k] + rest) * w.scale(j) + b.get(j);
     }
 }
 
