@@ -7,49 +7,29 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
 
-/// An address that refuses connections at once: nothing is ever downloaded.
-const UNREACHABLE_URL: &str = "http://127.0.0.1:1/cifar-10-binary.tar.gz";
 const RECORDS_PER_FILE: usize = 60;
 const VAL_SIZE: &str = "40";
 
-/// A scratch directory holding a tiny data set in `data/`.
-struct Scratch {
-    tmp: tempfile::TempDir,
-    data: PathBuf,
+/// The shared scratch directory (a tiny data set), with this file's helpers.
+struct Scratch(common::CliScratch);
+
+impl std::ops::Deref for Scratch {
+    type Target = common::CliScratch;
+    fn deref(&self) -> &common::CliScratch {
+        &self.0
+    }
 }
 
 impl Scratch {
     fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = common::write_cifar_dir(&tmp.path().join("data"), RECORDS_PER_FILE, 11);
-        Scratch { tmp, data }
+        Scratch(common::CliScratch::new(RECORDS_PER_FILE, 11))
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-
-    /// Runs `simdnn args...` in the scratch directory, with `SIMDNN_DATA` pointing at the tiny
-    /// data set and downloads pointed at a closed port.
-    fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_simdnn"))
-            .args(args)
-            .current_dir(self.tmp.path())
-            .env("SIMDNN_DATA", &self.data)
-            .env("SIMDNN_CIFAR10_URL", UNREACHABLE_URL)
-            .env_remove("SIMDNN_CIFAR10_MD5")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("panicked"), "simdnn {args:?} panicked:\n{stderr}");
-        out
-    }
-
-    /// Runs and requires success.
+    /// Runs and requires success; returns the whole output.
     fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args);
         assert!(

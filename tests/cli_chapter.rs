@@ -6,7 +6,6 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
 use simdnn::optim::schedule::OneCycle;
@@ -15,39 +14,19 @@ const RECORDS_PER_FILE: usize = 60;
 /// 5 x 60 records, 40 validate: 260 train, so 17 steps of 16 per epoch.
 const STEPS_PER_EPOCH: u64 = 17;
 
-struct Scratch {
-    tmp: tempfile::TempDir,
-    data: PathBuf,
+/// The shared scratch directory, plus a small training run.
+struct Scratch(common::CliScratch);
+
+impl std::ops::Deref for Scratch {
+    type Target = common::CliScratch;
+    fn deref(&self) -> &common::CliScratch {
+        &self.0
+    }
 }
 
 impl Scratch {
     fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let data = common::write_cifar_dir(&tmp.path().join("data"), RECORDS_PER_FILE, 5);
-        Scratch { tmp, data }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.tmp.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_simdnn"))
-            .args(args)
-            .current_dir(self.tmp.path())
-            .env("SIMDNN_DATA", &self.data)
-            .env("SIMDNN_CIFAR10_URL", "http://127.0.0.1:1/x.tar.gz")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("panicked"), "simdnn {args:?} panicked:\n{stderr}");
-        out
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "simdnn {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        Scratch(common::CliScratch::new(RECORDS_PER_FILE, 5))
     }
 
     /// A small training run into `name` with extra flags.

@@ -58,3 +58,57 @@ pub fn read_records(dir: &Path, name: &str) -> Vec<Vec<u8>> {
     assert_eq!(bytes.len() % RECORD_BYTES, 0);
     bytes.chunks_exact(RECORD_BYTES).map(<[u8]>::to_vec).collect()
 }
+
+/// A temporary directory with a tiny data set in `data/`, for running the `simdnn` binary:
+/// every child gets `SIMDNN_DATA` pointing at it and an unreachable download URL, so no test
+/// depends on the real data set or the network.
+pub struct CliScratch {
+    pub tmp: tempfile::TempDir,
+    pub data: PathBuf,
+}
+
+/// An address that refuses connections at once: nothing is ever downloaded.
+pub const UNREACHABLE_URL: &str = "http://127.0.0.1:1/cifar-10-binary.tar.gz";
+
+impl CliScratch {
+    pub fn new(records_per_file: usize, seed: u64) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = write_cifar_dir(&tmp.path().join("data"), records_per_file, seed);
+        CliScratch { tmp, data }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// `simdnn args...`, run in the scratch directory.
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_simdnn"));
+        cmd.args(args)
+            .current_dir(self.tmp.path())
+            .env("SIMDNN_DATA", &self.data)
+            .env("SIMDNN_CIFAR10_URL", UNREACHABLE_URL)
+            .env_remove("SIMDNN_CIFAR10_MD5");
+        cmd
+    }
+
+    /// Runs to completion; a panic in the child fails the test.
+    pub fn run<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) -> std::process::Output {
+        let out = self.command(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "simdnn {args:?} panicked:\n{stderr}");
+        out
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "simdnn {args:?} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
