@@ -10,6 +10,17 @@ fn mean_loss(model: &Sequential, x: &[f32], labels: &[u8], ws: &mut Workspace) -
     model.evaluate_batch(x, labels, ws).0 / labels.len() as f64
 }
 
+/// d(mean loss)/d(parameter i) by central differences with step `h`.
+fn central_difference(model: &mut Sequential, i: usize, h: f32, x: &[f32], labels: &[u8], ws: &mut Workspace) -> f64 {
+    let orig = model.params[i];
+    model.params[i] = orig + h;
+    let plus = mean_loss(model, x, labels, ws);
+    model.params[i] = orig - h;
+    let minus = mean_loss(model, x, labels, ws);
+    model.params[i] = orig;
+    (plus - minus) / (2.0 * h as f64)
+}
+
 fn check(act: Activation, init: Initializer) {
     let (n_in, batch) = (7, 5);
     let specs = [
@@ -32,14 +43,7 @@ fn check(act: Activation, init: Initializer) {
     for i in 0..model.num_params() {
         // h balances truncation error (ELU and SELU are only C1 at 0) against f32 rounding
         // of the loss (about 1e-7 / h).
-        let h = 3e-3f32;
-        let orig = model.params[i];
-        model.params[i] = orig + h;
-        let plus = mean_loss(&model, &x, &labels, &mut ws);
-        model.params[i] = orig - h;
-        let minus = mean_loss(&model, &x, &labels, &mut ws);
-        model.params[i] = orig;
-        let fd = (plus - minus) / (2.0 * h as f64);
+        let fd = central_difference(&mut model, i, 3e-3, &x, &labels, &mut ws);
         let err = (grads[i] as f64 - fd).abs();
         worst = worst.max(err);
         assert!(err <= 2e-4 + 2e-2 * fd.abs(), "{act}: parameter {i}: analytic {} vs finite difference {fd}", grads[i]);
@@ -87,14 +91,7 @@ fn the_8a_shape_gradient_matches_on_sampled_parameters() {
         idx.truncate(3);
         idx.push(start + len - 1);
         for i in idx {
-            let h = 1e-2f32;
-            let orig = model.params[i];
-            model.params[i] = orig + h;
-            let plus = mean_loss(&model, &x, &labels, &mut ws);
-            model.params[i] = orig - h;
-            let minus = mean_loss(&model, &x, &labels, &mut ws);
-            model.params[i] = orig;
-            let fd = (plus - minus) / (2.0 * h as f64);
+            let fd = central_difference(&mut model, i, 1e-2, &x, &labels, &mut ws);
             let err = (grads[i] as f64 - fd).abs();
             assert!(
                 err <= 2e-3 + 0.05 * fd.abs(),
