@@ -12,12 +12,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use simdnn::data::Cifar10;
 use simdnn::data::fetch::{FetchOptions, fetch_cifar10, is_complete};
-use simdnn::format::{SavedModel, WeightType, from_bytes_typed, to_bytes, to_bytes_as};
+use simdnn::format::WeightType;
 use simdnn::fsutil::write_atomic;
 use simdnn::kernels::Activation;
 use simdnn::nn::Initializer;
 use simdnn::optim::OptimizerConfig;
 use simdnn::train::compare::{REPORT_FILE, SVG_FILE, write_report};
+use simdnn::train::deploy::{export, single_image_latency_us};
 use simdnn::train::lr_find::{LrFindSettings, range_test, write_results};
 use simdnn::train::mc::{predict_monte_carlo, predict_split};
 use simdnn::train::run::{load_model, resume_run, sweep, sweep_table, train_run_until};
@@ -451,57 +452,36 @@ fn parse_weight_type(s: &str) -> std::result::Result<WeightType, String> {
 }
 
 fn cmd_export(model: &std::path::Path, out: &std::path::Path, dtype: WeightType, data: Option<PathBuf>) -> Result<()> {
-    let saved = load_model(model)?;
-    let folded = SavedModel { model: saved.model.fold_batch_norm()?, preprocess: saved.preprocess.clone() };
-    let bytes = to_bytes_as(&folded, dtype);
-    write_atomic(out, &bytes)?;
-    // The deployable reader must accept what was written.
-    let check = simdnn::infer::Model::from_bytes(&bytes)
-        .map_err(|e| Error::data(out, format!("written, but the inference reader rejects it: {e}")))?;
-    let exported = from_bytes_typed(&bytes)?.0;
-    let f32_bytes = to_bytes(&folded).len();
+    let dir = data.unwrap_or_else(default_data_dir);
+    let data = if is_complete(&dir) { Some(Cifar10::open(&dir)?) } else { None };
+    let r = export(model, out, dtype, data.as_ref())?;
     println!(
         "wrote {} ({dtype:?}, {} bytes = {:.3} x f32; {} layers, {} before folding batch norm); inference scratch: {} floats",
         out.display(),
-        bytes.len(),
-        bytes.len() as f64 / f32_bytes as f64,
-        folded.model.layers().len(),
-        saved.model.layers().len(),
-        check.scratch_len()
+        r.bytes,
+        r.bytes as f64 / r.f32_bytes as f64,
+        r.layers_after,
+        r.layers_before,
+        r.scratch_len
     );
-    for (i, (a, b)) in folded.model.layers().iter().zip(exported.model.layers()).enumerate() {
-        if let (Some(a), Some(b)) = (a.as_dense(), b.as_dense()) {
-            let (wa, wb) = (a.weights(&folded.model.params), b.weights(&exported.model.params));
-            let max = wa.iter().zip(wb).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-            let err: f64 = wa.iter().zip(wb).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-            let norm: f64 = wa.iter().map(|&x| (x as f64).powi(2)).sum();
-            println!(
-                "  layer {i:>2} ({} x {}): max |error| {max:.2e}, relative RMS error {:.2e}",
-                a.n_in,
-                a.n_out,
-                (err / norm.max(1e-30)).sqrt()
-            );
-        }
+    for e in &r.layer_errors {
+        println!(
+            "  layer {:>2} ({} x {}): max |error| {:.2e}, relative RMS error {:.2e}",
+            e.layer, e.n_in, e.n_out, e.max_abs, e.relative_rms
+        );
     }
-    let dir = data.unwrap_or_else(default_data_dir);
-    if !is_complete(&dir) {
-        println!("(no CIFAR-10 in {}: pass --data to compare the two models' accuracy)", dir.display());
-        return Ok(());
+    match r.test {
+        Some(t) => println!(
+            "test accuracy {:.4} (f32) -> {:.4} ({dtype:?}); top-1 agreement {:.4}; ECE {:.4} -> {:.4} ({:+.4})",
+            t.original.accuracy,
+            t.exported.accuracy,
+            t.top1_agreement,
+            t.original.ece,
+            t.exported.ece,
+            t.exported.ece - t.original.ece
+        ),
+        None => println!("(no CIFAR-10 in {}: pass --data to compare the two models' accuracy)", dir.display()),
     }
-    let data = Cifar10::open(&dir)?;
-    let test = data.test_records();
-    let before = predict_split(&folded.model, &test, &folded.preprocess);
-    let after = predict_split(&exported.model, &test, &exported.preprocess);
-    let (b, a) = (before.calibration(), after.calibration());
-    println!(
-        "test accuracy {:.4} (f32) -> {:.4} ({dtype:?}); top-1 agreement {:.4}; ECE {:.4} -> {:.4} ({:+.4})",
-        b.accuracy,
-        a.accuracy,
-        before.top1_agreement(&after),
-        b.ece,
-        a.ece,
-        a.ece - b.ece
-    );
     Ok(())
 }
 
@@ -719,18 +699,6 @@ fn cmd_eval(args: EvalArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Mean time of one image through the allocation-free inference path on this thread.
-fn single_image_latency_us(bytes: &[u8], split: &simdnn::data::Split<'_>, path: &std::path::Path) -> Result<f64> {
-    let model = simdnn::infer::Model::from_bytes(bytes).map_err(|e| Error::data(path, e.to_string()))?;
-    let mut scratch = vec![0f32; model.scratch_len()];
-    let n = split.len().min(500);
-    let start = std::time::Instant::now();
-    for i in 0..n {
-        model.predict(split.pixels(i), &mut scratch).map_err(|e| Error::data(path, e.to_string()))?;
-    }
-    Ok(start.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64)
 }
 
 #[allow(clippy::too_many_arguments)]

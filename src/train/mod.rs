@@ -5,6 +5,7 @@
 pub mod callbacks;
 pub mod compare;
 pub mod config;
+pub mod deploy;
 pub mod history;
 pub mod lr_find;
 pub mod mc;
