@@ -37,7 +37,8 @@ enum Command {
     /// Train a model on CIFAR-10 (downloads the data into the default directory when it is missing).
     #[command(allow_negative_numbers = true)]
     Train(Box<TrainArgs>),
-    /// Loss and accuracy of a saved model on a CIFAR-10 split.
+    /// Loss, accuracy, calibration and speed of a saved model on a CIFAR-10 split (MC dropout
+    /// with --mc).
     #[command(allow_negative_numbers = true)]
     Eval(EvalArgs),
     /// Compare runs: learning curves (SVG) and a table answering exercise 8c's questions
@@ -68,8 +69,8 @@ enum Command {
     /// rate and tabulates the best validation accuracy and loss of each.
     #[command(allow_negative_numbers = true)]
     Sweep(Box<TrainArgs>),
-    /// Write a model for deployment: batch norm folded into the dense layers (f32 weights), the
-    /// file `simdnn::infer::Model::from_bytes` reads without an allocator.
+    /// Write a model for deployment: batch norm folded into the dense layers, weights as f32,
+    /// bf16 or int8; the file `simdnn::infer::Model::from_bytes` reads without an allocator.
     Export {
         /// A .simdnn model file.
         model: PathBuf,
@@ -209,6 +210,7 @@ struct EvalArgs {
     /// Size of the validation split (`--split val` and `train`).
     #[arg(long, default_value_t = 5000)]
     val_size: usize,
+    /// Worker threads [default: one per core].
     #[arg(long)]
     threads: Option<usize>,
     /// MC dropout: average this many stochastic passes (dropout on, batch norm in inference
