@@ -125,6 +125,35 @@ fn every_target_is_replayed() {
     }
 }
 
+/// The hand-made model files stay what their names say as the format evolves: `seed-valid-*`
+/// parse (with both parsers) and re-encode byte for byte in their own weight type, and
+/// `seed-bad-*` and `seed-truncated` are rejected by both. (A seed that silently stopped parsing
+/// would leave the fuzzer outside the payload parser.)
+#[test]
+fn model_file_seeds_are_what_they_say() {
+    let seeds = files(&fuzz_dir().join("corpus").join("model_file"), |n| n.starts_with("seed-"));
+    let valid = seeds.iter().filter(|p| p.to_string_lossy().contains("seed-valid-")).count();
+    assert!(valid >= 5, "only {valid} valid model seeds");
+    for path in &seeds {
+        let bytes = std::fs::read(path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy();
+        let in_place = simdnn::infer::Model::from_bytes(&bytes);
+        if name.starts_with("seed-valid-") {
+            let (saved, stored) = simdnn::format::from_bytes_typed(&bytes)
+                .unwrap_or_else(|e| panic!("{}: does not parse: {e}", path.display()));
+            assert!(
+                simdnn::format::to_bytes_as(&saved, stored) == bytes,
+                "{}: does not re-encode byte for byte as {stored:?}",
+                path.display()
+            );
+            assert!(in_place.is_ok(), "{}: the in-place parser rejects it: {:?}", path.display(), in_place.err());
+        } else {
+            assert!(simdnn::format::from_bytes(&bytes).is_err(), "{}: parses", path.display());
+            assert!(in_place.is_err(), "{}: the in-place parser accepts it", path.display());
+        }
+    }
+}
+
 /// The harness itself: a check that panics on one file makes the replay report that file and
 /// its message, and only that file.
 #[test]

@@ -151,3 +151,27 @@ fn quantised_weights_predict_what_their_dequantised_model_does() {
         }
     }
 }
+
+#[test]
+fn batch_prediction_is_image_by_image_prediction() {
+    let m = model(false, None);
+    let bytes = to_bytes(&SavedModel { model: m, preprocess: Preprocess::UNIT_SCALE });
+    let loaded = Model::from_bytes(&bytes).unwrap();
+    let mut scratch = vec![0f32; loaded.scratch_len()];
+    let batch: Vec<u8> = images(6).concat();
+    let mut probs = vec![0f32; 6 * loaded.classes()];
+    let before = allocations();
+    loaded.predict_batch(&batch, &mut probs, &mut scratch).unwrap();
+    assert_eq!(allocations(), before, "batch prediction allocated");
+    for (image, row) in images(6).iter().zip(probs.chunks(loaded.classes())) {
+        assert_eq!(loaded.predict(image, &mut scratch).unwrap(), row);
+    }
+    assert_eq!(
+        loaded.predict_batch(&batch[1..], &mut probs, &mut scratch).unwrap_err(),
+        InferError::InputSize { expected: INPUT }
+    );
+    assert_eq!(
+        loaded.predict_batch(&batch, &mut probs[1..], &mut scratch).unwrap_err(),
+        InferError::OutputSize { expected: 60 }
+    );
+}

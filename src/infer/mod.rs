@@ -40,7 +40,12 @@ pub enum InferError {
     ScratchTooSmall {
         needed: usize,
     },
+    /// The input is not a whole number of images of `expected` bytes.
     InputSize {
+        expected: usize,
+    },
+    /// The output buffer must hold `expected` floats.
+    OutputSize {
         expected: usize,
     },
 }
@@ -55,7 +60,12 @@ impl fmt::Display for InferError {
             InferError::BadPreprocess => write!(f, "bad model file: unknown preprocessing"),
             InferError::BadModel => write!(f, "bad model file: not a sequential softmax classifier"),
             InferError::ScratchTooSmall { needed } => write!(f, "scratch memory too small: needs {needed} floats"),
-            InferError::InputSize { expected } => write!(f, "input has the wrong size: expected {expected} bytes"),
+            InferError::InputSize { expected } => {
+                write!(f, "input has the wrong size: expected {expected} bytes per image")
+            }
+            InferError::OutputSize { expected } => {
+                write!(f, "output buffer has the wrong size: expected {expected} floats")
+            }
         }
     }
 }
@@ -311,6 +321,23 @@ impl<'a> Model<'a> {
         let out = if in_a { &mut a[..self.classes] } else { &mut b[..self.classes] };
         softmax_rows(out, self.classes);
         Ok(out)
+    }
+
+    /// Class probabilities of many images (`images` holds them back to back, `input_len()`
+    /// bytes each) into `probs` (`classes()` floats per image), one image at a time through
+    /// the same scratch memory.
+    pub fn predict_batch(&self, images: &[u8], probs: &mut [f32], scratch: &mut [f32]) -> Result<(), InferError> {
+        let n = images.len() / self.input_dim;
+        if images.len() % self.input_dim != 0 {
+            return Err(InferError::InputSize { expected: self.input_dim });
+        }
+        if probs.len() != n * self.classes {
+            return Err(InferError::OutputSize { expected: n * self.classes });
+        }
+        for (image, out) in images.chunks_exact(self.input_dim).zip(probs.chunks_exact_mut(self.classes)) {
+            out.copy_from_slice(self.predict(image, scratch)?);
+        }
+        Ok(())
     }
 
     /// MC dropout: the mean and standard deviation of the class probabilities over `samples`
