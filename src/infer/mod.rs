@@ -328,7 +328,7 @@ impl<'a> Model<'a> {
     /// the same scratch memory.
     pub fn predict_batch(&self, images: &[u8], probs: &mut [f32], scratch: &mut [f32]) -> Result<(), InferError> {
         let n = images.len() / self.input_dim;
-        if images.len() % self.input_dim != 0 {
+        if !images.len().is_multiple_of(self.input_dim) {
             return Err(InferError::InputSize { expected: self.input_dim });
         }
         if probs.len() != n * self.classes {
