@@ -77,6 +77,70 @@ write("model_file", "valid-standardise-3-layers", model_file(
 write("model_file", "truncated", valid[:-9])
 write("model_file", "bad-magic", b"\x89SDM" + valid[4:])
 
+
+# Versions 2 (batch norm, dropout, alpha dropout) and 3 (bf16 and int8 weights), as
+# `format::to_bytes_as` writes them (tests/fuzz_regressions.rs checks they parse and re-encode
+# byte for byte).
+def container(version, payload):
+    body = b"\x89SDN\r\n\x1a\n" + struct.pack("<IIQ", version, 0, len(payload)) + payload
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def dense(n_in, n_out, code, param, dtype, weights, bias):
+    return bytes([1]) + struct.pack("<II", n_in, n_out) + bytes([code]) + f32s([param]) + bytes([dtype]) + weights + f32s(bias)
+
+
+def batch_norm(n, code, param, momentum, epsilon):
+    gamma, beta = [1.0 + x for x in w(n)], w(n)
+    mean, var = w(n), [0.5 + abs(x) for x in w(n)]
+    head = bytes([2]) + struct.pack("<II", n, n) + bytes([code]) + f32s([param, momentum, epsilon])
+    return head + f32s(gamma + beta + mean + var)
+
+
+def dropout(n, rate, alpha=False):
+    return bytes([4 if alpha else 3]) + struct.pack("<II", n, n) + f32s([rate])
+
+
+def bf16s(values):
+    # Values with at most 8 significant bits, so the top half of each f32 is exact.
+    return b"".join(struct.pack("<I", struct.unpack("<I", struct.pack("<f", v))[0])[2:] for v in values)
+
+
+def int8s(n_in, n_out, scale_exponents):
+    # Power-of-two scales and a +-127 in every column: re-quantising gives the same bytes.
+    scales = [2.0 ** e for e in scale_exponents]
+    q = [rng.randrange(-127, 128) for _ in range(n_in * n_out)]
+    for j in range(n_out):
+        q[(j % n_in) * n_out + j] = 127 if j % 2 else -127
+    return f32s(scales) + bytes(v & 0xFF for v in q)
+
+
+def payload(input_dim, layers):
+    return struct.pack("<I", input_dim) + bytes([0]) + f32s([1 / 255]) + struct.pack("<I", len(layers)) + b"".join(layers)
+
+
+write("model_file", "valid-v2-batchnorm-dropout", container(2, payload(4, [
+    batch_norm(4, 0, 0.0, 0.99, 1e-3),
+    dense(4, 5, 3, 1.0, 0, f32s(w(20)), w(5)),
+    batch_norm(5, 3, 1.0, 0.9, 1e-5),
+    dropout(5, 0.25),
+    dense(5, 6, 4, 0.0, 0, f32s(w(30)), w(6)),
+    dropout(6, 0.1, alpha=True),
+    dense(6, 3, 7, 0.0, 0, f32s(w(18)), w(3)),
+])))
+write("model_file", "valid-v3-bf16", container(3, payload(5, [
+    dense(5, 17, 1, 0.0, 1, bf16s([round(x * 16) / 16 for x in w(85)]), w(17)),
+    dense(17, 2, 7, 0.0, 1, bf16s([round(x * 16) / 16 for x in w(34)]), w(2)),
+])))
+write("model_file", "valid-v3-int8", container(3, payload(3, [
+    dense(3, 18, 2, 0.25, 2, int8s(3, 18, [-7 - j % 3 for j in range(18)]), w(18)),
+    dropout(18, 0.5),
+    dense(18, 4, 7, 0.0, 2, int8s(18, 4, [-6, -5, -8, -7]), w(4)),
+])))
+write("model_file", "bad-v3-dtype-in-v2", container(2, payload(3, [
+    dense(3, 2, 7, 0.0, 1, bf16s([0.5] * 6), w(2)),
+])))
+
 # cifar_records: 4 control bytes, then 3073-byte records.
 rng = random.Random(3)
 def record(label):

@@ -9,7 +9,8 @@
 
 use simdnn::data::cifar::{CLASSES, IMAGE_BYTES, Preprocess, RECORD_BYTES};
 use simdnn::data::{Split, standardise_from};
-use simdnn::format::{from_bytes, to_bytes};
+use simdnn::format::{WeightType, from_bytes, from_bytes_typed, to_bytes, to_bytes_as};
+use simdnn::infer;
 use simdnn::kernels::gemm::{Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
 use simdnn::kernels::{Activation, reference};
 use simdnn::nn::Workspace;
@@ -293,19 +294,49 @@ pub fn check_activations(data: &[u8]) {
 /// 8 magic bytes, version, flags, payload length.
 const HEADER_BYTES: usize = 24;
 
+/// The image `exercise_model` predicts: `len` bytes of a fixed pattern.
+fn test_image(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 37 % 256) as u8).collect()
+}
+
 fn exercise_model(bytes: &[u8]) {
+    exercise_in_place(bytes);
     let Ok(saved) = from_bytes(bytes) else { return };
     let encoded = to_bytes(&saved);
     let again = from_bytes(&encoded).unwrap_or_else(|e| panic!("a re-encoded model does not parse: {e}"));
     assert!(to_bytes(&again) == encoded, "re-encoding a parsed model is not a fixed point");
+    // Narrower weight types: the files parse, to a model of the same shape.
+    for weights in [WeightType::Bf16, WeightType::Int8] {
+        let narrow = to_bytes_as(&saved, weights);
+        let (back, stored) = from_bytes_typed(&narrow)
+            .unwrap_or_else(|e| panic!("a model re-encoded as {weights:?} does not parse: {e}"));
+        assert_eq!(stored, weights, "a model re-encoded as {weights:?} reads back as {stored:?}");
+        assert_eq!(back.model.layers().len(), saved.model.layers().len(), "re-encoded as {weights:?}");
+        assert_eq!(back.model.num_params(), saved.model.num_params(), "re-encoded as {weights:?}");
+        exercise_in_place(&narrow);
+    }
 
     let model = &saved.model;
-    let pixels: Vec<u8> = (0..model.input_dim()).map(|i| (i * 37 % 256) as u8).collect();
+    let pixels = test_image(model.input_dim());
     let mut x = vec![0f32; model.input_dim()];
     saved.preprocess.apply(&pixels, &mut x);
     let mut ws = Workspace::new(model, 1);
     let probs = model.predict(&x, 1, &mut ws);
     assert_eq!(probs.len(), model.output_dim());
+}
+
+/// The allocation-free inference path (`simdnn::infer`) on the same bytes: loading returns,
+/// and a model it loads predicts (plain and MC dropout) into scratch of `scratch_len()` floats
+/// without error or panic.
+fn exercise_in_place(bytes: &[u8]) {
+    let Ok(model) = infer::Model::from_bytes(bytes) else { return };
+    let image = test_image(model.input_len());
+    let mut scratch = vec![f32::NAN; model.scratch_len()];
+    let classes = model.classes();
+    let probs = model.predict(&image, &mut scratch).unwrap_or_else(|e| panic!("in-place predict: {e}"));
+    assert_eq!(probs.len(), classes, "in-place predict");
+    let (mean, std) = model.predict_mc(&image, 3, 7, &mut scratch).unwrap_or_else(|e| panic!("in-place MC: {e}"));
+    assert_eq!((mean.len(), std.len()), (classes, classes), "in-place MC dropout");
 }
 
 /// `simdnn::format::from_bytes` on arbitrary bytes must return (`Ok` or `Err`), never panic or
@@ -316,8 +347,11 @@ fn exercise_model(bytes: &[u8]) {
 /// length and trailing CRC-32 rewritten to match (the same bytes otherwise).
 ///
 /// A model that parses must also survive being used: re-encoding is a fixed point
-/// (`to_bytes(from_bytes(to_bytes(m))) == to_bytes(m)`), and one input row runs through the
-/// preprocessing and `predict` without panicking.
+/// (`to_bytes(from_bytes(to_bytes(m))) == to_bytes(m)`), re-encoding with bf16 and int8 weights
+/// gives files that parse to a model of the same shape, and one input row runs through the
+/// preprocessing and `predict` without panicking. The in-place inference parser
+/// (`simdnn::infer::Model::from_bytes`) gets the same bytes (and the bf16 and int8 files); a
+/// model it accepts must predict, plainly and with MC dropout, without error or panic.
 pub fn check_model_file(data: &[u8]) {
     exercise_model(data);
     if data.len() >= HEADER_BYTES + 4 {
