@@ -173,7 +173,8 @@ pub enum ContainerError {
     Checksum { stored: u32, computed: u32 },
 }
 
-/// Checks a [`seal`]ed container and returns its version and payload.
+/// Checks a container written by this module (magic, version, flags, length, CRC-32) and returns
+/// its version and payload.
 pub fn check_container<'a>(
     bytes: &'a [u8],
     magic: &[u8; 8],

@@ -1,7 +1,7 @@
 //! The leaf of the crate: SIMD compute kernels over `f32` slices. Imports only `core`,
 //! `wide` and `libm` (and `rayon`, with `std`, in the GEMM driver).
 //!
-//! Every kernel has a plain scalar twin in [`reference`]; the twin is the specification, and
+//! Every kernel has a plain scalar twin in [`reference`](mod@reference); the twin is the specification, and
 //! tests and fuzz targets compare each kernel against it.
 
 pub mod activation;
