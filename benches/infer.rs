@@ -1,33 +1,78 @@
 //! The allocation-free inference path (`simdnn::infer`) on the 8a model: one image through
-//! `Model::predict` on one thread, with f32, bf16 and int8 weights side by side. How much do
-//! narrower weights gain on a single image, where the 1.2 MB first layer is streamed from
-//! memory for every prediction? Reports images per second. Record the numbers in
-//! BENCHMARKS.md.
+//! `Model::predict` on one thread, with f32, bf16, int8-weights (int8 weights, f32 products)
+//! and int8 (u8 inputs, integer dot products: VNNI where the CPU has it) side by side, and
+//! the int8 dot product itself with each kernel. How much do narrower weights gain on a
+//! single image, where the 1.2 MB first layer is streamed from memory for every prediction?
+//! Reports images per second. Record the numbers in BENCHMARKS.md.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use simdnn::format::{SavedModel, WeightType, to_bytes_as};
+use simdnn::format::{InputQuant, SavedModel, WeightType, to_bytes_as, to_bytes_int8};
 use simdnn::infer::Model;
-use simdnn::nn::{Preprocess, Sequential};
+use simdnn::kernels::int8::{Int8Kernel, U8Quant, gemv_u8_i8_with, pack_groups_of_4};
+use simdnn::nn::{Preprocess, Sequential, Workspace};
 use simdnn::train::TrainConfig;
 
 fn single_image(c: &mut Criterion) {
     let cfg = TrainConfig::preset("8a").expect("8a is a preset");
     let model = Sequential::new(3072, &cfg.layer_specs(), cfg.seed).expect("the 8a model builds");
     let saved = SavedModel { model, preprocess: Preprocess::UNIT_SCALE };
-    let image: Vec<u8> = (0..3072).map(|i| (i * 7 % 256) as u8).collect();
+    let images: Vec<u8> = (0..64 * 3072).map(|i| (i * 7 % 251) as u8).collect();
+    let image = &images[..3072];
     let mut group = c.benchmark_group("infer/8a_single_image");
     group.throughput(Throughput::Elements(1));
-    for (name, weights) in [("f32", WeightType::F32), ("bf16", WeightType::Bf16), ("int8", WeightType::Int8)] {
-        let bytes = to_bytes_as(&saved, weights);
-        let loaded = Model::from_bytes(&bytes).expect("a freshly written model loads");
+    let files = [
+        ("f32", to_bytes_as(&saved, WeightType::F32)),
+        ("bf16", to_bytes_as(&saved, WeightType::Bf16)),
+        ("int8_weights", to_bytes_as(&saved, WeightType::Int8Weights)),
+        ("int8", to_bytes_int8(&saved, &calibrated(&saved, &images))),
+    ];
+    for (name, bytes) in &files {
+        let loaded = Model::from_bytes(bytes).expect("a freshly written model loads");
         let mut scratch = vec![0f32; loaded.scratch_len()];
-        group.bench_function(name, |b| {
+        group.bench_function(*name, |b| {
             b.iter(|| {
-                let probs = loaded.predict(black_box(&image), &mut scratch).expect("predicts");
+                let probs = loaded.predict(black_box(image), &mut scratch).expect("predicts");
                 black_box(probs[0]);
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Static input ranges from the model's own activations on `images` (as `simdnn export
+/// --calibrate` does), the first layer taking the bytes as they are.
+fn calibrated(saved: &SavedModel, images: &[u8]) -> Vec<InputQuant> {
+    let rows = images.len() / 3072;
+    let mut x = vec![0f32; images.len()];
+    saved.preprocess.apply(images, &mut x);
+    let mut ws = Workspace::new(&saved.model, rows);
+    let mut inputs: Vec<InputQuant> = saved
+        .model
+        .input_ranges(&x, rows, &mut ws)
+        .into_iter()
+        .map(|(lo, hi)| InputQuant::Static(U8Quant::covering(lo, hi)))
+        .collect();
+    inputs[0] = InputQuant::Static(U8Quant { scale: 1.0 / 255.0, zero_point: 0 });
+    inputs
+}
+
+/// The first layer's u8 x int8 product alone (3,072 x 100), per kernel.
+fn int8_first_layer(c: &mut Criterion) {
+    let (n_in, n_out) = (3072, 100);
+    let x: Vec<u8> = (0..n_in).map(|i| (i * 13 % 256) as u8).collect();
+    let q: Vec<i8> = (0..n_in * n_out).map(|i| (i * 31 % 255) as i8).collect();
+    let packed = pack_groups_of_4(&q, n_in, n_out);
+    let mut acc = vec![0i32; n_out];
+    let mut group = c.benchmark_group("infer/int8_gemv_3072x100");
+    group.throughput(Throughput::Elements((n_in * n_out) as u64));
+    for kernel in [Int8Kernel::Portable, Int8Kernel::Vnni].into_iter().filter(|k| k.available()) {
+        group.bench_function(format!("{kernel:?}"), |b| {
+            b.iter(|| {
+                gemv_u8_i8_with(kernel, black_box(&x), &packed, n_out, &mut acc);
+                black_box(acc[0]);
             })
         });
     }
@@ -37,6 +82,6 @@ fn single_image(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = single_image
+    targets = single_image, int8_first_layer
 }
 criterion_main!(benches);

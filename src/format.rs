@@ -14,6 +14,9 @@ use alloc::vec::Vec;
 use byteorder::{ByteOrder, LittleEndian as LE};
 
 use crate::kernels::Activation;
+use crate::kernels::int8::{
+    MAX_INPUTS, U8Quant, pack_groups_of_4, packed_column_sum, packed_len, packed_padding_is_zero, unpack_groups_of_4,
+};
 use crate::kernels::quant::{bf16_from_f32, f32_from_bf16, quantize_per_column};
 use crate::nn::dropout::DropoutKind;
 use crate::nn::{Initializer, Layer, LayerSpec, Preprocess, Sequential};
@@ -24,8 +27,8 @@ use crate::{Error, Result};
 pub const MAGIC: [u8; 8] = *b"\x89SDN\r\n\x1a\n";
 /// The newest version this build reads (it reads every version up to this one). Version 2
 /// added batch-norm and dropout layers (version 1 files hold dense layers only); version 3,
-/// bf16 and int8 dense weights. Writers use the lowest version that holds the file.
-pub const VERSION: u32 = 3;
+/// bf16 and int8 dense weights; version 4, int8 layers with u8 inputs. Writers use the lowest version that holds the file.
+pub const VERSION: u32 = 4;
 const HEADER_BYTES: usize = 8 + 4 + 4 + 8;
 const CHECKSUM_BYTES: usize = 4;
 
@@ -36,6 +39,7 @@ pub(crate) const LAYER_ALPHA_DROPOUT: u8 = 4;
 pub(crate) const DTYPE_F32: u8 = 0;
 pub(crate) const DTYPE_BF16: u8 = 1;
 pub(crate) const DTYPE_INT8: u8 = 2;
+pub(crate) const DTYPE_INT8_U8: u8 = 3;
 
 /// How dense weights are stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,18 +47,24 @@ pub enum WeightType {
     F32,
     /// The top 16 bits of each f32, rounded to nearest even: half the size.
     Bf16,
-    /// Symmetric int8 with one f32 scale per output channel: a quarter of the size.
+    /// Symmetric int8 weights with one f32 scale per output channel (a quarter of the size);
+    /// activations stay f32 (version 3).
+    Int8Weights,
+    /// Int8 weights as [`WeightType::Int8Weights`], and each dense layer's input quantised
+    /// to u8, so the products are integer dot products (version 4). The input ranges are
+    /// calibrated ([`to_bytes_int8`]) or taken per input at run time.
     Int8,
 }
 
 impl WeightType {
-    pub const NAMES: &'static str = "f32, bf16, int8";
+    pub const NAMES: &'static str = "f32, bf16, int8, int8-weights";
 
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "f32" => Some(WeightType::F32),
             "bf16" => Some(WeightType::Bf16),
             "int8" => Some(WeightType::Int8),
+            "int8-weights" => Some(WeightType::Int8Weights),
             _ => None,
         }
     }
@@ -63,10 +73,21 @@ impl WeightType {
         match self {
             WeightType::F32 => DTYPE_F32,
             WeightType::Bf16 => DTYPE_BF16,
-            WeightType::Int8 => DTYPE_INT8,
+            WeightType::Int8Weights => DTYPE_INT8,
+            WeightType::Int8 => DTYPE_INT8_U8,
         }
     }
 }
+
+/// How an int8 dense layer ([`WeightType::Int8`]) quantises its input to u8.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum InputQuant {
+    /// From each input's own range, at run time.
+    Dynamic,
+    /// A fixed range, calibrated on sample data.
+    Static(U8Quant),
+}
+
 pub(crate) const PREPROCESS_SCALE: u8 = 0;
 pub(crate) const PREPROCESS_STANDARDISE: u8 = 1;
 
@@ -82,8 +103,24 @@ pub fn to_bytes(saved: &SavedModel) -> Vec<u8> {
     to_bytes_as(saved, WeightType::F32)
 }
 
-/// Serialises `saved` with its dense weights stored as `weights` (biases stay f32).
+/// Serialises `saved` with its dense weights stored as `weights` (biases stay f32);
+/// [`WeightType::Int8`] layers quantise their inputs dynamically.
 pub fn to_bytes_as(saved: &SavedModel, weights: WeightType) -> Vec<u8> {
+    let dynamic = vec![InputQuant::Dynamic; saved.model.layers().len()];
+    encode(saved, weights, &dynamic)
+}
+
+/// Serialises `saved` with int8 dense layers whose inputs are quantised as `inputs` says
+/// (one entry per layer; only dense layers' entries are used).
+///
+/// # Panics
+/// If `inputs` does not have one entry per layer.
+pub fn to_bytes_int8(saved: &SavedModel, inputs: &[InputQuant]) -> Vec<u8> {
+    encode(saved, WeightType::Int8, inputs)
+}
+
+fn encode(saved: &SavedModel, weights: WeightType, inputs: &[InputQuant]) -> Vec<u8> {
+    assert_eq!(inputs.len(), saved.model.layers().len(), "one input quantisation per layer");
     let mut payload = Writer(Vec::with_capacity(saved.model.num_params() * 4 + 256));
     let model = &saved.model;
     payload.u32(model.input_dim() as u32);
@@ -99,7 +136,7 @@ pub fn to_bytes_as(saved: &SavedModel, weights: WeightType) -> Vec<u8> {
         }
     }
     payload.u32(model.layers().len() as u32);
-    for layer in model.layers() {
+    for (layer, input) in model.layers().iter().zip(inputs) {
         let kind = match layer {
             Layer::Dense(_) => LAYER_DENSE,
             Layer::BatchNorm(_) => LAYER_BATCH_NORM,
@@ -119,10 +156,23 @@ pub fn to_bytes_as(saved: &SavedModel, weights: WeightType) -> Vec<u8> {
                     WeightType::Bf16 => {
                         w.iter().for_each(|&v| payload.0.extend_from_slice(&bf16_from_f32(v).to_le_bytes()))
                     }
-                    WeightType::Int8 => {
+                    WeightType::Int8Weights => {
                         let (scales, q) = quantize_per_column(w, d.n_in, d.n_out);
                         payload.f32s(&scales);
                         payload.0.extend(q.iter().map(|&v| v as u8));
+                    }
+                    WeightType::Int8 => {
+                        let (scales, q) = quantize_per_column(w, d.n_in, d.n_out);
+                        payload.f32s(&scales);
+                        let input = match input {
+                            InputQuant::Dynamic => U8Quant { scale: 0.0, zero_point: 0 },
+                            InputQuant::Static(quant) => *quant,
+                        };
+                        payload.f32(input.scale);
+                        payload.u8(input.zero_point);
+                        let packed = pack_groups_of_4(&q, d.n_in, d.n_out);
+                        (0..d.n_out).for_each(|j| payload.u32(packed_column_sum(&packed, d.n_out, j) as u32));
+                        payload.0.extend(packed.iter().map(|&v| v as u8));
                     }
                 }
                 payload.f32s(d.bias(&model.params));
@@ -143,7 +193,8 @@ pub fn to_bytes_as(saved: &SavedModel, weights: WeightType) -> Vec<u8> {
     let version = match weights {
         WeightType::F32 if has_kinds_of_2 => 2,
         WeightType::F32 => 1,
-        _ => 3,
+        WeightType::Bf16 | WeightType::Int8Weights => 3,
+        WeightType::Int8 => 4,
     };
     seal(&MAGIC, version, &payload.0)
 }
@@ -294,10 +345,16 @@ pub fn from_bytes_typed(bytes: &[u8]) -> Result<(SavedModel, WeightType)> {
                         raw.chunks_exact(2).map(|b| f32_from_bf16(u16::from_le_bytes([b[0], b[1]]))).collect()
                     }
                     DTYPE_INT8 if version >= 3 => {
-                        stored = WeightType::Int8;
+                        stored = WeightType::Int8Weights;
                         let scales = r.f32s(n_out)?;
                         let raw = r.take(weights)?;
                         raw.iter().enumerate().map(|(k, &q)| q as i8 as f32 * scales[k % n_out]).collect()
+                    }
+                    DTYPE_INT8_U8 if version >= 4 => {
+                        stored = WeightType::Int8;
+                        let (scales, packed) = read_int8_u8(&mut r, i, n_in, n_out)?;
+                        let q = unpack_groups_of_4(&packed, n_in, n_out);
+                        q.iter().enumerate().map(|(k, &q)| q as f32 * scales[k % n_out]).collect()
                     }
                     other => {
                         return Err(Error::format(format!(
@@ -344,6 +401,31 @@ pub fn from_bytes_typed(bytes: &[u8]) -> Result<(SavedModel, WeightType)> {
     }
     (model.params, model.state) = (params, state);
     Ok((SavedModel { model, preprocess }, stored))
+}
+
+/// An int8 layer with u8 inputs after its dtype byte, checked as the inference reader checks
+/// it; returns the weight scales and the packed weights. The input quantisation is checked
+/// and dropped: the f32 model these readers build computes in f32.
+fn read_int8_u8(r: &mut Reader<'_>, layer: usize, n_in: usize, n_out: usize) -> Result<(Vec<f32>, Vec<i8>)> {
+    let bad = |what: String| Error::format(format!("layer {layer}: {what}"));
+    if n_in > MAX_INPUTS {
+        return Err(bad(format!("{n_in} inputs is too many for an int8 layer (at most {MAX_INPUTS})")));
+    }
+    let scales = r.f32s(n_out)?;
+    let (input_scale, zero_point) = (r.f32()?, r.u8()?);
+    if !(input_scale == 0.0 && zero_point == 0 || input_scale.is_finite() && input_scale > 0.0) {
+        return Err(bad(format!("bad input quantisation (scale {input_scale}, zero point {zero_point})")));
+    }
+    let sums: Vec<i32> = r.take(n_out * 4)?.chunks_exact(4).map(LE::read_i32).collect();
+    let len = packed_len(n_in, n_out).ok_or_else(|| bad(String::from("weights overflow")))?;
+    let packed: Vec<i8> = r.take(len)?.iter().map(|&b| b as i8).collect();
+    if !packed_padding_is_zero(&packed, n_in, n_out) {
+        return Err(bad(String::from("non-zero padding in the int8 weights")));
+    }
+    if let Some(j) = (0..n_out).find(|&j| packed_column_sum(&packed, n_out, j) != sums[j]) {
+        return Err(bad(format!("the stored weight sum of output {j} does not match the weights")));
+    }
+    Ok((scales, packed))
 }
 
 fn activation_code(act: Activation) -> (u8, f32) {

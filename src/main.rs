@@ -12,16 +12,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use simdnn::data::Cifar10;
 use simdnn::data::fetch::{FetchOptions, fetch_cifar10, is_complete};
-use simdnn::format::WeightType;
+use simdnn::format::{InputQuant, WeightType};
 use simdnn::fsutil::write_atomic;
 use simdnn::kernels::Activation;
 use simdnn::nn::Initializer;
 use simdnn::optim::OptimizerConfig;
 use simdnn::train::compare::{REPORT_FILE, SVG_FILE, write_report};
-use simdnn::train::deploy::{export, single_image_latency_us};
+use simdnn::train::deploy::{ExportOptions, export, predict_file, single_image_latency_us};
 use simdnn::train::lr_find::{LrFindSettings, range_test, write_results};
-use simdnn::train::mc::{predict_monte_carlo, predict_split};
-use simdnn::train::run::{load_model, resume_run, sweep, sweep_table, train_run_until};
+use simdnn::train::run::{resume_run, sweep, sweep_table, train_run_until};
 use simdnn::train::{Event, TrainConfig, config::default_data_dir};
 use simdnn::{Error, Result};
 
@@ -76,10 +75,15 @@ enum Command {
         model: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// Dense weights as f32, bf16 (half the size) or int8 with one scale per output
-        /// channel (a quarter).
+        /// Dense weights as f32, bf16 (half the size), int8 (a quarter, one scale per output
+        /// channel, inputs quantised to u8: integer dot products) or int8-weights (int8
+        /// weights, f32 inputs).
         #[arg(long, default_value = "f32", value_parser = parse_weight_type)]
         dtype: WeightType,
+        /// With --dtype int8: calibrate each layer's input range on the first N training images
+        /// (without it, each input is quantised by its own range at run time).
+        #[arg(long)]
+        calibrate: Option<usize>,
         /// Compare both models on this directory's test split (default: $SIMDNN_DATA, else
         /// data/cifar-10-batches-bin, when it holds the data).
         #[arg(long)]
@@ -299,7 +303,9 @@ fn main() -> ExitCode {
             cmd_lr_find(&train, LrFindSettings { min_lr, max_lr, steps })
         }
         Command::Sweep(args) => cmd_sweep(*args),
-        Command::Export { model, out, dtype, data } => cmd_export(&model, &out, dtype, data),
+        Command::Export { model, out, dtype, calibrate, data } => {
+            cmd_export(&model, &out, ExportOptions { weights: dtype, calibrate }, data)
+        }
         Command::Eval(args) => cmd_eval(args),
         Command::Compare { runs, out } => write_report(&runs, &out).map(|comparison| {
             print!("{}", comparison.to_terminal());
@@ -453,10 +459,16 @@ fn parse_weight_type(s: &str) -> std::result::Result<WeightType, String> {
     WeightType::parse(s).ok_or_else(|| format!("unknown weight type `{s}` (accepted: {})", WeightType::NAMES))
 }
 
-fn cmd_export(model: &std::path::Path, out: &std::path::Path, dtype: WeightType, data: Option<PathBuf>) -> Result<()> {
+fn cmd_export(
+    model: &std::path::Path,
+    out: &std::path::Path,
+    options: ExportOptions,
+    data: Option<PathBuf>,
+) -> Result<()> {
     let dir = data.unwrap_or_else(default_data_dir);
     let data = if is_complete(&dir) { Some(Cifar10::open(&dir)?) } else { None };
-    let r = export(model, out, dtype, data.as_ref())?;
+    let dtype = options.weights;
+    let r = export(model, out, options, data.as_ref())?;
     println!(
         "wrote {} ({dtype:?}, {} bytes = {:.3} x f32; {} layers, {} before folding batch norm); inference scratch: {} floats",
         out.display(),
@@ -467,8 +479,15 @@ fn cmd_export(model: &std::path::Path, out: &std::path::Path, dtype: WeightType,
         r.scratch_len
     );
     for e in &r.layer_errors {
+        let input = match r.input_quant.iter().find(|(l, _)| *l == e.layer) {
+            Some((_, InputQuant::Static(q))) => {
+                format!("; u8 input, scale {:.3e}, zero point {}", q.scale, q.zero_point)
+            }
+            Some((_, InputQuant::Dynamic)) => String::from("; u8 input, range per image"),
+            None => String::new(),
+        };
         println!(
-            "  layer {:>2} ({} x {}): max |error| {:.2e}, relative RMS error {:.2e}",
+            "  layer {:>2} ({} x {}): max |error| {:.2e}, relative RMS error {:.2e}{input}",
             e.layer, e.n_in, e.n_out, e.max_abs, e.relative_rms
         );
     }
@@ -605,7 +624,7 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
 }
 
 fn cmd_eval(args: EvalArgs) -> Result<()> {
-    let saved = load_model(&args.model)?;
+    let bytes = std::fs::read(&args.model).map_err(|e| Error::io(&args.model, e))?;
     let dir = args.data.unwrap_or_else(default_data_dir);
     let data = Cifar10::open(&dir)?;
     let pool = rayon::ThreadPoolBuilder::new()
@@ -617,24 +636,16 @@ fn cmd_eval(args: EvalArgs) -> Result<()> {
         SplitName::Val => data.train_val(args.val_size)?.1,
         SplitName::Train => data.train_val(args.val_size)?.0,
     };
-    if saved.model.input_dim() != simdnn::data::cifar::IMAGE_BYTES {
-        return Err(Error::Shape(format!(
-            "{} takes {} inputs, CIFAR-10 images have 3072",
-            args.model.display(),
-            saved.model.input_dim()
-        )));
-    }
-    // Batch norm folded into the dense layers: the same function, less work.
-    let model = saved.model.fold_batch_norm()?;
     if let Some(samples) = args.mc {
         if samples == 0 || samples > 10_000 {
             return Err(Error::config("--mc", format!("must be between 1 and 10000, got {samples}")));
         }
-        if model.first_dropout().is_none() {
+        let saved = simdnn::format::from_bytes(&bytes).map_err(|e| e.in_file(args.model.display().to_string()))?;
+        if saved.model.first_dropout().is_none() {
             eprintln!("warning: {} has no dropout layer: every MC sample is the same", args.model.display());
         }
         let start = std::time::Instant::now();
-        let pred = pool.install(|| predict_monte_carlo(&model, &split, &saved.preprocess, samples, args.seed));
+        let pred = pool.install(|| predict_file(&args.model, &bytes, &split, samples, args.seed))?;
         let seconds = start.elapsed().as_secs_f64();
         let m = pred.calibration();
         if let Some(path) = &args.probs {
@@ -659,16 +670,14 @@ fn cmd_eval(args: EvalArgs) -> Result<()> {
         return Ok(());
     }
     let start = std::time::Instant::now();
-    let pred = pool.install(|| predict_split(&model, &split, &saved.preprocess));
+    let pred = pool.install(|| predict_file(&args.model, &bytes, &split, 0, 0))?;
     let seconds = start.elapsed().as_secs_f64();
     let m = pred.calibration();
-    let bytes = std::fs::read(&args.model).map_err(|e| Error::io(&args.model, e))?;
     let latency_us = single_image_latency_us(&bytes, &split, &args.model)?;
     let agreement = match &args.reference {
         Some(path) => {
-            let reference = load_model(path)?;
-            let folded = reference.model.fold_batch_norm()?;
-            let other = pool.install(|| predict_split(&folded, &split, &reference.preprocess));
+            let reference = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let other = pool.install(|| predict_file(path, &reference, &split, 0, 0))?;
             Some(pred.top1_agreement(&other))
         }
         None => None,

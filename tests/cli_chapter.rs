@@ -210,10 +210,20 @@ fn export_quantises_and_eval_reports_deployment_figures() {
     let run = s.train("bn", &["--batch-norm"]);
     let model = run.join("best.simdnn");
     let mut sizes = Vec::new();
-    for dtype in ["f32", "bf16", "int8"] {
-        let out = s.path(&format!("m-{dtype}.simdnn"));
-        let stdout = s.ok(&["export", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dtype", dtype]);
+    let exports: [(&str, &[&str]); 5] =
+        [("f32", &[]), ("bf16", &[]), ("int8-weights", &[]), ("int8", &[]), ("int8", &["--calibrate", "50"])];
+    for (i, (dtype, extra)) in exports.into_iter().enumerate() {
+        let out = s.path(&format!("m-{i}-{dtype}.simdnn"));
+        let args = ["export", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--dtype", dtype];
+        let stdout = s.ok(&[&args[..], extra].concat());
         assert!(stdout.contains("relative RMS error") && stdout.contains("top-1 agreement"), "{stdout}");
+        if dtype == "int8" {
+            // The first layer takes the image bytes (scale 1/255, zero point 0); the others
+            // are calibrated or take each input's range.
+            assert!(stdout.contains("u8 input, scale 3.922e-3, zero point 0"), "{stdout}");
+            let later = if extra.is_empty() { "u8 input, range per image" } else { "zero point" };
+            assert!(stdout.lines().filter(|l| l.contains(later)).count() >= 2, "{stdout}");
+        }
         sizes.push(fs::metadata(&out).unwrap().len() as f64);
         let json: Value = serde_json::from_str(
             s.ok(&["eval", out.to_str().unwrap(), "--json", "--reference", model.to_str().unwrap()]).trim(),
@@ -228,7 +238,13 @@ fn export_quantises_and_eval_reports_deployment_figures() {
             assert_eq!(json["top1_agreement"].as_f64(), Some(1.0));
         }
     }
-    assert!(sizes[1] < 0.55 * sizes[0] && sizes[2] < 0.3 * sizes[0], "{sizes:?}");
+    assert!(sizes[1] < 0.55 * sizes[0] && sizes[2] < 0.3 * sizes[0] && sizes[3] < 0.3 * sizes[0], "{sizes:?}");
+    let calibrate_bf16 = ["export", model.to_str().unwrap(), "--out", "y", "--dtype", "bf16", "--calibrate", "9"];
+    let bad = s.run(&calibrate_bf16);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--calibrate"));
     let bad = s.run(&["export", model.to_str().unwrap(), "--out", s.path("x").to_str().unwrap(), "--dtype", "int4"]);
-    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("accepted: f32, bf16, int8"));
+    assert!(
+        !bad.status.success()
+            && String::from_utf8_lossy(&bad.stderr).contains("accepted: f32, bf16, int8, int8-weights")
+    );
 }

@@ -435,3 +435,47 @@ fn save_and_load_through_a_file() {
     let text = load_model(dir.path()).unwrap_err().to_string();
     assert!(text.contains(&dir.path().display().to_string()), "`{text}`");
 }
+
+#[test]
+fn int8_files_round_trip_and_their_weight_sums_and_padding_are_checked() {
+    use simdnn::format::{WeightType, from_bytes_typed, to_bytes_as};
+    use simdnn::infer::Model;
+    let saved = scaled();
+    for (weights, version) in [(WeightType::Int8Weights, 3u32), (WeightType::Int8, 4)] {
+        let bytes = to_bytes_as(&saved, weights);
+        assert_eq!(bytes[8..12], version.to_le_bytes(), "{weights:?} is written as version {version}");
+        let (back, stored) = from_bytes_typed(&bytes).unwrap();
+        assert_eq!(stored, weights);
+        for (q, w) in back.model.params.iter().zip(&saved.model.params) {
+            assert!((q - w).abs() <= w.abs() / 100.0 + 0.01, "{weights:?}: {q} for {w}");
+        }
+        assert!(Model::from_bytes(&bytes).is_ok());
+    }
+    // Layer 0 (12 -> 7, int8 with u8 inputs): after its 22 header bytes, 7 scales, the input
+    // scale and zero point, then 7 weight sums and 3 groups x 7 outputs x 4 weights.
+    let good = to_bytes_as(&saved, WeightType::Int8);
+    let sums = HEADER + 13 + 15 + 7 * 4 + 5;
+    let weights = sums + 7 * 4;
+    let mut bad_sum = good.clone();
+    bad_sum[sums] ^= 1;
+    reseal(&mut bad_sum);
+    assert!(err_text(&bad_sum, "a wrong weight sum").contains("sum of output 0"));
+    assert!(Model::from_bytes(&bad_sum).is_err());
+    // A weight changed together with its output's sum: consistent, so accepted.
+    let mut both = good.clone();
+    both[weights] = both[weights].wrapping_add(1);
+    both[sums] = both[sums].wrapping_add(1);
+    reseal(&mut both);
+    assert!(parse(&both, "a weight and its sum").is_ok() && Model::from_bytes(&both).is_ok());
+    // A 13-input layer has three unused weights per output in its last group: they must be 0.
+    let softmax = LayerSpec::Dense { units: 2, activation: Activation::Softmax, init: Initializer::HeNormal };
+    let wide_input = Sequential::new(13, &[softmax], 1).unwrap();
+    let padded = to_bytes_as(&SavedModel { model: wide_input, preprocess: Preprocess::Scale(1.0) }, WeightType::Int8);
+    let first_weights = HEADER + 13 + 15 + 2 * 4 + 5 + 2 * 4;
+    let padding = first_weights + (3 * 2) * 4 + 1; // group 3, output 0, lane 1
+    let mut bad_padding = padded.clone();
+    bad_padding[padding] = 1;
+    reseal(&mut bad_padding);
+    assert!(err_text(&bad_padding, "non-zero padding").contains("padding"));
+    assert!(Model::from_bytes(&bad_padding).is_err());
+}

@@ -4,10 +4,11 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use simdnn::format::{SavedModel, WeightType, from_bytes_typed, to_bytes, to_bytes_as};
+use simdnn::format::{InputQuant, SavedModel, WeightType, from_bytes_typed, to_bytes, to_bytes_as, to_bytes_int8};
 use simdnn::infer::{InferError, Model};
-use simdnn::kernels::Activation;
-use simdnn::nn::{Initializer, LayerSpec, Preprocess, Sequential, Workspace};
+use simdnn::kernels::int8::{U8Quant, min_max};
+use simdnn::kernels::{Activation, reference};
+use simdnn::nn::{Initializer, Layer, LayerSpec, Preprocess, Sequential, Workspace};
 use simdnn::rng::{normal, seeded};
 
 /// Counts the allocations of each thread (tests run in parallel threads).
@@ -103,16 +104,19 @@ fn mc_dropout_is_seeded_averages_and_allocates_nothing() {
 #[test]
 fn hostile_bytes_are_errors_never_panics() {
     let m = model(true, Some(LayerSpec::Dropout { rate: 0.3 }));
-    let bytes = to_bytes(&SavedModel { model: m, preprocess: Preprocess::UNIT_SCALE });
-    for len in 0..bytes.len() {
-        assert!(Model::from_bytes(&bytes[..len]).is_err(), "truncated to {len}");
-    }
-    let mut rng = seeded(9, 9);
-    for _ in 0..3000 {
-        let mut bad = bytes.clone();
-        let at = simdnn::rng::below(&mut rng, bad.len() as u64) as usize;
-        bad[at] ^= 1 << simdnn::rng::below(&mut rng, 8);
-        assert!(Model::from_bytes(&bad).is_err(), "flip at {at} went unnoticed");
+    let saved = SavedModel { model: m, preprocess: Preprocess::UNIT_SCALE };
+    let bytes = to_bytes(&saved);
+    for file in [&bytes, &to_bytes_as(&saved, WeightType::Int8)] {
+        for len in 0..file.len() {
+            assert!(Model::from_bytes(&file[..len]).is_err(), "truncated to {len}");
+        }
+        let mut rng = seeded(9, 9);
+        for _ in 0..3000 {
+            let mut bad = file.clone();
+            let at = simdnn::rng::below(&mut rng, bad.len() as u64) as usize;
+            bad[at] ^= 1 << simdnn::rng::below(&mut rng, 8);
+            assert!(Model::from_bytes(&bad).is_err(), "flip at {at} went unnoticed");
+        }
     }
     let loaded = Model::from_bytes(&bytes).unwrap();
     let mut small = vec![0f32; loaded.scratch_len() - 1];
@@ -131,7 +135,7 @@ fn quantised_weights_predict_what_their_dequantised_model_does() {
     let f32_size = to_bytes(&saved).len() as f64;
     let mut scratch = vec![0f32; 4096];
     let mut x = vec![0f32; INPUT];
-    for (weights, size_ratio) in [(WeightType::Bf16, 0.6), (WeightType::Int8, 0.4)] {
+    for (weights, size_ratio) in [(WeightType::Bf16, 0.6), (WeightType::Int8Weights, 0.4)] {
         let bytes = to_bytes_as(&saved, weights);
         assert!((bytes.len() as f64) < size_ratio * f32_size, "{weights:?}: {} bytes vs {f32_size}", bytes.len());
         let (dequantised, stored) = from_bytes_typed(&bytes).unwrap();
@@ -150,6 +154,71 @@ fn quantised_weights_predict_what_their_dequantised_model_does() {
             }
         }
     }
+}
+
+/// What an int8 model with u8 inputs stands for, in plain f32: each dense layer's input
+/// quantised (by the scalar twin) and dequantised, times the dequantised weights.
+fn fake_quantised_predict(model: &Sequential, pre: &Preprocess, inputs: &[InputQuant], image: &[u8]) -> Vec<f32> {
+    let mut x = vec![0f32; image.len()];
+    pre.apply(image, &mut x);
+    for (layer, input) in model.layers().iter().zip(inputs) {
+        let Layer::Dense(d) = layer else { panic!("dense layers only") };
+        let quant = match *input {
+            InputQuant::Static(q) => q,
+            InputQuant::Dynamic => {
+                let (lo, hi) = min_max(&x);
+                U8Quant::covering(lo, hi)
+            }
+        };
+        let mut q = vec![0u8; x.len()];
+        reference::quantize_u8(&x, quant, &mut q);
+        let x_hat: Vec<f32> = q.iter().map(|&v| (v as f32 - quant.zero_point as f32) * quant.scale).collect();
+        let mut y = vec![0f32; d.n_out];
+        d.forward(&model.params, &x_hat, &mut y, 1);
+        x = y;
+    }
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let sum: f32 = x.iter().map(|v| (v - max).exp()).sum();
+    x.iter().map(|v| (v - max).exp() / sum).collect()
+}
+
+#[test]
+fn int8_models_compute_what_their_quantised_inputs_and_weights_stand_for() {
+    let m = model(false, None);
+    let standardise = Preprocess::standardise_from_images(images(50).iter().map(|v| &v[..]), INPUT).unwrap();
+    let f32_size = to_bytes(&SavedModel { model: m.clone(), preprocess: Preprocess::UNIT_SCALE }).len() as f64;
+    let static_inputs = [
+        // The first layer's scale is the preprocessing's: the image bytes go in as they are.
+        InputQuant::Static(U8Quant { scale: 1.0 / 255.0, zero_point: 0 }),
+        InputQuant::Static(U8Quant::covering(-1.5, 3.0)),
+        InputQuant::Static(U8Quant::covering(-1.0, 1.0)),
+    ];
+    let dynamic = [InputQuant::Dynamic; 3];
+    for (pre, inputs) in [
+        (Preprocess::UNIT_SCALE, &static_inputs[..]),
+        (Preprocess::UNIT_SCALE, &dynamic[..]),
+        (standardise, &dynamic[..]),
+    ] {
+        let saved = SavedModel { model: m.clone(), preprocess: pre.clone() };
+        let bytes = to_bytes_int8(&saved, inputs);
+        if pre == Preprocess::UNIT_SCALE {
+            assert!((bytes.len() as f64) < 0.4 * f32_size, "{} bytes vs {f32_size}", bytes.len());
+        }
+        let (dequantised, stored) = from_bytes_typed(&bytes).unwrap();
+        assert_eq!(stored, WeightType::Int8);
+        let loaded = Model::from_bytes(&bytes).unwrap();
+        let mut scratch = vec![0f32; loaded.scratch_len()];
+        for image in images(9) {
+            let expected = fake_quantised_predict(&dequantised.model, &pre, inputs, &image);
+            let before = allocations();
+            let got = loaded.predict(&image, &mut scratch).unwrap();
+            assert_eq!(allocations(), before, "int8 prediction allocated");
+            for (g, e) in got.iter().zip(&expected) {
+                assert!((g - e).abs() < 1e-4, "{inputs:?}, {pre:?}: {g} vs {e}");
+            }
+        }
+    }
+    assert_eq!(to_bytes_as(&SavedModel { model: m, preprocess: Preprocess::UNIT_SCALE }, WeightType::Int8)[8], 4);
 }
 
 #[test]

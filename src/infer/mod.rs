@@ -13,11 +13,15 @@ use core::fmt;
 use wide::f32x16;
 
 use crate::format::{
-    ContainerError, DTYPE_BF16, DTYPE_F32, DTYPE_INT8, LAYER_ALPHA_DROPOUT, LAYER_BATCH_NORM, LAYER_DENSE,
-    LAYER_DROPOUT, MAGIC, PREPROCESS_SCALE, PREPROCESS_STANDARDISE, VERSION, activation_from_code, check_container,
+    ContainerError, DTYPE_BF16, DTYPE_F32, DTYPE_INT8, DTYPE_INT8_U8, LAYER_ALPHA_DROPOUT, LAYER_BATCH_NORM,
+    LAYER_DENSE, LAYER_DROPOUT, MAGIC, PREPROCESS_SCALE, PREPROCESS_STANDARDISE, VERSION, activation_from_code,
+    check_container,
 };
 use crate::kernels::Activation;
 use crate::kernels::activation::{SELU_ALPHA, SELU_SCALE};
+use crate::kernels::int8::{
+    MAX_INPUTS, U8Quant, gemv_u8_i8, min_max, packed_column_sum, packed_len, packed_padding_is_zero, quantize_u8,
+};
 use crate::kernels::quant::f32_from_bf16;
 use crate::kernels::softmax::softmax_rows;
 use crate::rng::{seeded, uniform_f32};
@@ -78,8 +82,13 @@ struct Tensor<'a> {
 
 impl Tensor<'_> {
     fn get(&self, i: usize) -> f32 {
+        f32::from_bits(self.bits(i))
+    }
+
+    /// Value `i` as its 32 raw bits (the tensor of an int8 layer's weight sums holds i32s).
+    fn bits(&self, i: usize) -> u32 {
         let b = &self.bytes[4 * i..4 * i + 4];
-        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
     }
 
     /// Values `i..i+16`.
@@ -107,6 +116,21 @@ enum Weights<'a> {
         scales: Tensor<'a>,
         q: &'a [u8],
     },
+    /// Int8 weights times u8 inputs: computed by [`dense_int8`], never through `load16`.
+    Int8U8(Int8Layer<'a>),
+}
+
+/// Int8 weights in groups of four inputs, multiplied with the layer's input quantised to u8
+/// (see [`crate::kernels::int8`]).
+#[derive(Clone, Copy, Debug)]
+struct Int8Layer<'a> {
+    /// One per output channel.
+    scales: Tensor<'a>,
+    /// `None`: from each input's range.
+    input: Option<U8Quant>,
+    /// Per output, the sum of its weights (i32): what the input's zero point adds.
+    sums: Tensor<'a>,
+    packed: &'a [i8],
 }
 
 impl Weights<'_> {
@@ -126,6 +150,7 @@ impl Weights<'_> {
                 let wide8 = wide::i8x16::new(core::array::from_fn(|k| b[k] as i8));
                 f32x16::from_i32x16(wide::i32x16::from(wide::i16x16::from(wide8)))
             }
+            Weights::Int8U8(_) => unreachable!("int8 layers with u8 inputs run through dense_int8"),
         }
     }
 
@@ -135,6 +160,7 @@ impl Weights<'_> {
             Weights::F32(t) => t.get(at),
             Weights::Bf16(bytes) => f32_from_bf16(u16::from_le_bytes([bytes[2 * at], bytes[2 * at + 1]])),
             Weights::Int8 { q, .. } => q[at] as i8 as f32,
+            Weights::Int8U8(_) => unreachable!("int8 layers with u8 inputs run through dense_int8"),
         }
     }
 
@@ -188,6 +214,9 @@ pub struct Model<'a> {
     n_ops: usize,
     widest: usize,
     classes: usize,
+    /// The first layer is int8 with the preprocessing's scale as its input scale: it takes
+    /// the image's bytes as they are (the quantisation of `byte * scale` gives `byte` back).
+    bytes_into_first_layer: bool,
 }
 
 /// A cursor over the payload that checks every length before reading.
@@ -223,6 +252,28 @@ impl<'a> Cursor<'a> {
     fn tensor(&mut self, n: usize) -> Result<Tensor<'a>, InferError> {
         Ok(Tensor { bytes: self.take(n.checked_mul(4).ok_or(InferError::Truncated)?)? })
     }
+
+    /// An int8 layer with u8 inputs (`FORMAT.md`), its weight sums and padding checked.
+    fn int8_layer(&mut self, layer: u32, n_in: usize, n_out: usize) -> Result<Int8Layer<'a>, InferError> {
+        let bad = InferError::BadLayer(layer);
+        if n_in > MAX_INPUTS {
+            return Err(bad);
+        }
+        let scales = self.tensor(n_out)?;
+        let input = match (self.f32()?, self.u8()?) {
+            (0.0, 0) => None,
+            (scale, zero_point) if scale.is_finite() && scale > 0.0 => Some(U8Quant { scale, zero_point }),
+            _ => return Err(bad),
+        };
+        let sums = self.tensor(n_out)?;
+        let packed: &[i8] = wide::bytemuck::cast_slice(self.take(packed_len(n_in, n_out).ok_or(bad)?)?);
+        if !packed_padding_is_zero(packed, n_in, n_out)
+            || (0..n_out).any(|j| packed_column_sum(packed, n_out, j) as u32 != sums.bits(j))
+        {
+            return Err(bad);
+        }
+        Ok(Int8Layer { scales, input, sums, packed })
+    }
 }
 
 impl<'a> Model<'a> {
@@ -241,8 +292,15 @@ impl<'a> Model<'a> {
         if n as usize > MAX_LAYERS || n == 0 {
             return Err(InferError::TooManyLayers(n));
         }
-        let mut model =
-            Model { input_dim, pre, ops: [Op::Empty; MAX_LAYERS], n_ops: n as usize, widest: input_dim, classes: 0 };
+        let mut model = Model {
+            input_dim,
+            pre,
+            ops: [Op::Empty; MAX_LAYERS],
+            n_ops: n as usize,
+            widest: input_dim,
+            classes: 0,
+            bytes_into_first_layer: false,
+        };
         let mut width = input_dim;
         for i in 0..n {
             let kind = c.u8()?;
@@ -263,6 +321,7 @@ impl<'a> Model<'a> {
                             Weights::Bf16(c.take(count.checked_mul(2).ok_or(InferError::Truncated)?)?)
                         }
                         DTYPE_INT8 if version >= 3 => Weights::Int8 { scales: c.tensor(n_out)?, q: c.take(count)? },
+                        DTYPE_INT8_U8 if version >= 4 => Weights::Int8U8(c.int8_layer(i, n_in, n_out)?),
                         _ => return Err(InferError::BadLayer(i)),
                     };
                     Op::Dense { n_in, n_out, act, w, b: c.tensor(n_out)? }
@@ -293,6 +352,12 @@ impl<'a> Model<'a> {
             return Err(InferError::BadModel);
         }
         model.classes = width;
+        model.bytes_into_first_layer = match (model.pre, model.ops[0]) {
+            (Pre::Scale(factor), Op::Dense { w: Weights::Int8U8(Int8Layer { input: Some(q), .. }), .. }) => {
+                q.scale == factor && q.zero_point == 0
+            }
+            _ => false,
+        };
         Ok(model)
     }
 
@@ -307,17 +372,18 @@ impl<'a> Model<'a> {
 
     /// Floats of scratch memory that [`Model::predict`] and [`Model::predict_mc`] need.
     pub fn scratch_len(&self) -> usize {
-        3 * self.widest + 2 * self.classes
+        let w = self.widest;
+        // Activations (two), MC's saved prefix, mean and deviation, then the int8 layers'
+        // i32 accumulators and u8 inputs.
+        3 * w + 2 * self.classes + w + w.div_ceil(4)
     }
 
     /// Class probabilities of one image (its raw bytes), in the first `classes()` floats of
     /// the returned slice of `scratch`.
     pub fn predict<'s>(&self, image: &[u8], scratch: &'s mut [f32]) -> Result<&'s [f32], InferError> {
         self.check(image, scratch)?;
-        let (a, rest) = scratch.split_at_mut(self.widest);
-        let b = &mut rest[..self.widest];
-        self.preprocess(image, a);
-        let in_a = self.run_range(0..self.n_ops, a, b, None);
+        let Scratch { a, b, mut ints, .. } = self.split(scratch);
+        let in_a = self.run_prefix(image, self.n_ops, a, b, &mut ints);
         let out = if in_a { &mut a[..self.classes] } else { &mut b[..self.classes] };
         softmax_rows(out, self.classes);
         Ok(out)
@@ -351,22 +417,16 @@ impl<'a> Model<'a> {
         scratch: &'s mut [f32],
     ) -> Result<(&'s [f32], &'s [f32]), InferError> {
         self.check(image, scratch)?;
-        let w = self.widest;
-        let (a, rest) = scratch.split_at_mut(w);
-        let (b, rest) = rest.split_at_mut(w);
-        let (saved, rest) = rest.split_at_mut(w);
-        let (mean, rest) = rest.split_at_mut(self.classes);
-        let std = &mut rest[..self.classes];
+        let Scratch { a, b, saved, mean, std, mut ints } = self.split(scratch);
         let first_dropout =
             self.ops[..self.n_ops].iter().position(|op| matches!(op, Op::Dropout { .. })).unwrap_or(self.n_ops);
-        self.preprocess(image, a);
-        let prefix_in_a = self.run_range(0..first_dropout, a, b, None);
+        let prefix_in_a = self.run_prefix(image, first_dropout, a, b, &mut ints);
         saved.copy_from_slice(if prefix_in_a { a } else { b });
         mean.fill(0.0);
         std.fill(0.0);
         for s in 0..samples.max(1) {
             a.copy_from_slice(saved);
-            let in_a = self.run_range(first_dropout..self.n_ops, a, b, Some((seed, s as u64)));
+            let in_a = self.run_range(first_dropout..self.n_ops, a, b, &mut ints, Some((seed, s as u64)));
             let probs = if in_a { &mut a[..self.classes] } else { &mut b[..self.classes] };
             softmax_rows(probs, self.classes);
             for ((m, q), &p) in mean.iter_mut().zip(std.iter_mut()).zip(probs.iter()) {
@@ -392,6 +452,19 @@ impl<'a> Model<'a> {
         Ok(())
     }
 
+    /// Cuts `scratch` (at least `scratch_len()` floats) into its buffers.
+    fn split<'s>(&self, scratch: &'s mut [f32]) -> Scratch<'s> {
+        let w = self.widest;
+        let (a, rest) = scratch.split_at_mut(w);
+        let (b, rest) = rest.split_at_mut(w);
+        let (saved, rest) = rest.split_at_mut(w);
+        let (mean, rest) = rest.split_at_mut(self.classes);
+        let (std, rest) = rest.split_at_mut(self.classes);
+        let (acc, rest) = rest.split_at_mut(w);
+        let x = &mut wide::bytemuck::cast_slice_mut::<f32, u8>(&mut rest[..w.div_ceil(4)])[..w];
+        Scratch { a, b, saved, mean, std, ints: IntScratch { x, acc: wide::bytemuck::cast_slice_mut(acc) } }
+    }
+
     fn preprocess(&self, image: &[u8], out: &mut [f32]) {
         match self.pre {
             Pre::Scale(s) => out.iter_mut().zip(image).for_each(|(o, &p)| *o = p as f32 * s),
@@ -403,6 +476,22 @@ impl<'a> Model<'a> {
         }
     }
 
+    /// Runs layers `0..end` on `image`; returns whether the result is in `a`.
+    fn run_prefix(&self, image: &[u8], end: usize, a: &mut [f32], b: &mut [f32], ints: &mut IntScratch<'_>) -> bool {
+        match (self.bytes_into_first_layer && end > 0, self.pre, self.ops[0]) {
+            (true, Pre::Scale(scale), Op::Dense { n_out, act, w: Weights::Int8U8(layer), b: bias, .. }) => {
+                let quant = U8Quant { scale, zero_point: 0 };
+                dense_int8(image, quant, &layer, bias, ints.acc, &mut a[..n_out]);
+                act.forward(&mut a[..n_out]);
+                self.run_range(1..end, a, b, ints, None)
+            }
+            _ => {
+                self.preprocess(image, a);
+                self.run_range(0..end, a, b, ints, None)
+            }
+        }
+    }
+
     /// Runs `layers` from the values in `a`, ping-ponging between `a` and `b`; returns
     /// whether the result is in `a`.
     fn run_range(
@@ -410,6 +499,7 @@ impl<'a> Model<'a> {
         layers: core::ops::Range<usize>,
         a: &mut [f32],
         b: &mut [f32],
+        ints: &mut IntScratch<'_>,
         noise: Option<(u64, u64)>,
     ) -> bool {
         let mut in_a = true;
@@ -417,7 +507,17 @@ impl<'a> Model<'a> {
             let (src, dst) = if in_a { (&mut *a, &mut *b) } else { (&mut *b, &mut *a) };
             match *op {
                 Op::Dense { n_in, n_out, act, w, b: bias } => {
-                    gemv(&src[..n_in], w, bias, n_out, &mut dst[..n_out]);
+                    if let Weights::Int8U8(layer) = w {
+                        let x = &src[..n_in];
+                        let quant = layer.input.unwrap_or_else(|| {
+                            let (lo, hi) = min_max(x);
+                            U8Quant::covering(lo, hi)
+                        });
+                        quantize_u8(x, quant, &mut ints.x[..n_in]);
+                        dense_int8(&ints.x[..n_in], quant, &layer, bias, ints.acc, &mut dst[..n_out]);
+                    } else {
+                        gemv(&src[..n_in], w, bias, n_out, &mut dst[..n_out]);
+                    }
                     act.forward(&mut dst[..n_out]);
                     in_a = !in_a;
                 }
@@ -437,6 +537,34 @@ impl<'a> Model<'a> {
             }
         }
         in_a
+    }
+}
+
+/// The caller's scratch memory, cut into buffers.
+struct Scratch<'s> {
+    a: &'s mut [f32],
+    b: &'s mut [f32],
+    saved: &'s mut [f32],
+    mean: &'s mut [f32],
+    std: &'s mut [f32],
+    ints: IntScratch<'s>,
+}
+
+/// What int8 layers compute with: the input quantised to u8, and the i32 sums.
+struct IntScratch<'s> {
+    x: &'s mut [u8],
+    acc: &'s mut [i32],
+}
+
+/// `y = dequantised(x Q) + b` for u8 inputs `x` standing for `(x - zero_point) * scale`:
+/// `y[j] = (acc[j] - zero_point * sum_i q[i][j]) * scale * scale_j + b[j]`.
+fn dense_int8(x: &[u8], quant: U8Quant, layer: &Int8Layer<'_>, bias: Tensor<'_>, acc: &mut [i32], y: &mut [f32]) {
+    let acc = &mut acc[..y.len()];
+    gemv_u8_i8(x, layer.packed, y.len(), acc);
+    for (j, (out, &sum)) in y.iter_mut().zip(acc.iter()).enumerate() {
+        // In i64: the correction and the sum each fit an i32, their difference may not.
+        let centred = sum as i64 - quant.zero_point as i64 * layer.sums.bits(j) as i32 as i64;
+        *out = centred as f32 * (quant.scale * layer.scales.get(j)) + bias.get(j);
     }
 }
 

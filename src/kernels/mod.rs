@@ -6,6 +6,7 @@
 
 pub mod activation;
 pub mod gemm;
+pub mod int8;
 pub mod quant;
 pub mod reference;
 pub mod softmax;

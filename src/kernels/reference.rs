@@ -3,6 +3,7 @@
 
 use super::activation::{Activation, SELU_ALPHA, SELU_SCALE};
 use super::gemm::{MatMut, MatRef};
+use super::int8::U8Quant;
 
 /// `f(x)` for one value.
 pub fn activation(act: Activation, x: f32) -> f32 {
@@ -110,4 +111,26 @@ pub fn softmax_cross_entropy(logits: &[f32], n: usize, labels: &[u8], probs: &mu
         total += max + libm::log(sum) - row[labels[r] as usize] as f64;
     }
     total
+}
+
+/// `acc[j] = sum_i x[i] * q[i][j]` for `[x.len(), n_out]` row-major int8 weights (not
+/// packed), in i64 and then checked to fit an i32.
+pub fn gemv_u8_i8(x: &[u8], q: &[i8], n_out: usize) -> alloc::vec::Vec<i32> {
+    (0..n_out)
+        .map(|j| {
+            let sum: i64 = x.iter().enumerate().map(|(i, &xi)| xi as i64 * q[i * n_out + j] as i64).sum();
+            i32::try_from(sum).expect("the reference sum fits an i32")
+        })
+        .collect()
+}
+
+/// `q = clamp(round_ties_even(x * (1 / scale) + zero_point), 0, 255)`, NaN to 0, with the
+/// f32 operations in this order (no fused multiply-add).
+pub fn quantize_u8(x: &[f32], quant: U8Quant, out: &mut [u8]) {
+    let inv = 1.0 / quant.scale;
+    for (o, &x) in out.iter_mut().zip(x) {
+        let v = x * inv + quant.zero_point as f32;
+        let v = if v >= 0.0 { v.min(255.0) } else { 0.0 };
+        *o = libm::rintf(v) as u8;
+    }
 }

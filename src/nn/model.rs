@@ -13,6 +13,7 @@ use super::dense::Dense;
 use super::dropout::{Dropout, DropoutKind, Noise};
 use super::init::Initializer;
 use crate::kernels::Activation;
+use crate::kernels::int8::min_max;
 use crate::kernels::softmax::{softmax_cross_entropy, softmax_cross_entropy_grad, softmax_rows};
 use crate::rng::seeded;
 use crate::{Error, Result};
@@ -481,6 +482,37 @@ impl Sequential {
                 }
             }
         }
+    }
+
+    /// The smallest and largest value of each layer's input over a batch in inference mode
+    /// (what quantising the inputs to 8 bits is calibrated with). NaN is ignored.
+    pub fn input_ranges(&self, x: &[f32], batch: usize, ws: &mut Workspace) -> Vec<(f32, f32)> {
+        self.forward(x, 0, batch, ws, Mode::Eval, None);
+        (0..self.layers.len())
+            .map(|l| min_max(if l == 0 { x } else { &ws.layers[l - 1].output[..batch * self.layers[l].n_in()] }))
+            .collect()
+    }
+
+    /// The same function of raw inputs `p` as this model applied to `(p - mean) * inv_std`:
+    /// the standardisation folded into the first layer, which must be dense
+    /// (`W'[i][j] = inv_std[i] W[i][j]`, `b'[j] = b[j] - sum_i mean[i] inv_std[i] W[i][j]`).
+    pub fn fold_standardisation(&self, mean: &[f32], inv_std: &[f32]) -> Result<Sequential> {
+        let Some(Layer::Dense(d)) = self.layers.first() else {
+            return Err(Error::Shape("folding standardisation needs a dense first layer".into()));
+        };
+        if mean.len() != d.n_in || inv_std.len() != d.n_in {
+            return Err(Error::Shape(format!("standardisation of {} features for {} inputs", mean.len(), d.n_in)));
+        }
+        let mut folded = self.clone();
+        let (w, rest) = folded.params[d.w_offset..].split_at_mut(d.n_in * d.n_out);
+        let b = &mut rest[..d.n_out];
+        for (i, row) in w.chunks_exact_mut(d.n_out).enumerate() {
+            for (bj, wij) in b.iter_mut().zip(row.iter_mut()) {
+                *bj -= mean[i] * inv_std[i] * *wij;
+                *wij *= inv_std[i];
+            }
+        }
+        Ok(folded)
     }
 
     /// The range of layer `l`'s trainable parameters.

@@ -5,6 +5,7 @@
 
 use crate::data::Split;
 use crate::data::cifar::IMAGE_BYTES;
+use crate::infer;
 use crate::nn::{Preprocess, Sequential, Workspace};
 
 /// Records per forward pass.
@@ -70,6 +71,50 @@ pub fn predict_monte_carlo(
 /// Inference-mode class probabilities of every record of `split` (dropout off; `std` is 0).
 pub fn predict_split(model: &Sequential, split: &Split<'_>, preprocess: &Preprocess) -> McPrediction {
     predict_monte_carlo(model, split, preprocess, 0, 0)
+}
+
+/// [`predict_monte_carlo`] through the deployable inference path, record by record (chunks
+/// spread over threads): how int8 models with u8 inputs are evaluated, since their arithmetic
+/// is not the f32 model's. Record `i`'s MC masks come from `(seed, i)`.
+pub fn predict_monte_carlo_infer(
+    model: &infer::Model<'_>,
+    split: &Split<'_>,
+    samples: usize,
+    seed: u64,
+) -> Result<McPrediction, infer::InferError> {
+    use rayon::prelude::*;
+    let classes = model.classes();
+    let n = split.len();
+    let (mut mean, mut std, mut labels) = (vec![0f32; n * classes], vec![0f32; n * classes], vec![0u8; n]);
+    mean.par_chunks_mut(CHUNK * classes)
+        .zip(std.par_chunks_mut(CHUNK * classes))
+        .zip(labels.par_chunks_mut(CHUNK))
+        .enumerate()
+        .try_for_each_init(
+            || vec![0f32; model.scratch_len()],
+            |scratch, (c, ((mean, std), labels))| {
+                for (r, ((m, s), l)) in
+                    mean.chunks_exact_mut(classes).zip(std.chunks_exact_mut(classes)).zip(labels.iter_mut()).enumerate()
+                {
+                    let i = c * CHUNK + r;
+                    *l = split.label(i);
+                    if samples == 0 {
+                        m.copy_from_slice(model.predict(split.pixels(i), scratch)?);
+                    } else {
+                        let (pm, ps) = model.predict_mc(
+                            split.pixels(i),
+                            samples,
+                            seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                            scratch,
+                        )?;
+                        m.copy_from_slice(pm);
+                        s.copy_from_slice(ps);
+                    }
+                }
+                Ok(())
+            },
+        )?;
+    Ok(McPrediction { classes, mean, std, labels })
 }
 
 impl McPrediction {
