@@ -45,7 +45,8 @@ pub(crate) const DTYPE_INT8_U8: u8 = 3;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightType {
     F32,
-    /// The top 16 bits of each f32, rounded to nearest even: half the size.
+    /// The top 16 bits of each f32, rounded to nearest even: half the size. The inference
+    /// path rounds each layer's input to bf16 too (the products are then exact in f32).
     Bf16,
     /// Symmetric int8 weights with one f32 scale per output channel (a quarter of the size);
     /// activations stay f32 (version 3).
@@ -67,6 +68,14 @@ impl WeightType {
             "int8-weights" => Some(WeightType::Int8Weights),
             _ => None,
         }
+    }
+
+    /// Whether the inference path also narrows each dense layer's input (bf16: rounded to
+    /// bf16; int8: quantised to u8), so that only it computes what a device computes; f32 and
+    /// int8-weights layers compute in f32 from the widened weights, as the training model
+    /// does with the values [`from_bytes`] returns.
+    pub fn narrows_inputs(self) -> bool {
+        matches!(self, WeightType::Bf16 | WeightType::Int8)
     }
 
     fn code(self) -> u8 {

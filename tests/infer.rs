@@ -7,6 +7,7 @@ use std::cell::Cell;
 use simdnn::format::{InputQuant, SavedModel, WeightType, from_bytes_typed, to_bytes, to_bytes_as, to_bytes_int8};
 use simdnn::infer::{InferError, Model};
 use simdnn::kernels::int8::{U8Quant, min_max};
+use simdnn::kernels::quant::{bf16_from_f32, f32_from_bf16};
 use simdnn::kernels::{Activation, reference};
 use simdnn::nn::{Initializer, Layer, LayerSpec, Preprocess, Sequential, Workspace};
 use simdnn::rng::{normal, seeded};
@@ -135,6 +136,8 @@ fn quantised_weights_predict_what_their_dequantised_model_does() {
     let f32_size = to_bytes(&saved).len() as f64;
     let mut scratch = vec![0f32; 4096];
     let mut x = vec![0f32; INPUT];
+    // bf16 layers also round their input to bf16.
+    let to_bf16 = |_: usize, x: &[f32]| x.iter().map(|&v| f32_from_bf16(bf16_from_f32(v))).collect::<Vec<f32>>();
     for (weights, size_ratio) in [(WeightType::Bf16, 0.6), (WeightType::Int8Weights, 0.4)] {
         let bytes = to_bytes_as(&saved, weights);
         assert!((bytes.len() as f64) < size_ratio * f32_size, "{weights:?}: {} bytes vs {f32_size}", bytes.len());
@@ -147,7 +150,12 @@ fn quantised_weights_predict_what_their_dequantised_model_does() {
         let loaded = Model::from_bytes(&bytes).unwrap();
         for image in images(5) {
             Preprocess::UNIT_SCALE.apply(&image, &mut x);
-            let expected = dequantised.model.predict(&x, 1, &mut Workspace::default()).to_vec();
+            let expected = match weights {
+                WeightType::Bf16 => {
+                    fake_quantised_predict(&dequantised.model, &Preprocess::UNIT_SCALE, &image, to_bf16)
+                }
+                _ => dequantised.model.predict(&x, 1, &mut Workspace::default()).to_vec(),
+            };
             let got = loaded.predict(&image, &mut scratch).unwrap();
             for (g, e) in got.iter().zip(&expected) {
                 assert!((g - e).abs() < 1e-4, "{weights:?}: {g} vs {e}");
@@ -156,25 +164,20 @@ fn quantised_weights_predict_what_their_dequantised_model_does() {
     }
 }
 
-/// What an int8 model with u8 inputs stands for, in plain f32: each dense layer's input
-/// quantised (by the scalar twin) and dequantised, times the dequantised weights.
-fn fake_quantised_predict(model: &Sequential, pre: &Preprocess, inputs: &[InputQuant], image: &[u8]) -> Vec<f32> {
+/// What a model with narrowed inputs stands for, in plain f32: each dense layer's input
+/// narrowed and widened back by `narrow(layer, input)`, times the dequantised weights.
+fn fake_quantised_predict(
+    model: &Sequential,
+    pre: &Preprocess,
+    image: &[u8],
+    narrow: impl Fn(usize, &[f32]) -> Vec<f32>,
+) -> Vec<f32> {
     let mut x = vec![0f32; image.len()];
     pre.apply(image, &mut x);
-    for (layer, input) in model.layers().iter().zip(inputs) {
+    for (l, layer) in model.layers().iter().enumerate() {
         let Layer::Dense(d) = layer else { panic!("dense layers only") };
-        let quant = match *input {
-            InputQuant::Static(q) => q,
-            InputQuant::Dynamic => {
-                let (lo, hi) = min_max(&x);
-                U8Quant::covering(lo, hi)
-            }
-        };
-        let mut q = vec![0u8; x.len()];
-        reference::quantize_u8(&x, quant, &mut q);
-        let x_hat: Vec<f32> = q.iter().map(|&v| (v as f32 - quant.zero_point as f32) * quant.scale).collect();
         let mut y = vec![0f32; d.n_out];
-        d.forward(&model.params, &x_hat, &mut y, 1);
+        d.forward(&model.params, &narrow(l, &x), &mut y, 1);
         x = y;
     }
     let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
@@ -208,8 +211,20 @@ fn int8_models_compute_what_their_quantised_inputs_and_weights_stand_for() {
         assert_eq!(stored, WeightType::Int8);
         let loaded = Model::from_bytes(&bytes).unwrap();
         let mut scratch = vec![0f32; loaded.scratch_len()];
+        let to_u8 = |l: usize, x: &[f32]| {
+            let quant = match inputs[l] {
+                InputQuant::Static(q) => q,
+                InputQuant::Dynamic => {
+                    let (lo, hi) = min_max(x);
+                    U8Quant::covering(lo, hi)
+                }
+            };
+            let mut q = vec![0u8; x.len()];
+            reference::quantize_u8(x, quant, &mut q);
+            q.iter().map(|&v| (v as f32 - quant.zero_point as f32) * quant.scale).collect()
+        };
         for image in images(9) {
-            let expected = fake_quantised_predict(&dequantised.model, &pre, inputs, &image);
+            let expected = fake_quantised_predict(&dequantised.model, &pre, &image, to_u8);
             let before = allocations();
             let got = loaded.predict(&image, &mut scratch).unwrap();
             assert_eq!(allocations(), before, "int8 prediction allocated");

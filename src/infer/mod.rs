@@ -19,10 +19,10 @@ use crate::format::{
 };
 use crate::kernels::Activation;
 use crate::kernels::activation::{SELU_ALPHA, SELU_SCALE};
+use crate::kernels::bf16::{gemv_bf16, round_to_bf16};
 use crate::kernels::int8::{
     MAX_INPUTS, U8Quant, gemv_u8_i8, min_max, packed_column_sum, packed_len, packed_padding_is_zero, quantize_u8,
 };
-use crate::kernels::quant::f32_from_bf16;
 use crate::kernels::softmax::softmax_rows;
 use crate::rng::{seeded, uniform_f32};
 
@@ -108,16 +108,24 @@ impl Tensor<'_> {
 /// A dense layer's weights as stored (`[n_in, n_out]` row-major).
 #[derive(Clone, Copy, Debug)]
 enum Weights<'a> {
-    F32(Tensor<'a>),
-    /// bf16 bits, little-endian.
+    /// Widened to f32 and multiplied with the f32 input by [`gemv`].
+    Wide(WideWeights<'a>),
+    /// bf16 bits, little-endian: multiplied with the input rounded to bf16
+    /// ([`crate::kernels::bf16`]).
     Bf16(&'a [u8]),
+    /// Int8 weights times the input quantised to u8 ([`dense_int8`]).
+    Int8U8(Int8Layer<'a>),
+}
+
+/// Weights that [`gemv`] widens to f32.
+#[derive(Clone, Copy, Debug)]
+enum WideWeights<'a> {
+    F32(Tensor<'a>),
     /// One scale per output channel, then the int8 values.
     Int8 {
         scales: Tensor<'a>,
         q: &'a [u8],
     },
-    /// Int8 weights times u8 inputs: computed by [`dense_int8`], never through `load16`.
-    Int8U8(Int8Layer<'a>),
 }
 
 /// Int8 weights in groups of four inputs, multiplied with the layer's input quantised to u8
@@ -133,42 +141,33 @@ struct Int8Layer<'a> {
     packed: &'a [i8],
 }
 
-impl Weights<'_> {
+impl WideWeights<'_> {
     /// Weights `at..at+16` as f32 (int8: unscaled).
     #[inline(always)]
     fn load16(&self, at: usize) -> f32x16 {
         match *self {
-            Weights::F32(t) => t.load16(at),
-            Weights::Bf16(bytes) => {
-                let b = &bytes[2 * at..2 * at + 32];
-                // Widen to 32 bits and shift into the top half: the f32 a bf16 stands for.
-                let halves = wide::u16x16::new(core::array::from_fn(|k| u16::from_le_bytes([b[2 * k], b[2 * k + 1]])));
-                wide::bytemuck::cast::<wide::u32x16, f32x16>(wide::u32x16::from(halves) << 16u32)
-            }
-            Weights::Int8 { q, .. } => {
+            WideWeights::F32(t) => t.load16(at),
+            WideWeights::Int8 { q, .. } => {
                 let b = &q[at..at + 16];
                 let wide8 = wide::i8x16::new(core::array::from_fn(|k| b[k] as i8));
                 f32x16::from_i32x16(wide::i32x16::from(wide::i16x16::from(wide8)))
             }
-            Weights::Int8U8(_) => unreachable!("int8 layers with u8 inputs run through dense_int8"),
         }
     }
 
     #[inline(always)]
     fn get(&self, at: usize) -> f32 {
         match *self {
-            Weights::F32(t) => t.get(at),
-            Weights::Bf16(bytes) => f32_from_bf16(u16::from_le_bytes([bytes[2 * at], bytes[2 * at + 1]])),
-            Weights::Int8 { q, .. } => q[at] as i8 as f32,
-            Weights::Int8U8(_) => unreachable!("int8 layers with u8 inputs run through dense_int8"),
+            WideWeights::F32(t) => t.get(at),
+            WideWeights::Int8 { q, .. } => q[at] as i8 as f32,
         }
     }
 
     /// Output channel `j`'s scale (1 unless int8).
     fn scale(&self, j: usize) -> f32 {
         match self {
-            Weights::Int8 { scales, .. } => scales.get(j),
-            _ => 1.0,
+            WideWeights::Int8 { scales, .. } => scales.get(j),
+            WideWeights::F32(_) => 1.0,
         }
     }
 }
@@ -316,11 +315,13 @@ impl<'a> Model<'a> {
                     }
                     let count = n_in.checked_mul(n_out).ok_or(InferError::BadLayer(i))?;
                     let w = match c.u8()? {
-                        DTYPE_F32 => Weights::F32(c.tensor(count)?),
+                        DTYPE_F32 => Weights::Wide(WideWeights::F32(c.tensor(count)?)),
                         DTYPE_BF16 if version >= 3 => {
                             Weights::Bf16(c.take(count.checked_mul(2).ok_or(InferError::Truncated)?)?)
                         }
-                        DTYPE_INT8 if version >= 3 => Weights::Int8 { scales: c.tensor(n_out)?, q: c.take(count)? },
+                        DTYPE_INT8 if version >= 3 => {
+                            Weights::Wide(WideWeights::Int8 { scales: c.tensor(n_out)?, q: c.take(count)? })
+                        }
                         DTYPE_INT8_U8 if version >= 4 => Weights::Int8U8(c.int8_layer(i, n_in, n_out)?),
                         _ => return Err(InferError::BadLayer(i)),
                     };
@@ -374,8 +375,8 @@ impl<'a> Model<'a> {
     pub fn scratch_len(&self) -> usize {
         let w = self.widest;
         // Activations (two), MC's saved prefix, mean and deviation, then the int8 layers'
-        // i32 accumulators and u8 inputs.
-        3 * w + 2 * self.classes + w + w.div_ceil(4)
+        // i32 accumulators and the narrow copy of a layer's input (u8 or bf16).
+        3 * w + 2 * self.classes + w + w.div_ceil(2)
     }
 
     /// Class probabilities of one image (its raw bytes), in the first `classes()` floats of
@@ -461,8 +462,8 @@ impl<'a> Model<'a> {
         let (mean, rest) = rest.split_at_mut(self.classes);
         let (std, rest) = rest.split_at_mut(self.classes);
         let (acc, rest) = rest.split_at_mut(w);
-        let x = &mut wide::bytemuck::cast_slice_mut::<f32, u8>(&mut rest[..w.div_ceil(4)])[..w];
-        Scratch { a, b, saved, mean, std, ints: IntScratch { x, acc: wide::bytemuck::cast_slice_mut(acc) } }
+        let narrow = &mut rest[..w.div_ceil(2)];
+        Scratch { a, b, saved, mean, std, ints: IntScratch { narrow, acc: wide::bytemuck::cast_slice_mut(acc) } }
     }
 
     fn preprocess(&self, image: &[u8], out: &mut [f32]) {
@@ -507,16 +508,24 @@ impl<'a> Model<'a> {
             let (src, dst) = if in_a { (&mut *a, &mut *b) } else { (&mut *b, &mut *a) };
             match *op {
                 Op::Dense { n_in, n_out, act, w, b: bias } => {
-                    if let Weights::Int8U8(layer) = w {
-                        let x = &src[..n_in];
-                        let quant = layer.input.unwrap_or_else(|| {
-                            let (lo, hi) = min_max(x);
-                            U8Quant::covering(lo, hi)
-                        });
-                        quantize_u8(x, quant, &mut ints.x[..n_in]);
-                        dense_int8(&ints.x[..n_in], quant, &layer, bias, ints.acc, &mut dst[..n_out]);
-                    } else {
-                        gemv(&src[..n_in], w, bias, n_out, &mut dst[..n_out]);
+                    let (x, y) = (&src[..n_in], &mut dst[..n_out]);
+                    match w {
+                        Weights::Int8U8(layer) => {
+                            let quant = layer.input.unwrap_or_else(|| {
+                                let (lo, hi) = min_max(x);
+                                U8Quant::covering(lo, hi)
+                            });
+                            let (x_u8, acc) = ints.bytes(n_in);
+                            quantize_u8(x, quant, x_u8);
+                            dense_int8(x_u8, quant, &layer, bias, acc, y);
+                        }
+                        Weights::Bf16(weights) => {
+                            let x_bf16 = ints.halves(n_in);
+                            round_to_bf16(x, x_bf16);
+                            gemv_bf16(x_bf16, weights, n_out, y);
+                            y.iter_mut().enumerate().for_each(|(j, v)| *v += bias.get(j));
+                        }
+                        Weights::Wide(w) => gemv(x, w, bias, n_out, y),
                     }
                     act.forward(&mut dst[..n_out]);
                     in_a = !in_a;
@@ -550,10 +559,24 @@ struct Scratch<'s> {
     ints: IntScratch<'s>,
 }
 
-/// What int8 layers compute with: the input quantised to u8, and the i32 sums.
+/// What int8 and bf16 layers compute with: room for the input in a narrow type, and int8's
+/// i32 sums.
 struct IntScratch<'s> {
-    x: &'s mut [u8],
+    /// Half a float per input: a layer's input as u8 or bf16.
+    narrow: &'s mut [f32],
     acc: &'s mut [i32],
+}
+
+impl IntScratch<'_> {
+    /// Room for `n` u8 inputs, and the accumulators.
+    fn bytes(&mut self, n: usize) -> (&mut [u8], &mut [i32]) {
+        (&mut wide::bytemuck::cast_slice_mut::<f32, u8>(self.narrow)[..n], self.acc)
+    }
+
+    /// Room for `n` bf16 inputs.
+    fn halves(&mut self, n: usize) -> &mut [u16] {
+        &mut wide::bytemuck::cast_slice_mut::<f32, u16>(self.narrow)[..n]
+    }
 }
 
 /// `y = dequantised(x Q) + b` for u8 inputs `x` standing for `(x - zero_point) * scale`:
@@ -570,7 +593,7 @@ fn dense_int8(x: &[u8], quant: U8Quant, layer: &Int8Layer<'_>, bias: Tensor<'_>,
 
 /// `y = x W + b` for one input row; `W` is `[x.len(), n_out]` row-major (int8: `W = Q
 /// diag(scales)`, applied once per output after the sum).
-fn gemv(x: &[f32], w: Weights<'_>, b: Tensor<'_>, n_out: usize, y: &mut [f32]) {
+fn gemv(x: &[f32], w: WideWeights<'_>, b: Tensor<'_>, n_out: usize, y: &mut [f32]) {
     const BLOCK: usize = 8; // vectors of 16 outputs kept in registers
     let full = n_out - n_out % 16;
     for j0 in (0..full).step_by(16 * BLOCK) {

@@ -496,10 +496,10 @@ unsafe fn gemm_blocks(
                             let out = c.ptr.add((ic + ir) * c.ld + jc + jr);
                             let args = (out, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
                             match (cols <= LANES, adjacent) {
-                                (true, true) => tile_kernel::<1, true>(&tile, args),
-                                (true, false) => tile_kernel::<1, false>(&tile, args),
-                                (false, true) => tile_kernel::<NV, true>(&tile, args),
-                                (false, false) => tile_kernel::<NV, false>(&tile, args),
+                                (true, true) => tile_kernel_rows::<1, true>(&tile, args),
+                                (true, false) => tile_kernel_rows::<1, false>(&tile, args),
+                                (false, true) => tile_kernel_rows::<NV, true>(&tile, args),
+                                (false, false) => tile_kernel_rows::<NV, false>(&tile, args),
                             }
                         }
                     }
@@ -587,9 +587,10 @@ struct Tile {
     b_step: usize,
 }
 
-/// The microkernel: returns the `MR x 16V` tile `sum over kk < k of a(i, kk) * b(kk, j)`.
-/// `V = NV` for full panels; `V = 1` for a last panel of at most 16 columns, which then costs
-/// half a full one. `ADJACENT` promises `a_offsets[i] == i`, so every row is addressed from
+/// The microkernel: returns the `R x 16V` tile `sum over kk < k of a(i, kk) * b(kk, j)`.
+/// `R = MR` but for a last, shorter row tile (which then costs what its rows need, not a
+/// full tile: a batch of 25 is 3 tiles and one row, not 4 tiles). `V = NV` for full panels;
+/// `V = 1` for a last panel of at most 16 columns, which then costs half a full one. `ADJACENT` promises `a_offsets[i] == i`, so every row is addressed from
 /// one pointer; otherwise each row gets its own pointer. (Offsets kept in an array would be
 /// spilled to the stack once the loop is unrolled, adding a load to every FMA.)
 ///
@@ -600,17 +601,17 @@ struct Tile {
 /// # Safety
 /// Every address named in [`Tile`], for `kk < k`, must be readable.
 #[inline(always)]
-unsafe fn microkernel<const V: usize, const ADJACENT: bool>(t: &Tile) -> [[f32x16; V]; MR] {
-    let mut acc = [[f32x16::ZERO; V]; MR];
+unsafe fn microkernel<const V: usize, const ADJACENT: bool, const R: usize>(t: &Tile) -> [[f32x16; V]; R] {
+    let mut acc = [[f32x16::ZERO; V]; R];
     let mut b = t.b;
     // wrapping_add: after the last iteration the pointers may point past their buffers
     // without being read.
-    let mut rows: [*const f32; MR] = core::array::from_fn(|i| t.a.wrapping_add(t.a_offsets[i]));
+    let mut rows: [*const f32; R] = core::array::from_fn(|i| t.a.wrapping_add(t.a_offsets[i]));
     let mut a = t.a;
     for _ in 0..t.k {
         // SAFETY: the caller guarantees V * 16 readable floats at b for this kk.
         let bv: [f32x16; V] = core::array::from_fn(|v| unsafe { load(b.add(v * LANES)) });
-        for i in 0..MR {
+        for i in 0..R {
             // SAFETY: the caller guarantees a(i, kk) is readable.
             let ai = f32x16::splat(unsafe { if ADJACENT { *a.add(i) } else { *rows[i] } });
             for v in 0..V {
@@ -638,12 +639,30 @@ type TileStore<'e, 'b> = (*mut f32, usize, usize, usize, f32, f32, Option<&'e Ep
 /// # Safety
 /// As [`microkernel`] and [`store_tile`].
 #[inline(never)]
-unsafe fn tile_kernel<const V: usize, const ADJACENT: bool>(t: &Tile, store: TileStore<'_, '_>) {
+unsafe fn tile_kernel<const V: usize, const ADJACENT: bool, const R: usize>(t: &Tile, store: TileStore<'_, '_>) {
     let (c, ldc, rows, cols, alpha, beta, epi, col0) = store;
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        let acc = microkernel::<V, ADJACENT>(t);
+        let acc = microkernel::<V, ADJACENT, R>(t);
         store_tile(&acc, c, ldc, rows, cols, alpha, beta, epi, col0);
+    }
+}
+
+/// [`tile_kernel`] for a tile of `rows <= MR` rows: the full kernel, or one computing 1, 2
+/// or 4 rows (the fewest that cover them).
+///
+/// # Safety
+/// As [`tile_kernel`].
+#[inline(always)]
+unsafe fn tile_kernel_rows<const V: usize, const ADJACENT: bool>(t: &Tile, store: TileStore<'_, '_>) {
+    // SAFETY: forwarded; each kernel reads and stores at most `rows` rows of its tile.
+    unsafe {
+        match store.2 {
+            1 => tile_kernel::<V, ADJACENT, 1>(t, store),
+            2 => tile_kernel::<V, ADJACENT, 2>(t, store),
+            3 | 4 => tile_kernel::<V, ADJACENT, 4>(t, store),
+            _ => tile_kernel::<V, ADJACENT, MR>(t, store),
+        }
     }
 }
 
@@ -730,8 +749,8 @@ unsafe fn narrow_panel_by_rows(
 /// must hold at least `col0 + cols` values.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn store_tile<const V: usize>(
-    acc: &[[f32x16; V]; MR],
+unsafe fn store_tile<const V: usize, const R: usize>(
+    acc: &[[f32x16; V]; R],
     c: *mut f32,
     ldc: usize,
     rows: usize,

@@ -5,6 +5,7 @@
 //! tests and fuzz targets compare each kernel against it.
 
 pub mod activation;
+pub mod bf16;
 pub mod gemm;
 pub mod int8;
 pub mod quant;

@@ -134,3 +134,22 @@ pub fn quantize_u8(x: &[f32], quant: U8Quant, out: &mut [u8]) {
         *o = libm::rintf(v) as u8;
     }
 }
+
+/// `y[j] = sum_i x[i] w[i][j]` for bf16 bits `x` and row-major bf16 bits `w`, summed as
+/// `vdpbf16ps` does: per pair of inputs, `y = (y + x[2p+1] w[2p+1][j]) + x[2p] w[2p][j]` in
+/// f32 (each product is exact), an odd last input paired with zero.
+pub fn gemv_bf16(x: &[u16], w: &[u16], n_out: usize) -> alloc::vec::Vec<f32> {
+    let f = super::quant::f32_from_bf16;
+    (0..n_out)
+        .map(|j| {
+            let mut acc = 0f32;
+            for p in 0..x.len().div_ceil(2) {
+                let (even, odd) = (2 * p, 2 * p + 1);
+                let (x_odd, w_odd) = if odd < x.len() { (f(x[odd]), f(w[odd * n_out + j])) } else { (0.0, 0.0) };
+                acc += x_odd * w_odd;
+                acc += f(x[even]) * f(w[even * n_out + j]);
+            }
+            acc
+        })
+        .collect()
+}

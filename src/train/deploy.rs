@@ -65,8 +65,8 @@ const CALIBRATION_CHUNK: usize = 500;
 
 /// Folds batch norm (and for int8, the input standardisation), writes `out` with the chosen
 /// weight type, checks that the inference path reads it, and compares the two models weight
-/// by weight and (with `data`) on the test split. Int8 models with u8 inputs are compared
-/// through the inference path, which is the arithmetic a device runs.
+/// by weight and (with `data`) on the test split. bf16 and int8 models are compared through
+/// the inference path, which is the arithmetic a device runs.
 pub fn export(model: &Path, out: &Path, options: ExportOptions, data: Option<&Cifar10>) -> Result<ExportReport> {
     let saved = load_model(model)?;
     let reference = SavedModel { model: saved.model.fold_batch_norm()?, preprocess: saved.preprocess.clone() };
@@ -109,7 +109,7 @@ pub fn export(model: &Path, out: &Path, options: ExportOptions, data: Option<&Ci
         Some(data) => {
             let test = data.test_records();
             let before = predict_split(&reference.model, &test, &reference.preprocess);
-            let after = if int8 {
+            let after = if options.weights.narrows_inputs() {
                 predict_monte_carlo_infer(&check, &test, 0, 0).map_err(|e| Error::data(out, e.to_string()))?
             } else {
                 predict_split(&exported.model, &test, &exported.preprocess)
@@ -186,9 +186,9 @@ fn input_quantisation(saved: &SavedModel, calibrate: Option<usize>, data: Option
 }
 
 /// The predictions of the model file `bytes` (named `path` in errors) on `split`, with
-/// `samples` MC dropout passes (0: dropout off). Int8 models with u8 inputs run through the
-/// inference path, since their arithmetic is integer; the others through the batched f32
-/// model (batch norm folded), which computes what the inference path does, faster.
+/// `samples` MC dropout passes (0: dropout off). Models whose layers narrow their inputs (bf16,
+/// int8) run through the inference path, since only it computes what a device does; the
+/// others through the batched f32 model (batch norm folded), which computes the same, faster.
 pub fn predict_file(path: &Path, bytes: &[u8], split: &Split<'_>, samples: usize, seed: u64) -> Result<McPrediction> {
     let in_file = |e: Error| e.in_file(path.display().to_string());
     let (saved, stored) = from_bytes_typed(bytes).map_err(in_file)?;
@@ -199,7 +199,7 @@ pub fn predict_file(path: &Path, bytes: &[u8], split: &Split<'_>, samples: usize
             saved.model.input_dim()
         )));
     }
-    if stored == WeightType::Int8 {
+    if stored.narrows_inputs() {
         let model = infer::Model::from_bytes(bytes).map_err(|e| Error::data(path, e.to_string()))?;
         return predict_monte_carlo_infer(&model, split, samples, seed).map_err(|e| Error::data(path, e.to_string()));
     }

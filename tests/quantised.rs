@@ -1,9 +1,12 @@
-//! The integer inference kernels (`simdnn::kernels::int8`) against their scalar twins: exact
-//! equality of the i32 accumulators for every kernel this CPU runs, over awkward shapes.
+//! The narrow-type inference kernels against their scalar twins, for every kernel this CPU
+//! runs, over awkward shapes: `kernels::int8` (exact equality of the i32 accumulators) and
+//! `kernels::bf16` (bit-for-bit equality of the f32 sums on normal numbers).
 
+use simdnn::kernels::bf16::{Bf16Kernel, gemv_bf16_with, round_to_bf16};
 use simdnn::kernels::int8::{
     Int8Kernel, U8Quant, gemv_u8_i8, gemv_u8_i8_with, min_max, pack_groups_of_4, packed_len, quantize_u8,
 };
+use simdnn::kernels::quant::bf16_from_f32;
 use simdnn::kernels::reference;
 use simdnn::rng::{Xoshiro, normal, seeded, uniform_f32};
 
@@ -104,5 +107,48 @@ fn a_quantised_value_is_within_half_a_step_inside_the_range() {
     for (&v, &b) in x.iter().zip(&out) {
         let back = (b as f32 - q.zero_point as f32) * q.scale;
         assert!((back - v).abs() <= q.scale * 0.5 + 1e-6, "{v} -> {b} -> {back}");
+    }
+}
+
+#[test]
+fn bf16_gemv_equals_the_twin_for_every_kernel_and_awkward_shape() {
+    let kernels: Vec<Bf16Kernel> =
+        [Bf16Kernel::Portable, Bf16Kernel::Avx512Bf16].into_iter().filter(|k| k.available()).collect();
+    eprintln!("bf16 kernels on this CPU: {kernels:?} (detected: {:?})", Bf16Kernel::detect());
+    let mut failures = Vec::new();
+    for n_in in [0, 1, 2, 3, 17, 100, 257, 3072] {
+        for n_out in [1, 4, 15, 16, 17, 100, 128, 129, 300] {
+            let mut rng = seeded(n_in as u64 + 1000, n_out as u64);
+            let x: Vec<u16> = (0..n_in).map(|_| bf16_from_f32(normal(&mut rng) as f32)).collect();
+            let w: Vec<u16> = (0..n_in * n_out).map(|_| bf16_from_f32(0.1 * normal(&mut rng) as f32)).collect();
+            let bytes: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let expected = reference::gemv_bf16(&x, &w, n_out);
+            for &kernel in &kernels {
+                let mut y = vec![f32::NAN; n_out];
+                gemv_bf16_with(kernel, &x, &bytes, n_out, &mut y);
+                if y != expected {
+                    let j = y.iter().zip(&expected).position(|(a, e)| a != e).unwrap_or(0);
+                    failures.push(format!("{kernel:?} {n_in}x{n_out}: output {j} {} != {}", y[j], expected[j]));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn rounding_to_bf16_equals_the_scalar_conversion() {
+    for len in [0, 1, 15, 16, 17, 100] {
+        let mut rng = seeded(len as u64, 3);
+        let mut x: Vec<f32> = (0..len).map(|_| normal(&mut rng) as f32 * 1e3).collect();
+        let specials =
+            [f32::NAN, -f32::NAN, f32::INFINITY, f32::NEG_INFINITY, f32::MAX, 1.0 + 1.0 / 256.0, 1e-40, -0.0];
+        for (v, s) in x.iter_mut().step_by(3).zip(specials.iter().cycle()) {
+            *v = *s;
+        }
+        let mut got = vec![0u16; len];
+        round_to_bf16(&x, &mut got);
+        let want: Vec<u16> = x.iter().map(|&v| bf16_from_f32(v)).collect();
+        assert_eq!(got, want, "length {len}: {x:?}");
     }
 }

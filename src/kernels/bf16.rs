@@ -1,0 +1,247 @@
+//! The bf16 inference kernel: `y = x W` with the input `x` rounded to bf16 and the weights
+//! stored as bf16, `[n_in, n_out]` row-major, little-endian (the model file's layout).
+//!
+//! A product of two bf16 values is exact in f32, so the only rounding is in the sums. They
+//! follow `vdpbf16ps`: per pair of inputs `(2p, 2p + 1)` and output `j`,
+//! `y[j] = (y[j] + x[2p+1] w[2p+1][j]) + x[2p] w[2p][j]` in f32, from `y = 0`; an odd last
+//! input is paired with a zero. Two implementations, chosen at run time: AVX-512 BF16 (one
+//! `vdpbf16ps` per 32 multiply-adds, the two weight rows interleaved with `vpermt2w`) and a
+//! portable `wide` one; both equal the scalar twin
+//! [`reference::gemv_bf16`](super::reference::gemv_bf16) bit for bit on normal numbers
+//! (`vdpbf16ps` flushes subnormal inputs and results to zero; the others keep them).
+
+use wide::{f32x16, u32x16};
+
+use super::quant::f32_from_bf16;
+
+/// Outputs per vector.
+const TILE: usize = 16;
+/// Accumulator vectors per pass over the inputs (128 outputs).
+const BLOCK: usize = 8;
+
+/// How [`gemv_bf16`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Kernel {
+    /// `wide` vectors: the bf16 values widened to f32, two fused multiply-adds per pair
+    /// (exact products, so fusing rounds as `vdpbf16ps` does).
+    Portable,
+    /// AVX-512 BF16 `vdpbf16ps`.
+    Avx512Bf16,
+}
+
+impl Bf16Kernel {
+    /// The fastest kernel this CPU runs (detected at run time with `std`; without `std`, the
+    /// features the build targets).
+    pub fn detect() -> Self {
+        if Self::Avx512Bf16.available() { Self::Avx512Bf16 } else { Self::Portable }
+    }
+
+    pub fn available(self) -> bool {
+        match self {
+            Bf16Kernel::Portable => true,
+            Bf16Kernel::Avx512Bf16 => avx512::available(),
+        }
+    }
+}
+
+/// Rounds `x` to bf16 bits (nearest even; NaN stays NaN), 16 lanes at a time.
+pub fn round_to_bf16(x: &[f32], out: &mut [u16]) {
+    assert_eq!(x.len(), out.len(), "round_to_bf16: {} values into {} slots", x.len(), out.len());
+    let mut xs = x.chunks_exact(TILE);
+    let mut os = out.chunks_exact_mut(TILE);
+    for (c, o) in (&mut xs).zip(&mut os) {
+        let bits: u32x16 = wide::bytemuck::cast(f32x16::new(c.try_into().expect("16 lanes")));
+        // Adding 0x7FFF plus the lowest kept bit rounds to nearest, ties to even; NaN keeps
+        // its top bits with the quiet bit set.
+        let rounded: u32x16 = (bits + u32x16::splat(0x7FFF) + ((bits >> 16) & u32x16::splat(1))) >> 16;
+        let nan: u32x16 = (bits & u32x16::splat(0x7FFF_FFFF)).simd_gt(u32x16::splat(0x7F80_0000));
+        let halves = nan.select((bits >> 16) | u32x16::splat(0x40), rounded).to_array();
+        for (o, h) in o.iter_mut().zip(halves) {
+            *o = h as u16;
+        }
+    }
+    for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
+        *o = super::quant::bf16_from_f32(v);
+    }
+}
+
+/// `y[j] = sum_i x[i] w[i][j]` for bf16 inputs `x` and the little-endian bf16 weights `w` of
+/// an `x.len() x n_out` layer, with the fastest kernel of this CPU.
+pub fn gemv_bf16(x: &[u16], w: &[u8], n_out: usize, y: &mut [f32]) {
+    gemv_bf16_with(Bf16Kernel::detect(), x, w, n_out, y)
+}
+
+/// [`gemv_bf16`] with a chosen kernel.
+///
+/// # Panics
+/// If `w` or `y` does not fit the shape, or `kernel` is not available on this CPU.
+pub fn gemv_bf16_with(kernel: Bf16Kernel, x: &[u16], w: &[u8], n_out: usize, y: &mut [f32]) {
+    assert_eq!(w.len(), 2 * x.len() * n_out, "gemv_bf16: {} weight bytes for {} x {n_out}", w.len(), x.len());
+    assert_eq!(y.len(), n_out, "gemv_bf16: {} outputs for {n_out}", y.len());
+    match kernel {
+        Bf16Kernel::Portable => portable(x, w, n_out, y),
+        Bf16Kernel::Avx512Bf16 => {
+            assert!(avx512::available(), "the AVX-512 BF16 kernel needs AVX-512 BF16");
+            // SAFETY: the CPU has the features (checked above) and the shapes were checked.
+            unsafe { avx512::gemv(x, w, n_out, y) }
+        }
+    }
+}
+
+/// Runs `block(j0, tiles)` over the blocks of at most [`BLOCK`] tiles of 16 outputs.
+#[inline(always)]
+fn for_each_block(n_out: usize, mut block: impl FnMut(usize, usize)) {
+    for j0 in (0..n_out).step_by(TILE * BLOCK) {
+        block(j0, (n_out - j0).div_ceil(TILE).min(BLOCK));
+    }
+}
+
+fn portable(x: &[u16], w: &[u8], n_out: usize, y: &mut [f32]) {
+    for_each_block(n_out, |j0, tiles| match tiles {
+        1 => portable_block::<1>(x, w, n_out, j0, y),
+        2 => portable_block::<2>(x, w, n_out, j0, y),
+        3 => portable_block::<3>(x, w, n_out, j0, y),
+        4 => portable_block::<4>(x, w, n_out, j0, y),
+        5 => portable_block::<5>(x, w, n_out, j0, y),
+        6 => portable_block::<6>(x, w, n_out, j0, y),
+        7 => portable_block::<7>(x, w, n_out, j0, y),
+        _ => portable_block::<BLOCK>(x, w, n_out, j0, y),
+    })
+}
+
+/// Weights `w[i][j0 + 16t ..]` (at most `end`) widened to f32, zero past `end`.
+#[inline(always)]
+fn row_tile(w: &[u8], n_out: usize, i: usize, j: usize, end: usize) -> f32x16 {
+    let bytes = &w[2 * (i * n_out + j)..2 * (i * n_out + end.min(j + TILE))];
+    let halves: [u32; TILE] = match <&[u8; 2 * TILE]>::try_from(bytes) {
+        Ok(full) => core::array::from_fn(|k| u16::from_le_bytes([full[2 * k], full[2 * k + 1]]) as u32),
+        Err(_) => {
+            core::array::from_fn(|k| bytes.get(2 * k..2 * k + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as u32))
+        }
+    };
+    wide::bytemuck::cast(u32x16::new(halves) << 16)
+}
+
+#[inline(always)]
+fn portable_block<const T: usize>(x: &[u16], w: &[u8], n_out: usize, j0: usize, y: &mut [f32]) {
+    let end = (j0 + T * TILE).min(n_out);
+    let mut sums = [f32x16::ZERO; T];
+    for p in 0..x.len().div_ceil(2) {
+        let (even, odd) = (2 * p, 2 * p + 1);
+        let x_even = f32x16::splat(f32_from_bf16(x[even]));
+        let x_odd = f32x16::splat(x.get(odd).map_or(0.0, |&b| f32_from_bf16(b)));
+        for (t, s) in sums.iter_mut().enumerate() {
+            let j = j0 + t * TILE;
+            let w_odd = if odd < x.len() { row_tile(w, n_out, odd, j, end) } else { f32x16::ZERO };
+            *s = x_odd.mul_add(w_odd, *s);
+            *s = x_even.mul_add(row_tile(w, n_out, even, j, end), *s);
+        }
+    }
+    for (t, s) in sums.iter().enumerate() {
+        let j = j0 + t * TILE;
+        let out = &mut y[j..(j + TILE).min(end)];
+        let n = out.len();
+        out.copy_from_slice(&s.to_array()[..n]);
+    }
+}
+
+mod avx512 {
+    pub(super) fn available() -> bool {
+        #[cfg(all(target_arch = "x86_64", feature = "std"))]
+        return std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512f");
+        #[cfg(all(
+            target_arch = "x86_64",
+            not(feature = "std"),
+            target_feature = "avx512bf16",
+            target_feature = "avx512bw",
+            target_feature = "avx512vl"
+        ))]
+        return true;
+        #[allow(unreachable_code)]
+        false
+    }
+
+    /// # Safety
+    /// AVX-512 F, BW, VL and BF16 must be available; `w` must hold `2 x.len() n_out` bytes
+    /// and `y` `n_out` values.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn gemv(x: &[u16], w: &[u8], n_out: usize, y: &mut [f32]) {
+        super::for_each_block(n_out, |j0, tiles| {
+            // SAFETY: forwarded from the caller, with j0 < n_out and tiles covering the rest
+            // of the block.
+            unsafe {
+                match tiles {
+                    1 => block::<1>(x, w, n_out, j0, y),
+                    2 => block::<2>(x, w, n_out, j0, y),
+                    3 => block::<3>(x, w, n_out, j0, y),
+                    4 => block::<4>(x, w, n_out, j0, y),
+                    5 => block::<5>(x, w, n_out, j0, y),
+                    6 => block::<6>(x, w, n_out, j0, y),
+                    7 => block::<7>(x, w, n_out, j0, y),
+                    _ => block::<{ super::BLOCK }>(x, w, n_out, j0, y),
+                }
+            }
+        })
+    }
+
+    /// Outputs `j0..j0 + 16 T` (fewer in the layer's last tile): per pair of inputs, one
+    /// broadcast, and per tile two row loads, one interleave and one `vdpbf16ps`.
+    ///
+    /// # Safety
+    /// As [`gemv`], and `j0 + 16 (T - 1) < n_out`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    unsafe fn block<const T: usize>(x: &[u16], w: &[u8], n_out: usize, j0: usize, y: &mut [f32]) {
+        use super::TILE;
+        use core::arch::x86_64::*;
+        let masks: [__mmask16; T] = core::array::from_fn(|t| {
+            let valid = n_out.saturating_sub(j0 + t * TILE).min(TILE);
+            ((1u32 << valid) - 1) as __mmask16
+        });
+        // Lane 2j takes word j of the even row, lane 2j + 1 word j of the odd row.
+        let interleave = _mm512_set_epi16(
+            47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33,
+            1, 32, 0,
+        );
+        let row = |i: usize| w.as_ptr().wrapping_add(2 * (i * n_out + j0)) as *const u16;
+        let mut sums = [_mm512_setzero_ps(); T];
+        for p in 0..x.len().div_ceil(2) {
+            let (even, odd) = (2 * p, 2 * p + 1);
+            let x_odd = x.get(odd).copied().unwrap_or(0);
+            let pair = _mm512_set1_epi32((x[even] as u32 | (x_odd as u32) << 16) as i32);
+            for t in 0..T {
+                // SAFETY: the masked words are outputs j0 + 16t + k < n_out of rows `even`
+                // and (when it exists) `odd`, inside `w`; masked-off words are not read.
+                let (lo, hi) = unsafe {
+                    let lo = _mm256_maskz_loadu_epi16(masks[t], row(even).add(t * TILE) as *const i16);
+                    let hi = if odd < x.len() {
+                        _mm256_maskz_loadu_epi16(masks[t], row(odd).add(t * TILE) as *const i16)
+                    } else {
+                        _mm256_setzero_si256()
+                    };
+                    (lo, hi)
+                };
+                let pairs =
+                    _mm512_permutex2var_epi16(_mm512_castsi256_si512(lo), interleave, _mm512_castsi256_si512(hi));
+                // SAFETY: __m512i and __m512bh are both 64 bytes of vector register.
+                let (a, b) = unsafe {
+                    (core::mem::transmute::<__m512i, __m512bh>(pair), core::mem::transmute::<__m512i, __m512bh>(pairs))
+                };
+                sums[t] = _mm512_dpbf16_ps(sums[t], a, b);
+            }
+        }
+        for t in 0..T {
+            // SAFETY: the masked lanes are outputs below n_out, inside `y`.
+            unsafe { _mm512_mask_storeu_ps(y.as_mut_ptr().add(j0 + t * TILE), masks[t], sums[t]) };
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub(super) unsafe fn gemv(_: &[u16], _: &[u8], _: usize, _: &mut [f32]) {
+        unreachable!("available() is false off x86_64")
+    }
+}
