@@ -201,3 +201,11 @@ write("softmax_xent", "nan-and-inf-odd-rows",
       softmax_xent_input(6, 33, 0, 0, 1, specials(NEG_INF | NAN | POS_INF, 2, ODD_ROWS), 8, [0, 1, 2, 3, 4, 5]))
 write("softmax_xent", "all-masked-row",
       softmax_xent_input(3, 16, 0, 0, 0, specials(NEG_INF, 1, ALL_MASKED_ROW0), 9, [0, 5, 15]))
+# Large common offsets and spreads up to f32::MAX: the loss must keep its log and not overflow
+# (the kernel summed `max + log(sum) - x[label]` in f32 until the regressions in
+# regressions/softmax_xent/ caught it).
+write("softmax_xent", "offset-1e4", softmax_xent_input(5, 17, 0, 3, 0, 0, 10, [0, 3, 6, 9, 16]))
+write("softmax_xent", "offset-minus-1e30-ties", softmax_xent_input(4, 33, 0, 7, 2, 0, 11, [0, 1, 31, 32]))
+write("softmax_xent", "spread-f32-max", softmax_xent_input(7, 16, 6, 0, 0, 0, 12, [r * 2 for r in range(7)]))
+write("softmax_xent", "offset-1e7-spread-1e4-masked",
+      softmax_xent_input(9, 70, 4, 5, 5, specials(NEG_INF, 3), 13, [r * 8 for r in range(9)]))

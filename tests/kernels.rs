@@ -287,6 +287,31 @@ fn softmax_cross_entropy_matches_reference_and_gradient() {
     }
 }
 
+/// The loss of rows whose logits share a large offset, or span +-`f32::MAX`, against the
+/// twin: the offset must not round the `log` away, and `max - x[label]` must not overflow.
+#[test]
+fn softmax_loss_keeps_its_log_under_large_offsets() {
+    for (offset, scale) in [(1e4f64, 1.0f64), (-1e4, 1.0), (1e7, 1.0), (1e30, 1.0), (-1e30, 1.0), (0.0, 1e38)] {
+        for n in [2, 17] {
+            let rows = 5;
+            let logits: Vec<f32> = random(rows * n, 7 + n as u64)
+                .iter()
+                .map(|&z| (offset + scale * z as f64).clamp(-f32::MAX as f64, f32::MAX as f64) as f32)
+                .collect();
+            let labels: Vec<u8> = (0..rows).map(|r| (r % n) as u8).collect();
+            let mut expected = vec![0.0; rows * n];
+            let (ref_loss, ref_correct) = reference::softmax_cross_entropy(&logits, n, &labels, &mut expected);
+            let mut probs = logits.clone();
+            let (loss, correct) = softmax_cross_entropy(&mut probs, n, &labels);
+            assert!(
+                ref_loss.is_finite() && (loss - ref_loss).abs() <= 1e-5 * ref_loss.abs() + 1e-5,
+                "offset {offset:e}, scale {scale:e}, n={n}: loss {loss} vs {ref_loss}"
+            );
+            assert_eq!(correct, ref_correct, "offset {offset:e}, scale {scale:e}, n={n}");
+        }
+    }
+}
+
 #[test]
 fn softmax_is_stable_for_huge_logits() {
     let mut logits = vec![1e30, -1e30, 0.0, 88.0];
