@@ -520,9 +520,10 @@ pub fn check_schedule_spec(data: &[u8]) {
 /// little-endian u64 (bytes 6..14), then one label byte per row (bytes 14..). A short input
 /// reads as if padded with zeros; bytes after the last row's label are ignored.
 ///
-/// Row `r`'s logits are `OFFSETS[offset % 8] + SCALES[scale % 8] * z` for standard normals `z`
-/// drawn from `seeded(seed, 0)` (row by row; computed in f64, clamped to +-`f32::MAX`), then
-/// ties are planted and special values sprinkled, each from the same generator.
+/// Row `r`'s logits are `SOFTMAX_OFFSETS[offset % 8] + SOFTMAX_SCALES[scale % 8] * z` for
+/// standard normals `z` drawn from `seeded(seed, 0)` (row by row; computed in f64, clamped to
+/// +-`f32::MAX`), then ties are planted and special values sprinkled, each from the same
+/// generator.
 ///
 /// Its `Debug` prints the decoded fields and a shell command that writes the input to a file
 /// and replays it.
