@@ -168,3 +168,44 @@ for name, spec in [
     ("bad-unknown", "cosine:0.1"),
 ]:
     write("schedule_spec", name, spec.encode())
+
+
+# softmax_xent: rows, classes, scale, offset, ties, specials (one byte each, as
+# `SoftmaxXentInput` decodes them: rows % 17, 1 + classes % 70, indices into SOFTMAX_SCALES
+# [1, 0.01, 8, 100, 1e4, 1e30, f32::MAX, 1e-30] and SOFTMAX_OFFSETS [0, 10, -10, 1e4, -1e4,
+# 1e7, 1e30, -1e30]), the u64 seed, then one label byte per row.
+def softmax_xent_input(rows, classes, scale, offset, ties, specials, seed, labels):
+    assert len(labels) == rows and 1 <= classes <= 70
+    return bytes([rows, classes - 1, scale, offset, ties, specials]) + struct.pack("<Q", seed) + bytes(labels)
+
+
+NEG_INF, NAN, POS_INF = 1, 2, 4
+ODD_ROWS, ALL_MASKED_ROW0 = 0x40, 0x80
+
+
+def specials(kinds, per_row, flags=0):
+    return kinds | per_row << 3 | flags
+
+
+# Row lengths around the 16-lane vector: 1, 15, 16, 17, 33 and 70 classes.
+for n, rows in [(1, 3), (15, 7), (16, 5), (17, 16), (33, 4), (70, 9)]:
+    write("softmax_xent", f"classes-{n}", softmax_xent_input(rows, n, 0, 0, 0, 0, n, [(r * 7) % n for r in range(rows)]))
+write("softmax_xent", "no-rows", softmax_xent_input(0, 10, 0, 0, 0, 0, 1, []))
+write("softmax_xent", "spread-1e30", softmax_xent_input(8, 33, 5, 0, 0, 0, 2, [r * 5 % 33 for r in range(8)]))
+write("softmax_xent", "spread-1e-30", softmax_xent_input(4, 17, 7, 0, 0, 0, 3, [0, 16, 8, 3]))
+write("softmax_xent", "spread-8-offset-10", softmax_xent_input(6, 10, 2, 1, 0, 0, 4, [1, 2, 3, 4, 5, 6]))
+write("softmax_xent", "ties", softmax_xent_input(16, 20, 0, 0, 3, 0, 5, [r % 20 for r in range(16)]))
+write("softmax_xent", "near-ties", softmax_xent_input(16, 20, 0, 0, 7, 0, 6, [r % 20 for r in range(16)]))
+write("softmax_xent", "masked-neg-inf", softmax_xent_input(8, 17, 2, 0, 0, specials(NEG_INF, 7), 7, list(range(8))))
+write("softmax_xent", "nan-and-inf-odd-rows",
+      softmax_xent_input(6, 33, 0, 0, 1, specials(NEG_INF | NAN | POS_INF, 2, ODD_ROWS), 8, [0, 1, 2, 3, 4, 5]))
+write("softmax_xent", "all-masked-row",
+      softmax_xent_input(3, 16, 0, 0, 0, specials(NEG_INF, 1, ALL_MASKED_ROW0), 9, [0, 5, 15]))
+# Large common offsets and spreads up to f32::MAX: the loss must keep its log and not overflow
+# (the kernel summed `max + log(sum) - x[label]` in f32 until the regressions in
+# regressions/softmax_xent/ caught it).
+write("softmax_xent", "offset-1e4", softmax_xent_input(5, 17, 0, 3, 0, 0, 10, [0, 3, 6, 9, 16]))
+write("softmax_xent", "offset-minus-1e30-ties", softmax_xent_input(4, 33, 0, 7, 2, 0, 11, [0, 1, 31, 32]))
+write("softmax_xent", "spread-f32-max", softmax_xent_input(7, 16, 6, 0, 0, 0, 12, [r * 2 for r in range(7)]))
+write("softmax_xent", "offset-1e7-spread-1e4-masked",
+      softmax_xent_input(9, 70, 4, 5, 5, specials(NEG_INF, 3), 13, [r * 8 for r in range(9)]))

@@ -9,79 +9,46 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use common::CliScratch;
 use serde_json::Value;
 
 const RECORDS_PER_FILE: usize = 60;
 const VAL_SIZE: &str = "40";
 
-/// The shared scratch directory (a tiny data set), with this file's helpers.
-struct Scratch(common::CliScratch);
-
-impl std::ops::Deref for Scratch {
-    type Target = common::CliScratch;
-    fn deref(&self) -> &common::CliScratch {
-        &self.0
-    }
+/// The shared scratch directory (a tiny data set).
+fn scratch() -> CliScratch {
+    CliScratch::new(RECORDS_PER_FILE, 11)
 }
 
-impl Scratch {
-    fn new() -> Self {
-        Scratch(common::CliScratch::new(RECORDS_PER_FILE, 11))
-    }
-
-    /// Runs and requires success; returns the whole output.
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "simdnn {args:?} failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    /// Runs and requires a clean failure (an exit code, not a signal); returns stderr.
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        match out.status.code() {
-            Some(0) => panic!("simdnn {args:?} succeeded:\n{}", String::from_utf8_lossy(&out.stdout)),
-            Some(_) => stderr,
-            None => panic!("simdnn {args:?} was killed ({}):\n{stderr}", out.status),
-        }
-    }
-
-    /// `simdnn train` with the small settings of these tests into `run`.
-    fn train(&self, run: &str) -> PathBuf {
-        let out = self.path(run);
-        let data = self.data.to_str().unwrap();
-        self.ok(&[
-            "train",
-            "--data",
-            data,
-            "--out",
-            out.to_str().unwrap(),
-            "--epochs",
-            "3",
-            "--depth",
-            "2",
-            "--width",
-            "16",
-            "--batch-size",
-            "16",
-            "--val-size",
-            VAL_SIZE,
-            "--lr",
-            "1e-3",
-            "--patience",
-            "2",
-            "--threads",
-            "1",
-            "--quiet",
-        ]);
-        out
-    }
+/// `simdnn train` with the small settings of these tests into `run`.
+fn train(s: &CliScratch, run: &str) -> PathBuf {
+    let out = s.path(run);
+    let data = s.data.to_str().unwrap();
+    s.ok_output(&[
+        "train",
+        "--data",
+        data,
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--depth",
+        "2",
+        "--width",
+        "16",
+        "--batch-size",
+        "16",
+        "--val-size",
+        VAL_SIZE,
+        "--lr",
+        "1e-3",
+        "--patience",
+        "2",
+        "--threads",
+        "1",
+        "--quiet",
+    ]);
+    out
 }
 
 fn json_file(path: &Path) -> Value {
@@ -108,8 +75,8 @@ fn history(run: &Path) -> Vec<Vec<String>> {
 
 #[test]
 fn train_writes_a_complete_run_directory() {
-    let s = Scratch::new();
-    let run = s.train("run");
+    let s = scratch();
+    let run = train(&s, "run");
 
     let config = json_file(&run.join("config.json"));
     assert!((number(&config, "lr") - 1e-3).abs() <= 1e-9, "lr: {}", config["lr"]);
@@ -162,8 +129,8 @@ fn train_writes_a_complete_run_directory() {
 
 #[test]
 fn training_is_deterministic() {
-    let s = Scratch::new();
-    let (a, b) = (s.train("a"), s.train("b"));
+    let s = scratch();
+    let (a, b) = (train(&s, "a"), train(&s, "b"));
     assert_eq!(fs::read(a.join("best.simdnn")).unwrap(), fs::read(b.join("best.simdnn")).unwrap());
     let without_seconds = |rows: Vec<Vec<String>>| rows.into_iter().map(|r| r[..6].to_vec()).collect::<Vec<_>>();
     let (ha, hb) = (without_seconds(history(&a)), without_seconds(history(&b)));
@@ -177,13 +144,13 @@ fn training_is_deterministic() {
 
 #[test]
 fn eval_agrees_with_the_best_epoch() {
-    let s = Scratch::new();
-    let run = s.train("run");
+    let s = scratch();
+    let run = train(&s, "run");
     let model = run.join("best.simdnn");
     let model = model.to_str().unwrap();
     let data = s.data.to_str().unwrap();
 
-    let test = json_stdout(&s.ok(&["eval", model, "--data", data, "--split", "test", "--json"]));
+    let test = json_stdout(&s.ok_output(&["eval", model, "--data", data, "--split", "test", "--json"]));
     let accuracy = number(&test, "accuracy");
     assert!((0.0..=1.0).contains(&accuracy), "{test}");
     assert!(number(&test, "loss").is_finite() && number(&test, "loss") > 0.0, "{test}");
@@ -191,7 +158,8 @@ fn eval_agrees_with_the_best_epoch() {
 
     // The checkpoint holds the best epoch's weights: evaluating it on the same validation
     // split reproduces the numbers training recorded for that epoch.
-    let val = json_stdout(&s.ok(&["eval", model, "--data", data, "--split", "val", "--val-size", VAL_SIZE, "--json"]));
+    let val =
+        json_stdout(&s.ok_output(&["eval", model, "--data", data, "--split", "val", "--val-size", VAL_SIZE, "--json"]));
     let summary = json_file(&run.join("summary.json"));
     assert_eq!(val["records"], 40);
     let (acc, loss) = (number(&val, "accuracy"), number(&val, "loss"));
@@ -199,23 +167,24 @@ fn eval_agrees_with_the_best_epoch() {
     assert!((loss - number(&summary, "best_val_loss")).abs() <= 1e-6, "eval {val} vs summary {summary}");
 
     // SIMDNN_DATA is the default data directory.
-    let test_again = json_stdout(&s.ok(&["eval", model, "--json"]));
+    let test_again = json_stdout(&s.ok_output(&["eval", model, "--json"]));
     assert_eq!(test_again["loss"], test["loss"]);
     // The plain-text form.
-    let text = String::from_utf8(s.ok(&["eval", model, "--split", "train", "--val-size", VAL_SIZE]).stdout).unwrap();
+    let text =
+        String::from_utf8(s.ok_output(&["eval", model, "--split", "train", "--val-size", VAL_SIZE]).stdout).unwrap();
     assert!(text.contains("260 records") && text.contains("accuracy"), "{text}");
 }
 
 #[test]
 fn standardised_runs_store_their_preprocessing() {
-    let s = Scratch::new();
+    let s = scratch();
     let out = s.path("run");
     let data = s.data.to_str().unwrap();
     let args = ["--data", data, "--epochs", "1", "--depth", "1", "--width", "8", "--batch-size", "32"];
     let mut train = vec!["train", "--out", out.to_str().unwrap(), "--val-size", VAL_SIZE, "--threads", "1"];
     train.extend_from_slice(&args);
     train.extend_from_slice(&["--standardise", "--optimizer", "adam", "--beta1", "0.8", "--quiet"]);
-    s.ok(&train);
+    s.ok_output(&train);
     let config = json_file(&out.join("config.json"));
     assert_eq!(config["model"]["preprocess"], "standardise");
     assert_eq!(config["optimizer"]["name"], "adam");
@@ -223,7 +192,7 @@ fn standardised_runs_store_their_preprocessing() {
     let saved = simdnn::train::run::load_model(&out.join("best.simdnn")).unwrap();
     assert!(matches!(saved.preprocess, simdnn::nn::Preprocess::Standardise { .. }));
     let model = out.join("best.simdnn");
-    let val = json_stdout(&s.ok(&[
+    let val = json_stdout(&s.ok_output(&[
         "eval",
         model.to_str().unwrap(),
         "--data",
@@ -240,7 +209,7 @@ fn standardised_runs_store_their_preprocessing() {
 
 #[test]
 fn bad_flags_are_named_without_panics() {
-    let s = Scratch::new();
+    let s = scratch();
     let out = s.path("run");
     let out = out.to_str().unwrap();
     let cases: &[(&[&str], &[&str])] = &[
@@ -280,22 +249,22 @@ fn bad_flags_are_named_without_panics() {
 
 #[test]
 fn negative_lr_with_a_space_names_the_flag() {
-    let s = Scratch::new();
+    let s = scratch();
     let stderr = s.fails(&["train", "--out", s.path("run").to_str().unwrap(), "--lr", "-1"]);
     assert!(stderr.contains("--lr"), "{stderr}");
 }
 
 #[test]
 fn config_json_records_the_rate_as_given() {
-    let s = Scratch::new();
-    let config = json_file(&s.train("run").join("config.json"));
+    let s = scratch();
+    let config = json_file(&train(&s, "run").join("config.json"));
     assert_eq!(config["lr"].as_f64(), Some(0.001), "{}", config["lr"]);
     assert_eq!(config["optimizer"]["beta1"].as_f64(), Some(0.9), "{}", config["optimizer"]);
 }
 
 #[test]
 fn missing_data_is_named_and_nothing_is_downloaded() {
-    let s = Scratch::new();
+    let s = scratch();
     let out = s.path("run");
     let existed = Path::new("/nonexistent").exists();
     let stderr = s.fails(&["train", "--data", "/nonexistent", "--out", out.to_str().unwrap(), "--epochs", "1"]);
@@ -324,12 +293,12 @@ fn write_model(path: &Path) {
 
 #[test]
 fn eval_names_a_damaged_model_file() {
-    let s = Scratch::new();
+    let s = scratch();
     let path = s.path("model.simdnn");
     write_model(&path);
     let p = path.to_str().unwrap();
     // Sanity: the intact file evaluates.
-    s.ok(&["eval", p, "--json"]);
+    s.ok_output(&["eval", p, "--json"]);
 
     let bytes = fs::read(&path).unwrap();
     fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
@@ -356,9 +325,22 @@ fn eval_names_a_damaged_model_file() {
 
 #[test]
 fn bench_gemm_prints_json() {
-    let s = Scratch::new();
-    let out =
-        s.ok(&["bench", "gemm", "--m", "8", "--k", "16", "--n", "24", "--threads", "1", "--seconds", "0.05", "--json"]);
+    let s = scratch();
+    let out = s.ok_output(&[
+        "bench",
+        "gemm",
+        "--m",
+        "8",
+        "--k",
+        "16",
+        "--n",
+        "24",
+        "--threads",
+        "1",
+        "--seconds",
+        "0.05",
+        "--json",
+    ]);
     let v = json_stdout(&out);
     let (gflops, us) = (number(&v, "gflops"), number(&v, "us_per_call"));
     assert!(gflops.is_finite() && gflops > 0.0, "{v}");
@@ -372,7 +354,7 @@ fn bench_gemm_prints_json() {
 
 #[test]
 fn data_fetch_offline_points_at_the_data_flag() {
-    let s = Scratch::new();
+    let s = scratch();
     let dest = s.path("d");
     let stderr = s.fails(&["data", "fetch", "--data", dest.to_str().unwrap(), "--url", "http://127.0.0.1:1/x.tar.gz"]);
     assert!(stderr.contains("--data"), "{stderr}");

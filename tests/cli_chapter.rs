@@ -7,6 +7,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::CliScratch;
 use serde_json::Value;
 use simdnn::optim::schedule::OneCycle;
 
@@ -14,35 +15,24 @@ const RECORDS_PER_FILE: usize = 60;
 /// 5 x 60 records, 40 validate: 260 train, so 17 steps of 16 per epoch.
 const STEPS_PER_EPOCH: u64 = 17;
 
-/// The shared scratch directory, plus a small training run.
-struct Scratch(common::CliScratch);
-
-impl std::ops::Deref for Scratch {
-    type Target = common::CliScratch;
-    fn deref(&self) -> &common::CliScratch {
-        &self.0
-    }
+/// The shared scratch directory.
+fn scratch() -> CliScratch {
+    CliScratch::new(RECORDS_PER_FILE, 5)
 }
 
-impl Scratch {
-    fn new() -> Self {
-        Scratch(common::CliScratch::new(RECORDS_PER_FILE, 5))
-    }
-
-    /// A small training run into `name` with extra flags.
-    fn train(&self, name: &str, extra: &[&str]) -> PathBuf {
-        let out = self.path(name);
-        let mut args = vec!["train", "--out", out.to_str().unwrap(), "--depth", "2", "--width", "16"];
-        args.extend(["--val-size", "40", "--threads", "1", "--quiet"]);
-        for (flag, default) in [("--epochs", "2"), ("--batch-size", "16")] {
-            if !extra.contains(&flag) {
-                args.extend([flag, default]);
-            }
+/// A small training run into `name` with extra flags.
+fn train(s: &CliScratch, name: &str, extra: &[&str]) -> PathBuf {
+    let out = s.path(name);
+    let mut args = vec!["train", "--out", out.to_str().unwrap(), "--depth", "2", "--width", "16"];
+    args.extend(["--val-size", "40", "--threads", "1", "--quiet"]);
+    for (flag, default) in [("--epochs", "2"), ("--batch-size", "16")] {
+        if !extra.contains(&flag) {
+            args.extend([flag, default]);
         }
-        args.extend(extra);
-        self.ok(&args);
-        out
     }
+    args.extend(extra);
+    s.ok(&args);
+    out
 }
 
 fn json_file(path: &Path) -> Value {
@@ -56,9 +46,9 @@ fn csv_rows(path: &Path) -> Vec<Vec<String>> {
 
 #[test]
 fn one_cycle_drives_every_step_and_the_step_log_records_it() {
-    let s = Scratch::new();
+    let s = scratch();
     let run =
-        s.train("run", &["--optimizer", "sgd", "--schedule", "1cycle:0.05,momentum", "--step-log", "--epochs", "3"]);
+        train(&s, "run", &["--optimizer", "sgd", "--schedule", "1cycle:0.05,momentum", "--step-log", "--epochs", "3"]);
     let steps = csv_rows(&run.join("steps.csv"));
     let iterations = 3 * STEPS_PER_EPOCH;
     assert_eq!(steps.len() as u64, iterations);
@@ -79,7 +69,7 @@ fn one_cycle_drives_every_step_and_the_step_log_records_it() {
 
 #[test]
 fn bad_schedules_name_the_flag() {
-    let s = Scratch::new();
+    let s = scratch();
     for spec in ["1cycle", "exponential:0@5", "fast", "1cycle:0.05,momentum"] {
         let out = s.run(&["train", "--out", s.path("x").to_str().unwrap(), "--schedule", spec]);
         assert!(!out.status.success(), "{spec} was accepted");
@@ -90,7 +80,7 @@ fn bad_schedules_name_the_flag() {
 
 #[test]
 fn lr_find_writes_the_sweep_and_lr_auto_trains_at_its_suggestion() {
-    let s = Scratch::new();
+    let s = scratch();
     let dir = s.path("lrf");
     let stdout = s.ok(&[
         "lr-find",
@@ -115,7 +105,7 @@ fn lr_find_writes_the_sweep_and_lr_auto_trains_at_its_suggestion() {
     let svg = fs::read_to_string(dir.join("lr_find.svg")).unwrap();
     assert!(svg.contains("<svg") && svg.contains("learning rate"));
 
-    let run = s.train("auto", &["--lr", "auto", "--batch-size", "8", "--epochs", "1"]);
+    let run = train(&s, "auto", &["--lr", "auto", "--batch-size", "8", "--epochs", "1"]);
     let config = json_file(&run.join("config.json"));
     let chosen = config["lr"].as_f64().unwrap();
     assert_eq!(config["lr_auto"]["min_over_10"].as_f64().unwrap(), chosen);
@@ -126,7 +116,7 @@ fn lr_find_writes_the_sweep_and_lr_auto_trains_at_its_suggestion() {
 
 #[test]
 fn sweep_trains_once_per_rate_and_tabulates() {
-    let s = Scratch::new();
+    let s = scratch();
     let out = s.path("sweep");
     let args =
         ["sweep", "--out", out.to_str().unwrap(), "--lr", "1e-3,1e-2", "--epochs", "1", "--depth", "1", "--width", "8"];
@@ -143,17 +133,20 @@ fn sweep_trains_once_per_rate_and_tabulates() {
 
 #[test]
 fn batch_norm_runs_compare_and_mc_dropout_evaluates() {
-    let s = Scratch::new();
-    let plain = s.train("plain", &[]);
-    let bn = s.train("bn", &["--batch-norm"]);
+    let s = scratch();
+    let plain = train(&s, "plain", &[]);
+    let bn = train(&s, "bn", &["--batch-norm"]);
     let report = s.path("report");
     let stdout = s.ok(&["compare", plain.to_str().unwrap(), bn.to_str().unwrap(), "--out", report.to_str().unwrap()]);
     assert!(stdout.contains("bn"), "{stdout}");
     assert!(report.join("learning_curves.svg").exists() && report.join("report.md").exists());
     assert!(json_file(&bn.join("summary.json"))["non_trainable_parameters"].as_u64().unwrap() > 0);
 
-    let selu =
-        s.train("selu", &["--activation", "selu", "--init", "lecun_normal", "--standardise", "--alpha-dropout", "0.1"]);
+    let selu = train(
+        &s,
+        "selu",
+        &["--activation", "selu", "--init", "lecun_normal", "--standardise", "--alpha-dropout", "0.1"],
+    );
     let model = selu.join("best.simdnn");
     let probs = s.path("probs.csv");
     let out = s.ok(&["eval", model.to_str().unwrap(), "--mc", "5", "--json", "--probs", probs.to_str().unwrap()]);
@@ -192,7 +185,7 @@ fn batch_norm_runs_compare_and_mc_dropout_evaluates() {
 
 #[test]
 fn diverging_training_stops_with_the_epoch_step_and_a_lower_rate() {
-    let s = Scratch::new();
+    let s = scratch();
     let out = s.path("diverged");
     let args = ["train", "--out", out.to_str().unwrap(), "--epochs", "3", "--depth", "8", "--width", "64"];
     let bad = ["--val-size", "40", "--optimizer", "sgd", "--momentum", "0.9", "--lr", "10", "--activation", "relu"];
@@ -206,8 +199,8 @@ fn diverging_training_stops_with_the_epoch_step_and_a_lower_rate() {
 
 #[test]
 fn export_quantises_and_eval_reports_deployment_figures() {
-    let s = Scratch::new();
-    let run = s.train("bn", &["--batch-norm"]);
+    let s = scratch();
+    let run = train(&s, "bn", &["--batch-norm"]);
     let model = run.join("best.simdnn");
     let mut sizes = Vec::new();
     let exports: [(&str, &[&str]); 5] =

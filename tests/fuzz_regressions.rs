@@ -105,6 +105,11 @@ fn schedule_spec() {
     replay_target("schedule_spec");
 }
 
+#[test]
+fn softmax_xent() {
+    replay_target("softmax_xent");
+}
+
 /// Every target in `fuzz/Cargo.toml` has a check and a test above, and a regressions directory.
 #[test]
 fn every_target_is_replayed() {

@@ -255,15 +255,17 @@ fn fused_backward_matches_separate_steps() {
 
 #[test]
 fn softmax_cross_entropy_matches_reference_and_gradient() {
-    for n in [1, 2, 10, 16, 17, 40] {
+    // Rows of 1 class, of a vector's width and either side of one and two (16 lanes), and more.
+    for n in [1, 2, 10, 15, 16, 17, 33, 40, 70] {
         let rows = 7;
         let logits = random(rows * n, n as u64).iter().map(|x| x * 5.0).collect::<Vec<_>>();
         let labels: Vec<u8> = (0..rows).map(|r| (r * 3 % n) as u8).collect();
         let mut expected = vec![0.0; rows * n];
-        let ref_loss = reference::softmax_cross_entropy(&logits, n, &labels, &mut expected);
+        let (ref_loss, ref_correct) = reference::softmax_cross_entropy(&logits, n, &labels, &mut expected);
         let mut probs = logits.clone();
-        let (loss, _) = softmax_cross_entropy(&mut probs, n, &labels);
+        let (loss, correct) = softmax_cross_entropy(&mut probs, n, &labels);
         assert!((loss - ref_loss).abs() <= 1e-5 * ref_loss.abs().max(1.0), "n={n}: loss {loss} vs {ref_loss}");
+        assert_eq!(correct, ref_correct, "n={n}: rows whose arg-max is the label");
         for (p, e) in probs.iter().zip(&expected) {
             assert!((p - e).abs() <= 1e-6, "n={n}: prob {p} vs {e}");
         }
@@ -277,10 +279,35 @@ fn softmax_cross_entropy_matches_reference_and_gradient() {
             let mut minus = logits.clone();
             minus[idx] -= h;
             let mut scratch = vec![0.0; rows * n];
-            let fd = (reference::softmax_cross_entropy(&plus, n, &labels, &mut scratch)
-                - reference::softmax_cross_entropy(&minus, n, &labels, &mut scratch))
+            let fd = (reference::softmax_cross_entropy(&plus, n, &labels, &mut scratch).0
+                - reference::softmax_cross_entropy(&minus, n, &labels, &mut scratch).0)
                 / (2.0 * h as f64);
             assert!((grad[idx] as f64 - fd).abs() <= 1e-3, "n={n} grad[{idx}] = {} vs {fd}", grad[idx]);
+        }
+    }
+}
+
+/// The loss of rows whose logits share a large offset, or span +-`f32::MAX`, against the
+/// twin: the offset must not round the `log` away, and `max - x[label]` must not overflow.
+#[test]
+fn softmax_loss_keeps_its_log_under_large_offsets() {
+    for (offset, scale) in [(1e4f64, 1.0f64), (-1e4, 1.0), (1e7, 1.0), (1e30, 1.0), (-1e30, 1.0), (0.0, 1e38)] {
+        for n in [2, 17] {
+            let rows = 5;
+            let logits: Vec<f32> = random(rows * n, 7 + n as u64)
+                .iter()
+                .map(|&z| (offset + scale * z as f64).clamp(-f32::MAX as f64, f32::MAX as f64) as f32)
+                .collect();
+            let labels: Vec<u8> = (0..rows).map(|r| (r % n) as u8).collect();
+            let mut expected = vec![0.0; rows * n];
+            let (ref_loss, ref_correct) = reference::softmax_cross_entropy(&logits, n, &labels, &mut expected);
+            let mut probs = logits.clone();
+            let (loss, correct) = softmax_cross_entropy(&mut probs, n, &labels);
+            assert!(
+                ref_loss.is_finite() && (loss - ref_loss).abs() <= 1e-5 * ref_loss.abs() + 1e-5,
+                "offset {offset:e}, scale {scale:e}, n={n}: loss {loss} vs {ref_loss}"
+            );
+            assert_eq!(correct, ref_correct, "offset {offset:e}, scale {scale:e}, n={n}");
         }
     }
 }

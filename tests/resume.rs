@@ -6,9 +6,11 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use common::CliScratch;
 
 /// The tests here time runs against each other: run them one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -18,29 +20,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// The shared scratch directory, with a data set large enough to be killed mid-epoch.
-struct Scratch(common::CliScratch);
-
-impl std::ops::Deref for Scratch {
-    type Target = common::CliScratch;
-    fn deref(&self) -> &common::CliScratch {
-        &self.0
-    }
-}
-
-impl Scratch {
-    fn new() -> Self {
-        // 9,960 training records: 1,245 steps of 8 per epoch, about 0.1 s an epoch here, so
-        // that kills land in every phase of a run.
-        Scratch(common::CliScratch::new(2000, 21))
-    }
-
-    fn spawn(&self, args: &[String]) -> Child {
-        self.command(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
-    }
-
-    fn finish(&self, args: &[String]) {
-        self.ok(args);
-    }
+fn scratch() -> CliScratch {
+    // 9,960 training records: 1,245 steps of 8 per epoch, about 0.1 s an epoch here, so
+    // that kills land in every phase of a run.
+    CliScratch::new(2000, 21)
 }
 
 /// A run with batch norm off, alpha dropout on (so masks matter) and a schedule (so the step
@@ -69,12 +52,12 @@ fn outcome(run: &Path) -> (Vec<String>, String, Vec<u8>) {
 #[test]
 fn killed_runs_resume_to_the_same_bits() {
     let _serial = serial();
-    let s = Scratch::new();
+    let s = scratch();
     let reference = s.tmp.path().join("reference");
-    s.finish(&train_args(&reference));
+    s.ok(&train_args(&reference));
     let expected = outcome(&reference);
     let started = std::time::Instant::now();
-    s.finish(&train_args(&s.tmp.path().join("timing")));
+    s.ok(&train_args(&s.tmp.path().join("timing")));
     let full = started.elapsed().as_millis() as u64;
     let mut killed_mid_run = 0;
     // Kills from 5% to 70% of a run's length (machines are noisy: some may land outside).
@@ -91,10 +74,10 @@ fn killed_runs_resume_to_the_same_bits() {
             if mid_run { "mid-run" } else { "before the first epoch or after the end" }
         );
         if run.join("config.json").exists() {
-            s.finish(&resume_args(&run));
+            s.ok(&resume_args(&run));
         } else {
             // Killed before it wrote anything: there is nothing to resume.
-            s.finish(&train_args(&run));
+            s.ok(&train_args(&run));
         }
         assert!(outcome(&run) == expected, "run killed after {delay_ms} ms differs after resuming");
     }
@@ -104,9 +87,9 @@ fn killed_runs_resume_to_the_same_bits() {
 #[test]
 fn ctrl_c_stops_after_a_step_saves_and_resumes_exactly() {
     let _serial = serial();
-    let s = Scratch::new();
+    let s = scratch();
     let reference = s.tmp.path().join("reference");
-    s.finish(&train_args(&reference));
+    s.ok(&train_args(&reference));
     let run = s.tmp.path().join("interrupted");
     let child = s.spawn(&train_args(&run));
     std::thread::sleep(Duration::from_millis(300));
@@ -121,16 +104,16 @@ fn ctrl_c_stops_after_a_step_saves_and_resumes_exactly() {
         assert!(stderr.contains("--resume") && stderr.contains("interrupted"), "{stderr}");
         assert!(run.join("resume.state").exists());
     }
-    s.finish(&resume_args(&run));
+    s.ok(&resume_args(&run));
     assert!(outcome(&run) == outcome(&reference), "the resumed run differs");
 }
 
 #[test]
 fn resume_rejects_bad_state_and_extra_flags() {
     let _serial = serial();
-    let s = Scratch::new();
+    let s = scratch();
     let run = s.tmp.path().join("run");
-    s.finish(&train_args(&run));
+    s.ok(&train_args(&run));
     // Settings come from the run's config.json only.
     let mut args = resume_args(&run);
     args.extend(["--epochs".into(), "9".into()]);

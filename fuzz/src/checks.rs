@@ -12,22 +12,24 @@ use simdnn::data::{Split, standardise_from};
 use simdnn::format::{WeightType, from_bytes, from_bytes_typed, to_bytes, to_bytes_as};
 use simdnn::infer;
 use simdnn::kernels::gemm::{Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
+use simdnn::kernels::softmax::{softmax_cross_entropy, softmax_rows};
 use simdnn::kernels::{Activation, reference};
 use simdnn::nn::Workspace;
 use simdnn::optim::schedule::ScheduleSpec;
-use simdnn::rng::{Xoshiro, normal, seeded};
+use simdnn::rng::{Xoshiro, below, normal, seeded};
 
 /// A target's check: panics when the input exposes a bug.
 pub type Check = fn(&[u8]);
 
 /// Every fuzz target (its name under `fuzz/fuzz_targets/`, `fuzz/corpus/` and
 /// `fuzz/regressions/`) and its check.
-pub const TARGETS: [(&str, Check); 5] = [
+pub const TARGETS: [(&str, Check); 6] = [
     ("gemm", check_gemm),
     ("activations", check_activations),
     ("model_file", check_model_file),
     ("cifar_records", check_cifar_records),
     ("schedule_spec", check_schedule_spec),
+    ("softmax_xent", check_softmax_xent),
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -509,4 +511,260 @@ pub fn check_schedule_spec(data: &[u8]) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax_xent
+
+/// The `softmax_xent` target's input: 6 single bytes in this order, then the seed as a
+/// little-endian u64 (bytes 6..14), then one label byte per row (bytes 14..). A short input
+/// reads as if padded with zeros; bytes after the last row's label are ignored.
+///
+/// Row `r`'s logits are `SOFTMAX_OFFSETS[offset % 8] + SOFTMAX_SCALES[scale % 8] * z` for
+/// standard normals `z` drawn from `seeded(seed, 0)` (row by row; computed in f64, clamped to
+/// +-`f32::MAX`), then ties are planted and special values sprinkled, each from the same
+/// generator.
+///
+/// Its `Debug` prints the decoded fields and a shell command that writes the input to a file
+/// and replays it.
+pub struct SoftmaxXentInput {
+    /// Rows: `rows % 17` (0..=16).
+    pub rows: u8,
+    /// Classes: `1 + classes % 70` (1..=70).
+    pub classes: u8,
+    /// Index into `SOFTMAX_SCALES`: the spread of the logits, from 1e-30 (all but equal) to
+    /// `f32::MAX` (half of them clamped to +-`f32::MAX`, and `max - x` overflows f32).
+    pub scale: u8,
+    /// Index into `SOFTMAX_OFFSETS`: a common offset of each row (softmax ignores it; the loss
+    /// must not lose its `log` to it).
+    pub offset: u8,
+    /// Bits 0-1: copies of each row's maximum planted at random positions (0..=3); bit 2: the
+    /// copies are one ULP below the maximum instead of equal to it (a near tie).
+    pub ties: u8,
+    /// Bits 0-2 enable -inf, NaN and +inf; bits 3-5: how many random positions of each row get
+    /// one of the enabled values (0..=7); bit 6: only odd rows get them; bit 7: row 0 is
+    /// entirely -inf (every class masked).
+    pub specials: u8,
+    pub seed: u64,
+    /// `labels[r] % classes` is row r's label.
+    pub labels: Vec<u8>,
+}
+
+/// Bytes [`SoftmaxXentInput::decode`] reads before the labels.
+pub const SOFTMAX_XENT_HEADER_BYTES: usize = 6 + 8;
+
+/// Spreads of the logits (`SoftmaxXentInput::scale`).
+pub const SOFTMAX_SCALES: [f64; 8] = [1.0, 0.01, 8.0, 100.0, 1e4, 1e30, f32::MAX as f64, 1e-30];
+/// Common offsets of the logits (`SoftmaxXentInput::offset`).
+pub const SOFTMAX_OFFSETS: [f64; 8] = [0.0, 10.0, -10.0, 1e4, -1e4, 1e7, 1e30, -1e30];
+
+impl SoftmaxXentInput {
+    pub fn decode(data: &[u8]) -> SoftmaxXentInput {
+        let mut b = [0u8; SOFTMAX_XENT_HEADER_BYTES];
+        let used = data.len().min(SOFTMAX_XENT_HEADER_BYTES);
+        b[..used].copy_from_slice(&data[..used]);
+        let rows = b[0];
+        let labels = (0..rows as usize % 17).map(|r| data.get(SOFTMAX_XENT_HEADER_BYTES + r).copied().unwrap_or(0));
+        SoftmaxXentInput {
+            rows,
+            classes: b[1],
+            scale: b[2],
+            offset: b[3],
+            ties: b[4],
+            specials: b[5],
+            seed: u64::from_le_bytes([b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13]]),
+            labels: labels.collect(),
+        }
+    }
+
+    /// The bytes that decode to this input (canonical: one label per row, nothing after).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![self.rows, self.classes, self.scale, self.offset, self.ties, self.specials];
+        bytes.extend(self.seed.to_le_bytes());
+        bytes.extend(&self.labels);
+        bytes
+    }
+
+    pub fn row_count(&self) -> usize {
+        self.rows as usize % 17
+    }
+
+    pub fn class_count(&self) -> usize {
+        1 + self.classes as usize % 70
+    }
+
+    pub fn label_values(&self) -> Vec<u8> {
+        let n = self.class_count();
+        self.labels.iter().map(|&l| (l as usize % n) as u8).collect()
+    }
+
+    /// The `rows x classes` logits, row-major.
+    pub fn logits(&self) -> Vec<f32> {
+        let (rows, n) = (self.row_count(), self.class_count());
+        let scale = SOFTMAX_SCALES[self.scale as usize % 8];
+        let offset = SOFTMAX_OFFSETS[self.offset as usize % 8];
+        let kinds: Vec<f32> = [f32::NEG_INFINITY, f32::NAN, f32::INFINITY]
+            .into_iter()
+            .enumerate()
+            .filter(|&(bit, _)| self.specials >> bit & 1 == 1)
+            .map(|(_, x)| x)
+            .collect();
+        let per_row = (self.specials >> 3 & 7) as usize;
+        let mut rng = seeded(self.seed, 0);
+        let mut logits = Vec::with_capacity(rows * n);
+        for r in 0..rows {
+            let mut row: Vec<f32> = (0..n)
+                .map(|_| (offset + scale * normal(&mut rng)).clamp(-f32::MAX as f64, f32::MAX as f64) as f32)
+                .collect();
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let tie = if self.ties & 4 != 0 { next_down(max) } else { max };
+            for _ in 0..self.ties & 3 {
+                row[below(&mut rng, n as u64) as usize] = tie;
+            }
+            if !kinds.is_empty() && (self.specials & 0x40 == 0 || r % 2 == 1) {
+                for _ in 0..per_row {
+                    let j = below(&mut rng, n as u64) as usize;
+                    row[j] = kinds[below(&mut rng, kinds.len() as u64) as usize];
+                }
+            }
+            if r == 0 && self.specials & 0x80 != 0 {
+                row.fill(f32::NEG_INFINITY);
+            }
+            logits.extend(row);
+        }
+        logits
+    }
+}
+
+impl core::fmt::Debug for SoftmaxXentInput {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let escaped: String = self.encode().iter().map(|b| format!("\\{b:03o}")).collect();
+        write!(
+            f,
+            "SoftmaxXentInput {{ rows: {}, classes: {}, scale: {:e}, offset: {:e}, ties: {} copies{}, \
+             specials: {:#04x}, seed: {:#x}, labels: {:?} }} (reproduce: printf '{escaped}' > input && \
+             cargo +nightly fuzz run softmax_xent input)",
+            self.row_count(),
+            self.class_count(),
+            SOFTMAX_SCALES[self.scale as usize % 8],
+            SOFTMAX_OFFSETS[self.offset as usize % 8],
+            self.ties & 3,
+            if self.ties & 4 != 0 { " one ULP below the max" } else { "" },
+            self.specials,
+            self.seed,
+            self.label_values(),
+        )
+    }
+}
+
+/// The largest f32 below `x` (for finite `x`; NaN and -inf map to themselves).
+fn next_down(x: f32) -> f32 {
+    if x.is_nan() || x == f32::NEG_INFINITY {
+        x
+    } else if x == 0.0 {
+        -f32::from_bits(1)
+    } else if x > 0.0 {
+        f32::from_bits(x.to_bits() - 1)
+    } else {
+        f32::from_bits(x.to_bits() + 1)
+    }
+}
+
+/// Tolerance of one row's loss: relative 1e-5, plus what the f32 sum of the exponentials (up
+/// to `ceil(n / 16)` additions per lane and 15 across lanes, of terms each within a few ULP
+/// and `|x - max| / 2` ULP) can move its `log`: at most about `(0.44 n + 20) / 2` eps, as the
+/// sum is at least 1. Doubled.
+fn xent_row_tol(twin: f64, n: usize) -> f64 {
+    1e-5 * twin.abs() + (n as f64 / 2.0 + 24.0) * f32::EPSILON as f64
+}
+
+/// Checks one computed loss (a row's, or the batch's) against the twin's: NaN exactly where
+/// the twin's is, equal where it is infinite, within `tol` elsewhere.
+fn check_xent_loss(what: &str, got: f64, twin: f64, tol: f64, input: &SoftmaxXentInput) {
+    let ok = if twin.is_nan() {
+        got.is_nan()
+    } else if twin.is_infinite() {
+        got == twin
+    } else {
+        (got - twin).abs() <= tol
+    };
+    assert!(ok, "{what}: loss {got:e}, twin {twin:e} (|err| {:e}, tol {tol:e}); {input:?}", (got - twin).abs());
+}
+
+/// The fused softmax + sparse cross-entropy kernel `softmax::softmax_cross_entropy`, and
+/// `softmax::softmax_rows`, against the scalar twin `reference::softmax_cross_entropy` (f64),
+/// over 0..=16 rows of 1..=70 classes with spreads from 1e-30 to `f32::MAX`, common offsets up
+/// to 1e30, exact and one-ULP ties of the maximum, and -inf, NaN and +inf sprinkled in (the
+/// input is a [`SoftmaxXentInput`]).
+///
+/// - Probabilities (both kernels): NaN exactly where the twin's are (a row with NaN or +inf,
+///   or only -inf); exactly 0 for a -inf logit the twin gives 0; elsewhere within
+///   `eps (|x - max| + n/16 + 24) |p| + f32::MIN_POSITIVE` of the twin: the f32 rounding of
+///   `x - max` (`|x - max| / 2` ULP of the exponential), `exp`'s few ULP, the f32 sum, the
+///   reciprocal and product, about 24 eps near 1 with a 2x margin; the absolute term is
+///   underflow.
+/// - Loss, per row (the kernel run on each row alone, so a NaN row hides nothing) and summed
+///   (the batch call): NaN exactly where the twin's is, infinite (a -inf label) exactly where
+///   it is, else within 1e-5 relative plus `(n/2 + 24) eps` absolute per row (the f32 sum's
+///   effect on the `log`).
+/// - Correct count: equal to the twin's, per row and for the batch. The kernel and twin both
+///   take the first arg-max of the same f32 logits (NaN never wins), so ties are resolved the
+///   same way exactly and need no tolerance.
+pub fn check_softmax_xent(data: &[u8]) {
+    let input = SoftmaxXentInput::decode(data);
+    let (rows, n) = (input.row_count(), input.class_count());
+    let labels = input.label_values();
+    let logits = input.logits();
+
+    let mut twin = vec![f32::NAN; rows * n];
+    let (twin_loss, twin_correct) = reference::softmax_cross_entropy(&logits, n, &labels, &mut twin);
+    let mut probs = logits.clone();
+    let (loss, correct) = softmax_cross_entropy(&mut probs, n, &labels);
+    let mut plain = logits.clone();
+    softmax_rows(&mut plain, n);
+
+    let eps = f32::EPSILON as f64;
+    let mut summed_tol = 0.0;
+    for r in 0..rows {
+        let row = &logits[r * n..(r + 1) * n];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        for j in 0..n {
+            let (x, e) = (row[j], twin[r * n + j]);
+            for (kernel, p) in [("softmax_cross_entropy", probs[r * n + j]), ("softmax_rows", plain[r * n + j])] {
+                let ok = if e.is_nan() {
+                    p.is_nan()
+                } else if x == f32::NEG_INFINITY && e == 0.0 {
+                    p == 0.0
+                } else {
+                    let tol = eps * ((x as f64 - max).abs() + n as f64 / 16.0 + 24.0) * e.abs() as f64
+                        + f32::MIN_POSITIVE as f64;
+                    (p as f64 - e as f64).abs() <= tol
+                };
+                assert!(
+                    ok,
+                    "{kernel}: p[{r},{j}] = {p:e}, twin {e:e} (logit {x:e}, row max {max:e}, {} ulp); {input:?}",
+                    ulps(p, e)
+                );
+            }
+        }
+
+        // The row alone, through both.
+        let mut one = vec![f32::NAN; n];
+        let (twin_row, twin_row_correct) = reference::softmax_cross_entropy(row, n, &labels[r..=r], &mut one);
+        let mut alone = row.to_vec();
+        let (row_loss, row_correct) = softmax_cross_entropy(&mut alone, n, &labels[r..=r]);
+        let tol = xent_row_tol(twin_row, n);
+        summed_tol += if twin_row.is_finite() { tol } else { 0.0 };
+        check_xent_loss(&format!("row {r} (label {})", labels[r]), row_loss, twin_row, tol, &input);
+        assert_eq!(
+            row_correct,
+            twin_row_correct,
+            "row {r} (label {}): the kernel's arg-max {} the label, the twin's {}; {input:?}",
+            labels[r],
+            if row_correct == 1 { "is" } else { "is not" },
+            if twin_row_correct == 1 { "is" } else { "is not" }
+        );
+    }
+    check_xent_loss("summed", loss, twin_loss, summed_tol + 1e-12 * twin_loss.abs(), &input);
+    assert_eq!(correct, twin_correct, "correct rows: {correct}, twin {twin_correct}; {input:?}");
 }

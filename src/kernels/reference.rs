@@ -98,19 +98,39 @@ pub fn gemm(
     }
 }
 
-/// Row-wise softmax of `logits` (`rows x n`) fused with sparse cross-entropy: writes the
-/// probabilities into `probs` and returns the summed loss. In f64 for a precise reference.
-pub fn softmax_cross_entropy(logits: &[f32], n: usize, labels: &[u8], probs: &mut [f32]) -> f64 {
+/// Row-wise softmax of `logits` (`rows x n`) fused with sparse cross-entropy, the twin of
+/// `softmax::softmax_cross_entropy`: writes the probabilities into `probs` and returns the
+/// summed loss and how many rows' arg-max equals their label. In f64 for a precise reference.
+///
+/// A row's arg-max is the index of its first largest value; NaN never wins, and a row with no
+/// value above -inf has arg-max 0. Its loss is `log(sum exp(x - max)) + (max - x[label])`:
+/// written this way, a large common offset of the logits (1e30, say) cancels exactly instead
+/// of swallowing the `log`.
+///
+/// Non-finite logits: -inf is a masked class (probability 0; an infinite loss if it is the
+/// label); a row holding NaN or +inf, or only -inf, has NaN probabilities and a NaN loss.
+pub fn softmax_cross_entropy(logits: &[f32], n: usize, labels: &[u8], probs: &mut [f32]) -> (f64, usize) {
     let mut total = 0f64;
+    let mut correct = 0;
     for (r, (row, out)) in logits.chunks_exact(n).zip(probs.chunks_exact_mut(n)).enumerate() {
-        let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let (mut max, mut argmax) = (f32::NEG_INFINITY, 0);
+        for (j, &x) in row.iter().enumerate() {
+            if x > max {
+                (max, argmax) = (x, j);
+            }
+        }
+        let label = labels[r] as usize;
+        if argmax == label {
+            correct += 1;
+        }
+        let max = max as f64;
         let sum: f64 = row.iter().map(|&x| libm::exp(x as f64 - max)).sum();
         for (o, &x) in out.iter_mut().zip(row) {
             *o = (libm::exp(x as f64 - max) / sum) as f32;
         }
-        total += max + libm::log(sum) - row[labels[r] as usize] as f64;
+        total += libm::log(sum) + (max - row[label] as f64);
     }
-    total
+    (total, correct)
 }
 
 /// `acc[j] = sum_i x[i] * q[i][j]` for `[x.len(), n_out]` row-major int8 weights (not

@@ -100,8 +100,8 @@ impl CliScratch {
         out
     }
 
-    /// Runs and requires success; returns stdout.
-    pub fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) -> String {
+    /// Runs and requires success; returns the whole output.
+    pub fn ok_output<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) -> std::process::Output {
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -109,6 +109,27 @@ impl CliScratch {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        out
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) -> String {
+        String::from_utf8_lossy(&self.ok_output(args).stdout).into_owned()
+    }
+
+    /// Runs and requires a clean failure (an exit code, not a signal); returns stderr.
+    pub fn fails<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(&self, args: &[S]) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        match out.status.code() {
+            Some(0) => panic!("simdnn {args:?} succeeded:\n{}", String::from_utf8_lossy(&out.stdout)),
+            Some(_) => stderr,
+            None => panic!("simdnn {args:?} was killed ({}):\n{stderr}", out.status),
+        }
+    }
+
+    /// Starts `simdnn args...` in the background, stdout discarded and stderr piped.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> std::process::Child {
+        self.command(args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap()
     }
 }
