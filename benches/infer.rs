@@ -1,7 +1,8 @@
 //! The allocation-free inference path (`simdnn::infer`) on the 8a model: one image through
-//! `Model::predict` on one thread, with f32, bf16, int8-weights (int8 weights, f32 products)
-//! and int8 (u8 inputs, integer dot products: VNNI where the CPU has it) side by side, and
-//! the int8 dot product itself with each kernel. How much do narrower weights gain on a
+//! `Model::predict` on one thread, with f32, bf16 (bf16 inputs too: `vdpbf16ps` where the CPU
+//! has it), int8-weights (int8 weights, f32 products) and int8 (u8 inputs, integer dot
+//! products: VNNI where the CPU has it) side by side, and the first layer's product alone
+//! with each bf16 and int8 kernel. How much do narrower weights gain on a
 //! single image, where the 1.2 MB first layer is streamed from memory for every prediction?
 //! Reports images per second. Record the numbers in BENCHMARKS.md.
 
@@ -11,7 +12,9 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use simdnn::format::{InputQuant, SavedModel, WeightType, to_bytes_as, to_bytes_int8};
 use simdnn::infer::Model;
+use simdnn::kernels::bf16::{Bf16Kernel, gemv_bf16_with};
 use simdnn::kernels::int8::{Int8Kernel, U8Quant, gemv_u8_i8_with, pack_groups_of_4};
+use simdnn::kernels::quant::bf16_from_f32;
 use simdnn::nn::{Preprocess, Sequential, Workspace};
 use simdnn::train::TrainConfig;
 
@@ -59,20 +62,31 @@ fn calibrated(saved: &SavedModel, images: &[u8]) -> Vec<InputQuant> {
     inputs
 }
 
-/// The first layer's u8 x int8 product alone (3,072 x 100), per kernel.
-fn int8_first_layer(c: &mut Criterion) {
+/// The first layer's product alone (3,072 x 100), per kernel: u8 x int8, and bf16 x bf16.
+fn first_layer(c: &mut Criterion) {
     let (n_in, n_out) = (3072, 100);
     let x: Vec<u8> = (0..n_in).map(|i| (i * 13 % 256) as u8).collect();
     let q: Vec<i8> = (0..n_in * n_out).map(|i| (i * 31 % 255) as i8).collect();
     let packed = pack_groups_of_4(&q, n_in, n_out);
     let mut acc = vec![0i32; n_out];
-    let mut group = c.benchmark_group("infer/int8_gemv_3072x100");
+    let mut group = c.benchmark_group("infer/first_layer_3072x100");
     group.throughput(Throughput::Elements((n_in * n_out) as u64));
     for kernel in [Int8Kernel::Portable, Int8Kernel::Vnni].into_iter().filter(|k| k.available()) {
-        group.bench_function(format!("{kernel:?}"), |b| {
+        group.bench_function(format!("int8/{kernel:?}"), |b| {
             b.iter(|| {
                 gemv_u8_i8_with(kernel, black_box(&x), &packed, n_out, &mut acc);
                 black_box(acc[0]);
+            })
+        });
+    }
+    let x_bf16: Vec<u16> = x.iter().map(|&v| bf16_from_f32(v as f32 / 255.0)).collect();
+    let w_bf16: Vec<u8> = q.iter().flat_map(|&v| bf16_from_f32(v as f32 / 127.0).to_le_bytes()).collect();
+    let mut y = vec![0f32; n_out];
+    for kernel in [Bf16Kernel::Portable, Bf16Kernel::Avx512Bf16].into_iter().filter(|k| k.available()) {
+        group.bench_function(format!("bf16/{kernel:?}"), |b| {
+            b.iter(|| {
+                gemv_bf16_with(kernel, black_box(&x_bf16), &w_bf16, n_out, &mut y);
+                black_box(y[0]);
             })
         });
     }
@@ -82,6 +96,6 @@ fn int8_first_layer(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = single_image, int8_first_layer
+    targets = single_image, first_layer
 }
 criterion_main!(benches);

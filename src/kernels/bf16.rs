@@ -10,7 +10,7 @@
 //! [`reference::gemv_bf16`](super::reference::gemv_bf16) bit for bit on normal numbers
 //! (`vdpbf16ps` flushes subnormal inputs and results to zero; the others keep them).
 
-use wide::{f32x16, u32x16};
+use wide::{f32x16, u16x16, u32x16};
 
 use super::quant::f32_from_bf16;
 
@@ -109,32 +109,45 @@ fn portable(x: &[u16], w: &[u8], n_out: usize, y: &mut [f32]) {
     })
 }
 
-/// Weights `w[i][j0 + 16t ..]` (at most `end`) widened to f32, zero past `end`.
+/// Row `i`'s weights for outputs `j0..end`, as bf16 bits.
 #[inline(always)]
-fn row_tile(w: &[u8], n_out: usize, i: usize, j: usize, end: usize) -> f32x16 {
-    let bytes = &w[2 * (i * n_out + j)..2 * (i * n_out + end.min(j + TILE))];
-    let halves: [u32; TILE] = match <&[u8; 2 * TILE]>::try_from(bytes) {
-        Ok(full) => core::array::from_fn(|k| u16::from_le_bytes([full[2 * k], full[2 * k + 1]]) as u32),
-        Err(_) => {
-            core::array::from_fn(|k| bytes.get(2 * k..2 * k + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as u32))
+fn row(w: &[u8], n_out: usize, i: usize, j0: usize, end: usize) -> &[u8] {
+    &w[2 * (i * n_out + j0)..2 * (i * n_out + end)]
+}
+
+/// Tile `t` (16 outputs, zero past the row's end) of a [`row`], widened to f32.
+#[inline(always)]
+fn tile(row: &[u8], t: usize) -> f32x16 {
+    let halves = match row.get(2 * TILE * t..2 * TILE * (t + 1)) {
+        Some(full) => {
+            let full: &[u8; 2 * TILE] = full.try_into().expect("32 bytes");
+            u16x16::new(core::array::from_fn(|k| u16::from_le_bytes([full[2 * k], full[2 * k + 1]])))
         }
+        None => u16x16::new(core::array::from_fn(|k| {
+            row.get(2 * TILE * t + 2 * k..2 * TILE * t + 2 * k + 2).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+        })),
     };
-    wide::bytemuck::cast(u32x16::new(halves) << 16)
+    // Widened into the top half of 32 bits: the f32 each bf16 stands for.
+    wide::bytemuck::cast(u32x16::from(halves) << 16)
 }
 
 #[inline(always)]
 fn portable_block<const T: usize>(x: &[u16], w: &[u8], n_out: usize, j0: usize, y: &mut [f32]) {
     let end = (j0 + T * TILE).min(n_out);
     let mut sums = [f32x16::ZERO; T];
-    for p in 0..x.len().div_ceil(2) {
-        let (even, odd) = (2 * p, 2 * p + 1);
-        let x_even = f32x16::splat(f32_from_bf16(x[even]));
-        let x_odd = f32x16::splat(x.get(odd).map_or(0.0, |&b| f32_from_bf16(b)));
-        for (t, s) in sums.iter_mut().enumerate() {
-            let j = j0 + t * TILE;
-            let w_odd = if odd < x.len() { row_tile(w, n_out, odd, j, end) } else { f32x16::ZERO };
-            *s = x_odd.mul_add(w_odd, *s);
-            *s = x_even.mul_add(row_tile(w, n_out, even, j, end), *s);
+    for (p, pair) in x.chunks(2).enumerate() {
+        let x_even = f32x16::splat(f32_from_bf16(pair[0]));
+        let even = row(w, n_out, 2 * p, j0, end);
+        if let [_, odd_x] = *pair {
+            let (x_odd, odd) = (f32x16::splat(f32_from_bf16(odd_x)), row(w, n_out, 2 * p + 1, j0, end));
+            for (t, s) in sums.iter_mut().enumerate() {
+                *s = x_even.mul_add(tile(even, t), x_odd.mul_add(tile(odd, t), *s));
+            }
+        } else {
+            // The odd input past the end counts as 0 x 0, added first as vdpbf16ps does.
+            for (t, s) in sums.iter_mut().enumerate() {
+                *s = x_even.mul_add(tile(even, t), *s + f32x16::ZERO);
+            }
         }
     }
     for (t, s) in sums.iter().enumerate() {
