@@ -120,6 +120,7 @@ fn gemm_default_blocking_on_layer_shapes_and_large_k() {
     for (m, k, n, ta, tb) in [
         (32, 3072, 100, false, false), // first layer forward
         (3072, 32, 100, true, false),  // first layer weight gradient
+        (1000, 32, 100, true, false),  // its narrow last panel with a partial block of rows
         (32, 100, 3072, false, true),  // input gradient through the first layer
         (33, 100, 100, false, false),
         (300, 513, 129, false, false),

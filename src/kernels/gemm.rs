@@ -680,9 +680,11 @@ struct NarrowPanel {
 }
 
 /// `C[0..m, 0..cols]` for a panel narrower than one vector when A's rows are contiguous:
-/// vectors run along m (16 rows of one column), four columns at a time, each B value
-/// broadcast. The usual `MR x 16` tile would spend a whole vector of FMAs on these few
-/// columns; this spends one FMA per 16 useful products. Results are written column by column.
+/// vectors run along m (16 rows of one column), each B value broadcast. The usual `MR x 16`
+/// tile would spend a whole vector of FMAs on these few columns; this spends one FMA per 16
+/// useful products. Blocks of 64 rows x 4 columns keep 16 independent accumulators (one
+/// chain per column would wait on the FMA latency), and their rows are stored 4 floats at
+/// a time.
 ///
 /// # Safety
 /// `p.a` must address rows `0..m` at every `kk < p.k`; `p.b` a panel of `NR` columns for
@@ -700,42 +702,99 @@ unsafe fn narrow_panel_by_rows(
     epi: Option<&Epilogue<'_>>,
     col0: usize,
 ) {
-    const GROUP: usize = 4;
-    let epi = epi.filter(|e| !e.is_none());
-    for i0 in (0..m).step_by(LANES) {
-        let rows = LANES.min(m - i0);
-        for g0 in (0..p.cols).step_by(GROUP) {
-            let mut acc = [f32x16::ZERO; GROUP];
-            for kk in 0..p.k {
-                // SAFETY: rows i0..i0+rows of A at depth kk are readable (caller).
-                let av = unsafe {
-                    let at = p.a.add(i0 + kk * p.a_step);
-                    if rows == LANES { load(at) } else { load_partial(core::slice::from_raw_parts(at, rows), 0.0) }
-                };
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    // SAFETY: g0 + j < 16 <= NR: inside the zero-padded panel row kk.
-                    let bj = unsafe { *p.b.add(kk * p.b_step + g0 + j) };
-                    *acc = f32x16::splat(bj).mul_add(av, *acc);
-                }
+    const BLOCK_ROWS: usize = NARROW_VECTORS * LANES;
+    let store = NarrowStore { c, ldc, alpha, beta, epi: epi.filter(|e| !e.is_none()), col0 };
+    for g0 in (0..p.cols).step_by(NARROW_COLS) {
+        let cols = NARROW_COLS.min(p.cols - g0);
+        let full = m - m % BLOCK_ROWS;
+        for i0 in (0..full).step_by(BLOCK_ROWS) {
+            // SAFETY: rows i0..i0+64 < m, columns g0..g0+cols < p.cols (the caller's rectangle).
+            unsafe { narrow_block::<NARROW_VECTORS>(p, i0, BLOCK_ROWS, g0, cols, &store) };
+        }
+        for i0 in (full..m).step_by(LANES) {
+            // SAFETY: as above, for the last rows.
+            unsafe { narrow_block::<1>(p, i0, LANES.min(m - i0), g0, cols, &store) };
+        }
+    }
+}
+
+/// Row vectors (of 16) and columns of one [`narrow_panel_by_rows`] block.
+const NARROW_VECTORS: usize = 4;
+const NARROW_COLS: usize = 4;
+
+/// Where a narrow panel's results go, and how they are finished.
+struct NarrowStore<'e, 'b> {
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    beta: f32,
+    epi: Option<&'e Epilogue<'b>>,
+    col0: usize,
+}
+
+/// Rows `i0..i0 + rows` (at most `16 RV`) and columns `g0..g0 + cols` (at most 4) of a
+/// narrow panel.
+///
+/// # Safety
+/// As [`narrow_panel_by_rows`], for this block of rows and columns.
+#[inline(always)]
+unsafe fn narrow_block<const RV: usize>(
+    p: &NarrowPanel,
+    i0: usize,
+    rows: usize,
+    g0: usize,
+    cols: usize,
+    out: &NarrowStore<'_, '_>,
+) {
+    let mut acc = [[f32x16::ZERO; NARROW_COLS]; RV];
+    for kk in 0..p.k {
+        // SAFETY: rows i0..i0+rows of A at depth kk are readable (caller); a partial vector
+        // only happens for RV = 1.
+        let av: [f32x16; RV] = core::array::from_fn(|v| unsafe {
+            let at = p.a.add(i0 + v * LANES + kk * p.a_step);
+            if rows >= (v + 1) * LANES { load(at) } else { load_partial(core::slice::from_raw_parts(at, rows), 0.0) }
+        });
+        for j in 0..NARROW_COLS {
+            // SAFETY: g0 + j < 16 <= NR: inside the zero-padded panel row kk.
+            let bj = f32x16::splat(unsafe { *p.b.add(kk * p.b_step + g0 + j) });
+            for v in 0..RV {
+                acc[v][j] = bj.mul_add(av[v], acc[v][j]);
             }
-            for (j, acc) in acc.iter().enumerate().take(GROUP.min(p.cols - g0)) {
-                let col = g0 + j;
-                // SAFETY: rows i0..i0+rows of column col lie in the C rectangle (caller).
-                let at = |i: usize| unsafe { c.add((i0 + i) * ldc + col) };
-                let mut x = *acc * f32x16::splat(alpha);
-                if beta != 0.0 {
+        }
+    }
+    // Finish each column's vectors, then lay them out by row: column j of row r at [r][j].
+    let mut by_row = [[0f32; NARROW_COLS]; NARROW_VECTORS * LANES];
+    for (j, col) in (g0..g0 + cols).enumerate() {
+        // SAFETY: rows i0..i0+rows of column `col` lie in the C rectangle (caller).
+        let at = |r: usize| unsafe { out.c.add((i0 + r) * out.ldc + col) };
+        for (v, acc) in acc.iter().enumerate() {
+            let mut x = acc[j] * f32x16::splat(out.alpha);
+            if out.beta != 0.0 {
+                let old: [f32; LANES] = core::array::from_fn(|i| {
+                    let r = v * LANES + i;
                     // SAFETY: as above.
-                    let old: [f32; LANES] = core::array::from_fn(|i| if i < rows { unsafe { *at(i) } } else { 0.0 });
-                    x = f32x16::splat(beta).mul_add(f32x16::new(old), x);
-                }
-                if let Some(e) = epi {
-                    let bias = e.bias.map_or(0.0, |b| b[col0 + col]);
-                    x = e.activation.forward_vec(x + f32x16::splat(bias));
-                }
-                for (i, v) in x.to_array().iter().enumerate().take(rows) {
-                    // SAFETY: as above.
-                    unsafe { *at(i) = *v };
-                }
+                    if r < rows { unsafe { *at(r) } } else { 0.0 }
+                });
+                x = f32x16::splat(out.beta).mul_add(f32x16::new(old), x);
+            }
+            if let Some(e) = out.epi {
+                let bias = e.bias.map_or(0.0, |b| b[out.col0 + col]);
+                x = e.activation.forward_vec(x + f32x16::splat(bias));
+            }
+            for (i, value) in x.to_array().into_iter().enumerate() {
+                by_row[v * LANES + i][j] = value;
+            }
+        }
+    }
+    for (r, values) in by_row.iter().enumerate().take(rows) {
+        // SAFETY: columns g0..g0+cols of row i0 + r lie in the C rectangle (caller).
+        unsafe {
+            let to = out.c.add((i0 + r) * out.ldc + g0);
+            if cols == NARROW_COLS {
+                // One 16-byte store (a variable-length copy would be a call to memcpy).
+                core::ptr::write_unaligned(to as *mut [f32; NARROW_COLS], *values);
+            } else {
+                core::ptr::copy_nonoverlapping(values.as_ptr(), to, cols);
             }
         }
     }
