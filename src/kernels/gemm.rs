@@ -754,6 +754,8 @@ unsafe fn narrow_block<const RV: usize>(
             let at = p.a.add(i0 + v * LANES + kk * p.a_step);
             if rows >= (v + 1) * LANES { load(at) } else { load_partial(core::slice::from_raw_parts(at, rows), 0.0) }
         });
+        // One broadcast of b(kk, j) serves every row vector; indexing keeps that order.
+        #[allow(clippy::needless_range_loop)]
         for j in 0..NARROW_COLS {
             // SAFETY: g0 + j < 16 <= NR: inside the zero-padded panel row kk.
             let bj = f32x16::splat(unsafe { *p.b.add(kk * p.b_step + g0 + j) });
