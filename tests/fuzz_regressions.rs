@@ -105,6 +105,16 @@ fn schedule_spec() {
     replay_target("schedule_spec");
 }
 
+#[test]
+fn int8_gemv() {
+    replay_target("int8_gemv");
+}
+
+#[test]
+fn infer_dense() {
+    replay_target("infer_dense");
+}
+
 /// Every target in `fuzz/Cargo.toml` has a check and a test above, and a regressions directory.
 #[test]
 fn every_target_is_replayed() {
