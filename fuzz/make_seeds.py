@@ -209,3 +209,65 @@ write("softmax_xent", "offset-minus-1e30-ties", softmax_xent_input(4, 33, 0, 7, 
 write("softmax_xent", "spread-f32-max", softmax_xent_input(7, 16, 6, 0, 0, 0, 12, [r * 2 for r in range(7)]))
 write("softmax_xent", "offset-1e7-spread-1e4-masked",
       softmax_xent_input(9, 70, 4, 5, 5, specials(NEG_INF, 3), 13, [r * 8 for r in range(9)]))
+
+
+# int8_gemv: [n_in: u16][n_out - 1 (mod 150)][fill][seed: u64][scale: f32][zero point], then the
+# payload (the Payload/PayloadBits fills' source, and f32s for quantize_u8 and min_max).
+# Fills: 0 seeded, 1 seeded extremes, 2 payload bytes, 3 payload bits, 4 all 255 x -128,
+# 5 all 255 x 127.
+def int8_gemv(n_in, n_out, fill, seed, scale=1.0, zero_point=0, payload=b""):
+    return struct.pack("<HBBQfB", n_in, n_out - 1, fill, seed, scale, zero_point) + payload
+
+
+rng = random.Random(4)
+# Ties (x.5 rounds to even), the clamp at 0 and 255, every special float, subnormals.
+quant_specials = [0.0, -0.0, 0.5, 1.5, 2.5, -0.5, 254.5, 255.5, 256.0, -1.0, 1e-45, -1e-45, 1.1754942e-38,
+                  math.inf, -math.inf, math.nan, 3.4e38, -3.4e38, 127.49999, 127.5, 127.50001]
+quant_values = f32s(quant_specials + [rng.uniform(-300, 300) for _ in range(40)])
+write("int8_gemv", "empty", int8_gemv(0, 1, 0, 0))
+write("int8_gemv", "3x17-seeded-specials", int8_gemv(3, 17, 0, 1, 1.0, 0, quant_values))
+write("int8_gemv", "4x16-payload", int8_gemv(4, 16, 2, 2, 0.5, 128, bytes(rng.randrange(256) for _ in range(80))))
+write("int8_gemv", "5x128-extremes", int8_gemv(5, 128, 1, 3, 2.0 / 255, 7, quant_values))
+write("int8_gemv", "31x129-bits", int8_gemv(31, 129, 3, 4, 1e-3, 255, bytes(rng.randrange(256) for _ in range(37))))
+write("int8_gemv", "257x130-all-min", int8_gemv(257, 130, 4, 5, 1.0, 0, quant_values))
+write("int8_gemv", "300x150-all-max", int8_gemv(300, 150, 5, 6))
+write("int8_gemv", "101x15-subnormal-scale", int8_gemv(101, 15, 0, 7, 1e-45, 3, quant_values))
+write("int8_gemv", "64x33-huge-scale", int8_gemv(64, 33, 0, 8, 3.4e38, 200, quant_values))
+# min_max: the extremes in the first 16-lane chunk, NaN in the same lanes of the next one, then
+# ordinary values (a kernel that lets NaN into a lane forgets what the lane held before).
+nan_lanes = [rng.uniform(-2, 2) for _ in range(48)]
+nan_lanes[3], nan_lanes[19], nan_lanes[10], nan_lanes[26] = -1000.0, math.nan, 1000.0, math.nan
+write("int8_gemv", "16x16-nan-after-extremes", int8_gemv(16, 16, 2, 9, 8.0, 125, f32s(nan_lanes)))
+
+
+# infer_dense: 24 header bytes (see `InferDenseInput` in src/checks.rs), then the image.
+# Widths are written as n - 1 (decoded 1 + b % 40). Hidden activations index ACTIVATIONS:
+# 0 identity, 1 relu, 2 leaky relu, 3 elu, 4 elu:0.5, 5 selu, 6 tanh, 7 logistic.
+def infer_dense(layers, input_dim, widths, classes, acts, dropout=0, rate=0, pre=0, factor=0, mags=0,
+                static=0, calibration=(3, 3, 3), seed=0, image=b""):
+    w = list(widths) + [1] * (2 - len(widths))
+    a = list(acts) + [0] * (2 - len(acts))
+    head = [layers - 1, input_dim - 1, w[0] - 1, w[1] - 1, classes - 1, a[0], a[1], dropout, rate, pre, factor,
+            mags, static, *calibration]
+    return bytes(head) + struct.pack("<Q", seed) + bytes(image)
+
+
+def image(n):
+    return bytes(rng.randrange(256) for _ in range(n))
+
+
+write("infer_dense", "one-layer-unit-scale", infer_dense(1, 9, [], 5, [], seed=1, image=image(9)))
+write("infer_dense", "three-layers-dropout-standardise", infer_dense(
+    3, 37, [33, 17], 10, [5, 6], dropout=1 | (2 << 2), rate=30, pre=2, mags=1 << 2, seed=2, image=image(37)))
+write("infer_dense", "fitted-constant-features", infer_dense(
+    2, 12, [20], 3, [1], pre=3, mags=2 << 2, seed=3, image=image(12)))
+write("infer_dense", "bytes-into-first-static", infer_dense(
+    3, 40, [40, 16], 7, [3, 7], pre=0, static=8, calibration=(3, 3, 7), seed=4, image=image(40)))
+write("infer_dense", "negative-scale-clipping", infer_dense(
+    2, 17, [16], 4, [2], pre=1, factor=0x80 | (5 << 4) | 3, mags=3 | (3 << 2) | 16, static=2,
+    calibration=(0, 1, 0), seed=5, image=image(5)))
+write("infer_dense", "alpha-dropout-first", infer_dense(
+    2, 5, [129 % 40], 2, [4], dropout=2, rate=99, pre=1, factor=(6 << 4) | 15, mags=2, static=8 | 5, seed=6,
+    image=image(5)))
+write("infer_dense", "one-class-zero-columns", infer_dense(
+    2, 3, [1], 1, [0], mags=16 | (1 << 2), seed=7, image=b""))

@@ -110,6 +110,16 @@ fn softmax_xent() {
     replay_target("softmax_xent");
 }
 
+#[test]
+fn int8_gemv() {
+    replay_target("int8_gemv");
+}
+
+#[test]
+fn infer_dense() {
+    replay_target("infer_dense");
+}
+
 /// Every target in `fuzz/Cargo.toml` has a check and a test above, and a regressions directory.
 #[test]
 fn every_target_is_replayed() {

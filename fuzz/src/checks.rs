@@ -9,28 +9,60 @@
 
 use simdnn::data::cifar::{CLASSES, IMAGE_BYTES, Preprocess, RECORD_BYTES};
 use simdnn::data::{Split, standardise_from};
-use simdnn::format::{WeightType, from_bytes, from_bytes_typed, to_bytes, to_bytes_as};
+use simdnn::format::{
+    InputQuant, SavedModel, WeightType, from_bytes, from_bytes_typed, to_bytes, to_bytes_as, to_bytes_int8,
+};
 use simdnn::infer;
 use simdnn::kernels::gemm::{Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
+use simdnn::kernels::int8::{
+    Int8Kernel, U8Quant, gemv_u8_i8, gemv_u8_i8_with, min_max, pack_groups_of_4, packed_column_sum, packed_len,
+    packed_padding_is_zero, quantize_u8, unpack_groups_of_4,
+};
+use simdnn::kernels::quant::{bf16_from_f32, f32_from_bf16};
 use simdnn::kernels::softmax::{softmax_cross_entropy, softmax_rows};
 use simdnn::kernels::{Activation, reference};
-use simdnn::nn::Workspace;
+use simdnn::nn::{Initializer, Layer, LayerSpec, Sequential, Workspace};
 use simdnn::optim::schedule::ScheduleSpec;
-use simdnn::rng::{Xoshiro, below, normal, seeded};
+use simdnn::rng::{Xoshiro, below, normal, seeded, uniform_f32};
 
 /// A target's check: panics when the input exposes a bug.
 pub type Check = fn(&[u8]);
 
 /// Every fuzz target (its name under `fuzz/fuzz_targets/`, `fuzz/corpus/` and
 /// `fuzz/regressions/`) and its check.
-pub const TARGETS: [(&str, Check); 6] = [
+pub const TARGETS: [(&str, Check); 8] = [
     ("gemm", check_gemm),
     ("activations", check_activations),
     ("model_file", check_model_file),
     ("cifar_records", check_cifar_records),
     ("schedule_spec", check_schedule_spec),
     ("softmax_xent", check_softmax_xent),
+    ("int8_gemv", check_int8_gemv),
+    ("infer_dense", check_infer_dense),
 ];
+
+/// An input's raw bytes, printed as hex so a failure message carries its reproducer:
+/// `echo HEX | xxd -r -p > repro`, then `cargo +nightly fuzz run TARGET repro` (or put the file
+/// under `fuzz/regressions/TARGET/` for the stable replay).
+pub struct Hex(pub Vec<u8>);
+
+impl core::fmt::Debug for Hex {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("\"")?;
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, "\" ({} bytes)", self.0.len())
+    }
+}
+
+/// `data` padded with zeros to `N` bytes (a short input reads as if it went on with zeros).
+fn header<const N: usize>(data: &[u8]) -> [u8; N] {
+    let mut b = [0u8; N];
+    let used = data.len().min(N);
+    b[..used].copy_from_slice(&data[..used]);
+    b
+}
 
 // ---------------------------------------------------------------------------------------------
 // gemm
@@ -767,4 +799,705 @@ pub fn check_softmax_xent(data: &[u8]) {
     }
     check_xent_loss("summed", loss, twin_loss, summed_tol + 1e-12 * twin_loss.abs(), &input);
     assert_eq!(correct, twin_correct, "correct rows: {correct}, twin {twin_correct}; {input:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// int8_gemv
+
+/// Where the `int8_gemv` target's inputs and weights come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int8Fill {
+    /// Seeded: uniform bytes and weights, about a quarter of them at the extremes (as in
+    /// `tests/int8.rs`).
+    Seeded,
+    /// Seeded, extremes only: each input 0 or 255, each weight -128 or 127.
+    SeededExtremes,
+    /// The payload's bytes in turn, repeated as needed (zeros when it is empty): the inputs,
+    /// then the weights (as i8, row-major `[n_in, n_out]`).
+    Payload,
+    /// The payload's bits in turn (lowest first, repeated; zeros when empty), extremes only:
+    /// a 1 bit is input 255 or weight 127, a 0 bit input 0 or weight -128.
+    PayloadBits,
+    /// Every input 255 and every weight -128: the most negative sums (a pair of these
+    /// products overflows i16, where a saturating `pmaddubsw` kernel would go wrong).
+    AllMin,
+    /// Every input 255 and every weight 127.
+    AllMax,
+}
+
+const INT8_FILLS: [Int8Fill; 6] = [
+    Int8Fill::Seeded,
+    Int8Fill::SeededExtremes,
+    Int8Fill::Payload,
+    Int8Fill::PayloadBits,
+    Int8Fill::AllMin,
+    Int8Fill::AllMax,
+];
+
+const INT8_KERNELS: [Int8Kernel; 2] = [Int8Kernel::Portable, Int8Kernel::Vnni];
+
+/// Header bytes of an `int8_gemv` input; the rest is the payload.
+pub const INT8_GEMV_HEADER: usize = 17;
+
+/// The `int8_gemv` target's input, decoded from
+/// `[n_in: u16 LE][n_out][fill][seed: u64 LE][scale: f32 LE][zero point][payload...]`
+/// (a short input reads as if padded with zeros). `Debug` prints the decoded fields and the
+/// raw bytes (the reproducer, see [`Hex`]).
+#[derive(Debug)]
+pub struct Int8GemvInput {
+    /// `n_in % 301`: 0..=300, most not a multiple of 4.
+    pub n_in: usize,
+    /// `1 + n_out % 150`: 1..=150, across the 16-output tiles and the 128-output blocks.
+    pub n_out: usize,
+    /// `INT8_FILLS[fill % 6]`.
+    pub fill: Int8Fill,
+    pub seed: u64,
+    /// For `quantize_u8`: the scale is the f32's bits with the sign cleared, and a zero or a
+    /// non-finite value folded onto the subnormals (any finite positive f32 can be written
+    /// as itself); any zero point.
+    pub quant: U8Quant,
+    /// The payload read as little-endian f32s (any bits): what `quantize_u8` and `min_max`
+    /// get.
+    pub floats: Vec<f32>,
+    pub bytes: Hex,
+}
+
+/// A finite positive f32 from any bits: positive finite values as they are, zero and the
+/// non-finite ones folded onto `1..=0x80_0000` (the subnormals and the smallest normal).
+fn finite_positive(bits: u32) -> f32 {
+    let b = bits & 0x7fff_ffff;
+    f32::from_bits(match b {
+        0 => 1,
+        b if b >= 0x7f80_0000 => b - 0x7f7f_ffff,
+        b => b,
+    })
+}
+
+impl Int8GemvInput {
+    pub fn decode(data: &[u8]) -> Self {
+        let h: [u8; INT8_GEMV_HEADER] = header(data);
+        let payload = data.get(INT8_GEMV_HEADER..).unwrap_or(&[]);
+        Int8GemvInput {
+            n_in: u16::from_le_bytes([h[0], h[1]]) as usize % 301,
+            n_out: 1 + h[2] as usize % 150,
+            fill: INT8_FILLS[h[3] as usize % INT8_FILLS.len()],
+            seed: u64::from_le_bytes(h[4..12].try_into().expect("8 bytes")),
+            quant: U8Quant {
+                scale: finite_positive(u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"))),
+                zero_point: h[16],
+            },
+            floats: payload.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            bytes: Hex(data.to_vec()),
+        }
+    }
+
+    fn payload(&self) -> &[u8] {
+        self.bytes.0.get(INT8_GEMV_HEADER..).unwrap_or(&[])
+    }
+
+    /// The inputs `x` and the row-major `[n_in, n_out]` weights.
+    pub fn operands(&self) -> (Vec<u8>, Vec<i8>) {
+        let (n_x, n_w) = (self.n_in, self.n_in * self.n_out);
+        let mut rng = seeded(self.seed, 0);
+        // A byte with probability 1/8 each of `lo` and `hi`, else uniform.
+        let mut mixed = |lo: u8, hi: u8| match below(&mut rng, 8) {
+            0 => lo,
+            1 => hi,
+            _ => below(&mut rng, 256) as u8,
+        };
+        let payload = self.payload();
+        let bytes = || payload.iter().copied().chain(core::iter::repeat_n(0, payload.is_empty().into())).cycle();
+        match self.fill {
+            Int8Fill::Seeded => {
+                let x = (0..n_x).map(|_| mixed(0, 255)).collect();
+                let w = (0..n_w).map(|_| mixed(0x80, 0x7f) as i8).collect();
+                (x, w)
+            }
+            Int8Fill::SeededExtremes => {
+                let mut rng = seeded(self.seed, 1);
+                let x = (0..n_x).map(|_| if below(&mut rng, 2) == 1 { 255 } else { 0 }).collect();
+                let w = (0..n_w).map(|_| if below(&mut rng, 2) == 1 { 127 } else { -128 }).collect();
+                (x, w)
+            }
+            Int8Fill::Payload => {
+                let mut b = bytes();
+                let x = b.by_ref().take(n_x).collect();
+                let w = b.take(n_w).map(|v| v as i8).collect();
+                (x, w)
+            }
+            Int8Fill::PayloadBits => {
+                let mut bits = bytes().flat_map(|v| (0..8).map(move |k| (v >> k) & 1 == 1));
+                let x = bits.by_ref().take(n_x).map(|b| if b { 255 } else { 0 }).collect();
+                let w = bits.take(n_w).map(|b| if b { 127 } else { -128 }).collect();
+                (x, w)
+            }
+            Int8Fill::AllMin => (vec![255; n_x], vec![-128; n_w]),
+            Int8Fill::AllMax => (vec![255; n_x], vec![127; n_w]),
+        }
+    }
+}
+
+/// The integer kernels against their scalar twins, all compared for exact equality:
+///
+/// - `gemv_u8_i8_with` for every [`Int8Kernel`] this CPU runs (and `gemv_u8_i8`'s own choice)
+///   against `reference::gemv_u8_i8` on `n_in` = 0..=300 inputs and 1..=150 outputs, the
+///   weights packed by `pack_groups_of_4` (which must unpack to themselves, with zero padding
+///   and the column sums the loader checks); the accumulators start at `i32::MIN`, so an
+///   output a kernel skips shows;
+/// - `quantize_u8` against `reference::quantize_u8` on the payload's f32s (any bits: NaN,
+///   infinities, subnormals, -0) with the input's [`U8Quant`] (any finite positive scale,
+///   including those whose reciprocal overflows, any zero point), and with the quantisation
+///   `U8Quant::covering` makes of their range;
+/// - `min_max` against a plain fold that ignores NaN (`==`, so -0 and +0 may stand for each
+///   other: which one a tie returns is unspecified).
+///
+/// The input is an [`Int8GemvInput`].
+pub fn check_int8_gemv(data: &[u8]) {
+    let input = Int8GemvInput::decode(data);
+    let (n_in, n_out) = (input.n_in, input.n_out);
+    let (x, q) = input.operands();
+    let packed = pack_groups_of_4(&q, n_in, n_out);
+    assert_eq!(Some(packed.len()), packed_len(n_in, n_out), "packed length; {input:?}");
+    assert!(unpack_groups_of_4(&packed, n_in, n_out) == q, "unpacking the packed weights; {input:?}");
+    assert!(packed_padding_is_zero(&packed, n_in, n_out), "nonzero padding after packing; {input:?}");
+    for j in 0..n_out {
+        let sum: i32 = (0..n_in).map(|i| q[i * n_out + j] as i32).sum();
+        assert_eq!(packed_column_sum(&packed, n_out, j), sum, "column sum {j}; {input:?}");
+    }
+
+    let expected = reference::gemv_u8_i8(&x, &q, n_out);
+    let compare = |name: &dyn core::fmt::Debug, run: &dyn Fn(&mut [i32])| {
+        let mut acc = vec![i32::MIN; n_out];
+        run(&mut acc);
+        if let Some(j) = (0..n_out).find(|&j| acc[j] != expected[j]) {
+            let wrong = (0..n_out).filter(|&j| acc[j] != expected[j]).count();
+            panic!(
+                "{name:?}: {n_in} x {n_out}: acc[{j}] = {}, reference {} ({wrong} of {n_out} outputs differ); {input:?}",
+                acc[j], expected[j]
+            );
+        }
+    };
+    for kernel in INT8_KERNELS.into_iter().filter(|k| k.available()) {
+        compare(&kernel, &|acc| gemv_u8_i8_with(kernel, &x, &packed, n_out, acc));
+    }
+    compare(&format_args!("gemv_u8_i8 ({:?})", Int8Kernel::detect()), &|acc| gemv_u8_i8(&x, &packed, n_out, acc));
+
+    let xs = &input.floats;
+    let (lo, hi) = min_max(xs);
+    let plain = plain_min_max(xs);
+    assert!(lo == plain.0 && hi == plain.1, "min_max = ({lo:e}, {hi:e}), plain fold {plain:?}; {input:?}");
+    for quant in [input.quant, U8Quant::covering(lo, hi)] {
+        let (mut got, mut want) = (vec![0xAA; xs.len()], vec![0x55; xs.len()]);
+        quantize_u8(xs, quant, &mut got);
+        reference::quantize_u8(xs, quant, &mut want);
+        if let Some(i) = (0..xs.len()).find(|&i| got[i] != want[i]) {
+            panic!(
+                "quantize_u8 of x[{i}] = {:e} ({:#010x}) with {quant:?} (scale bits {:#010x}): {}, reference {}; {input:?}",
+                xs[i],
+                xs[i].to_bits(),
+                quant.scale.to_bits(),
+                got[i],
+                want[i]
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// infer_dense
+
+/// The preprocessing of an `infer_dense` model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PreprocessKind {
+    /// `x / 255`.
+    UnitScale,
+    /// `x * factor`, `factor = ±(1 + m/16) 2^e`, `e` in -12..=2 (may be negative).
+    Scale(f32),
+    /// Seeded per-feature means in [0, 255) and deviations in [4, 128).
+    Standardise,
+    /// Fitted on four seeded images in which every third feature is constant: those features
+    /// get Keras's floored deviation, 1/1e-7, and an image that differs there gives inputs
+    /// near 1e9.
+    StandardiseFitted,
+}
+
+/// Header bytes of an `infer_dense` input; the rest is the image (repeated to the input
+/// size; zeros when empty).
+pub const INFER_DENSE_HEADER: usize = 24;
+
+/// The `infer_dense` target's input. Bytes (a short input reads as if padded with zeros):
+/// 0 dense layers (`1 + b % 3`), 1 input size, 2-3 hidden widths, 4 classes (each
+/// `1 + b % 40`), 5-6 hidden activations (`ACTIVATIONS[b % 8]`), 7 dropout (`b & 3`: 1
+/// dropout, 2 alpha dropout, else none; before dense layer `(b >> 2) % layers`), 8 its rate
+/// (`(b % 100) / 100`), 9 preprocessing kind (`b % 4`), 10 its factor, 11 magnitudes
+/// (weights times `[1, 0.1, 4, 0.01][b % 4]`, biases `[0, 0.1, 1, 4][(b >> 2) % 4]` times a
+/// standard normal, bit 4: one zero column per layer), 12 the static int8 file (bits 0-2:
+/// dense layers left dynamic; bit 3: the first layer at the preprocessing's scale), 13-15
+/// per dense layer the calibrated range's factor (`(1 + b % 8) / 4`), 16-23 the seed
+/// (u64 LE), then the image. `Debug` prints the decoded fields and the raw bytes (the
+/// reproducer, see [`Hex`]).
+#[derive(Debug)]
+pub struct InferDenseInput {
+    pub input_dim: usize,
+    /// Each dense layer's units and activation (the last one's: softmax).
+    pub dense: Vec<(usize, Activation)>,
+    /// A dropout layer before dense layer `.0`: `(at, rate, alpha)`.
+    pub dropout: Option<(usize, f32, bool)>,
+    pub preprocess: PreprocessKind,
+    pub weight_scale: f32,
+    pub bias_std: f32,
+    pub zero_column: bool,
+    /// In the file with static input quantisation: dense layers (bit `l`) left dynamic.
+    pub dynamic_mask: u8,
+    /// In that file, the first layer's static scale is the preprocessing's factor (when it
+    /// scales by a positive factor), so the image bytes go straight into the integer kernel.
+    pub bytes_into_first: bool,
+    /// Per dense layer, the calibrated range is this image's range times this (below 1 the
+    /// static quantisation clips).
+    pub calibration: [f32; 3],
+    pub seed: u64,
+    pub image: Vec<u8>,
+    #[allow(dead_code, reason = "read by Debug: the failure message's reproducer")]
+    pub bytes: Hex,
+}
+
+impl InferDenseInput {
+    pub fn decode(data: &[u8]) -> Self {
+        let h: [u8; INFER_DENSE_HEADER] = header(data);
+        let layers = 1 + h[0] as usize % 3;
+        let width = |b: u8| 1 + b as usize % 40;
+        let input_dim = width(h[1]);
+        let mut dense: Vec<(usize, Activation)> =
+            (0..layers - 1).map(|l| (width(h[2 + l]), ACTIVATIONS[h[5 + l] as usize % 8])).collect();
+        dense.push((width(h[4]), Activation::Softmax));
+        let rate = (h[8] % 100) as f32 / 100.0;
+        let at = (h[7] >> 2) as usize % layers;
+        let dropout = match h[7] & 3 {
+            1 => Some((at, rate, false)),
+            2 => Some((at, rate, true)),
+            _ => None,
+        };
+        let factor = {
+            let b = h[10];
+            let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+            sign * (1.0 + (b & 15) as f32 / 16.0) * (2f32).powi(((b >> 4) & 7) as i32 * 2 - 12)
+        };
+        let preprocess = match h[9] % 4 {
+            0 => PreprocessKind::UnitScale,
+            1 => PreprocessKind::Scale(factor),
+            2 => PreprocessKind::Standardise,
+            _ => PreprocessKind::StandardiseFitted,
+        };
+        let payload = data.get(INFER_DENSE_HEADER..).unwrap_or(&[]);
+        InferDenseInput {
+            input_dim,
+            dense,
+            dropout,
+            preprocess,
+            weight_scale: [1.0, 0.1, 4.0, 0.01][h[11] as usize % 4],
+            bias_std: [0.0, 0.1, 1.0, 4.0][(h[11] >> 2) as usize % 4],
+            zero_column: h[11] & 16 != 0,
+            dynamic_mask: h[12] & 7,
+            bytes_into_first: h[12] & 8 != 0,
+            calibration: core::array::from_fn(|l| (1 + h[13 + l] % 8) as f32 / 4.0),
+            seed: u64::from_le_bytes(h[16..24].try_into().expect("8 bytes")),
+            image: (0..input_dim).map(|i| if payload.is_empty() { 0 } else { payload[i % payload.len()] }).collect(),
+            bytes: Hex(data.to_vec()),
+        }
+    }
+
+    /// The model and its preprocessing, f32.
+    pub fn saved_model(&self) -> SavedModel {
+        let mut specs = Vec::new();
+        for (l, &(units, activation)) in self.dense.iter().enumerate() {
+            if let Some((at, rate, alpha)) = self.dropout
+                && at == l
+            {
+                specs.push(if alpha { LayerSpec::AlphaDropout { rate } } else { LayerSpec::Dropout { rate } });
+            }
+            specs.push(LayerSpec::Dense { units, activation, init: Initializer::LecunNormal });
+        }
+        let mut model = Sequential::new(self.input_dim, &specs, self.seed).expect("a valid model");
+        let mut rng = seeded(self.seed, 1000);
+        let dense: Vec<_> = model.layers().iter().filter_map(Layer::as_dense).cloned().collect();
+        for d in &dense {
+            let weights = d.weight_range();
+            let zero = self.zero_column.then(|| below(&mut rng, d.n_out as u64) as usize);
+            for (k, w) in model.params[weights.clone()].iter_mut().enumerate() {
+                *w = if zero == Some(k % d.n_out) { 0.0 } else { *w * self.weight_scale };
+            }
+            for b in &mut model.params[weights.end..weights.end + d.n_out] {
+                *b = self.bias_std * normal(&mut rng) as f32;
+            }
+        }
+        let n = self.input_dim;
+        let mut rng = seeded(self.seed, 2000);
+        let preprocess = match self.preprocess {
+            PreprocessKind::UnitScale => Preprocess::UNIT_SCALE,
+            PreprocessKind::Scale(factor) => Preprocess::Scale(factor),
+            PreprocessKind::Standardise => Preprocess::Standardise {
+                mean: (0..n).map(|_| 255.0 * uniform_f32(&mut rng)).collect(),
+                inv_std: (0..n).map(|_| 1.0 / (4.0 + 124.0 * uniform_f32(&mut rng))).collect(),
+            },
+            PreprocessKind::StandardiseFitted => {
+                let constant: Vec<u8> = (0..n).map(|_| below(&mut rng, 256) as u8).collect();
+                let images: Vec<Vec<u8>> = (0..4)
+                    .map(|_| {
+                        (0..n).map(|i| if i % 3 == 0 { constant[i] } else { below(&mut rng, 256) as u8 }).collect()
+                    })
+                    .collect();
+                Preprocess::standardise_from_images(images.iter().map(|v| &v[..]), n).expect("four images")
+            }
+        };
+        SavedModel { model, preprocess }
+    }
+}
+
+/// `act(x W + b)` for one row through the scalar twins (`reference::gemm`, then
+/// `reference::activation`; softmax's logits are left as they are).
+fn reference_dense(layer: &simdnn::nn::Dense, params: &[f32], x: &[f32]) -> Vec<f32> {
+    let (n_in, n_out) = (layer.n_in, layer.n_out);
+    let mut y = vec![0f32; n_out];
+    reference::gemm(
+        1.0,
+        MatRef::new(x, 1, n_in),
+        MatRef::new(layer.weights(params), n_in, n_out),
+        0.0,
+        &mut MatMut::new(&mut y, 1, n_out),
+        Some(layer.bias(params)),
+        Activation::Identity,
+    );
+    y.iter_mut().for_each(|v| *v = reference::activation(layer.activation, *v));
+    y
+}
+
+/// The preprocessing as `infer` computes it (scalar, the same f32 operations).
+fn reference_preprocess(preprocess: &Preprocess, image: &[u8]) -> Vec<f32> {
+    match preprocess {
+        Preprocess::Scale(s) => image.iter().map(|&p| p as f32 * s).collect(),
+        Preprocess::Standardise { mean, inv_std } => {
+            image.iter().enumerate().map(|(i, &p)| (p as f32 - mean[i]) * inv_std[i]).collect()
+        }
+    }
+}
+
+/// Minimum and maximum ignoring NaN, by a plain fold.
+fn plain_min_max(x: &[f32]) -> (f32, f32) {
+    x.iter().filter(|v| !v.is_nan()).fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)))
+}
+
+/// Each layer's input range on `image` through the f32 model (for calibrating static
+/// quantisations).
+fn layer_input_ranges(saved: &SavedModel, image: &[u8]) -> Vec<(f32, f32)> {
+    let mut x = reference_preprocess(&saved.preprocess, image);
+    let mut ranges = Vec::new();
+    for layer in saved.model.layers() {
+        ranges.push(plain_min_max(&x));
+        if let Layer::Dense(d) = layer {
+            x = reference_dense(d, &saved.model.params, &x);
+        }
+    }
+    ranges
+}
+
+/// The largest f32 not above `v`.
+fn f32_down(v: f64) -> f32 {
+    let f = v as f32;
+    if f as f64 > v { f.next_down() } else { f }
+}
+
+/// The smallest f32 not below `v`.
+fn f32_up(v: f64) -> f32 {
+    let f = v as f32;
+    if (f as f64) < v { f.next_up() } else { f }
+}
+
+/// Quantisations an int8 layer's input may get at run time: any scale in
+/// `[scale_lo, scale_hi]` with this zero point.
+#[derive(Clone, Copy, Debug)]
+struct QuantFamily {
+    scale_lo: f32,
+    scale_hi: f32,
+    zero_point: u8,
+}
+
+/// Every quantisation `U8Quant::covering(min_max(x))` can give when each `x[i]` may be
+/// anywhere in `bounds[i]`. `covering` is a chain of f32 operations, each monotone in its
+/// operands (rounding to nearest is monotone), so the ends of each operand's range give the
+/// ends of the result's: the minimum lies in `[min a, min b]` and the maximum in
+/// `[max a, max b]`, the scale `(max(hi, 0) - min(lo, 0)) / 255` in `[s1, s2]`, and the zero
+/// point `rint(-min(lo, 0) / scale)` between the roundings of the smallest and largest
+/// quotient. A degenerate range's fallback (scale 1, zero point 0) is included when a zero
+/// scale is reachable. (The zero point and the scale are correlated; treating them as
+/// independent only widens the enclosure.)
+fn dynamic_families(bounds: &[(f32, f32)]) -> Vec<QuantFamily> {
+    let (la, ha) = plain_min_max(&bounds.iter().map(|b| b.0).collect::<Vec<_>>());
+    let (lb, hb) = plain_min_max(&bounds.iter().map(|b| b.1).collect::<Vec<_>>());
+    let (l1, l2, h1, h2) = (la.min(0.0), lb.min(0.0), ha.max(0.0), hb.max(0.0));
+    let (s1, s2) = ((h1 - l2) / 255.0, (h2 - l1) / 255.0);
+    assert!(s2.is_finite(), "the check's enclosure of a layer's input overflowed ({la:e}..{hb:e})");
+    let mut families = Vec::new();
+    if s1 <= 0.0 {
+        families.push(QuantFamily { scale_lo: 1.0, scale_hi: 1.0, zero_point: 0 });
+    }
+    if s2 > 0.0 {
+        let s_lo = if s1 > 0.0 { s1 } else { f32::from_bits(1) };
+        let zero_point = |r: f32| r.round_ties_even().clamp(0.0, 255.0) as u8;
+        for z in zero_point(-l2 / s2)..=zero_point(-l1 / s_lo) {
+            families.push(QuantFamily { scale_lo: s_lo, scale_hi: s2, zero_point: z });
+        }
+    }
+    families
+}
+
+/// Where the dequantised value `(q - zero_point) * scale` of an input anywhere in `[a, b]`
+/// can lie, for any quantisation of `families`. `q = rint(clamp(x * (1 / scale) + zero_point))`
+/// (`reference::quantize_u8`) is monotone in `x` for a fixed scale and monotone in
+/// `1 / scale` for a fixed `x` (in the direction of `x`'s sign; `0 * inf` is NaN, which
+/// quantises to 0, and a corner with the other sign or 0 itself covers it), so its extremes
+/// over the box are at the corners; likewise `(q - zero_point) * scale`.
+fn dequantised_bounds(a: f32, b: f32, families: &[QuantFamily]) -> (f32, f32) {
+    let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+    for f in families {
+        let mut q = [0u8; 4];
+        reference::quantize_u8(&[a, b], U8Quant { scale: f.scale_lo, zero_point: f.zero_point }, &mut q[..2]);
+        reference::quantize_u8(&[a, b], U8Quant { scale: f.scale_hi, zero_point: f.zero_point }, &mut q[2..]);
+        let (q_lo, q_hi) = (q.iter().min().expect("4"), q.iter().max().expect("4"));
+        for q in [q_lo, q_hi] {
+            for s in [f.scale_lo, f.scale_hi] {
+                let v = (*q as f32 - f.zero_point as f32) * s;
+                (lo, hi) = (lo.min(v), hi.max(v));
+            }
+        }
+    }
+    (lo, hi)
+}
+
+/// Where an activation's SIMD kernel can put outputs for inputs in `[lo, hi]`. Every
+/// activation here is monotone non-decreasing; identity, ReLU and leaky ReLU are exact in the
+/// kernels, the others within 4 ULP or 1e-7 of the twin (`tests/kernels.rs`, the
+/// `activations` target), plus one ULP in case the twin (libm) is not exactly monotone.
+fn activation_bounds(act: Activation, lo: f32, hi: f32) -> (f32, f32) {
+    let (f_lo, f_hi) = (reference::activation(act, lo), reference::activation(act, hi));
+    match act {
+        Activation::Identity | Activation::Softmax | Activation::Relu | Activation::LeakyRelu { .. } => (f_lo, f_hi),
+        _ => {
+            let m = f_lo.abs().max(f_hi.abs());
+            let d = (5.0 * (m.next_up() - m) as f64).max(1e-7);
+            (f32_down(f_lo as f64 - d), f32_up(f_hi as f64 + d))
+        }
+    }
+}
+
+/// `exp(z) / (exp(z) + sum exp(others))` in f64.
+fn softmax_of(z: f64, others: impl Iterator<Item = f64> + Clone) -> f64 {
+    let m = others.clone().fold(z, f64::max);
+    let e = (z - m).exp();
+    e / (e + others.map(|o| (o - m).exp()).sum::<f64>())
+}
+
+/// What `infer::Model::predict` must return for `image`: the reference probabilities, and
+/// per class bounds that the probabilities of every correct execution lie within.
+struct Expected {
+    probs: Vec<f32>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+}
+
+/// The reference semantics of `saved` (the model as its file stands for it: dequantised
+/// weights) on `image`, through the scalar twins: the preprocessing, then each dense layer
+/// by `reference::gemm` and `reference::activation` (dropout is the identity), then a plain
+/// softmax in f64. With `inputs` (an int8 model with u8 inputs: one entry per layer), each
+/// dense layer's input is first quantised by `reference::quantize_u8` (static, or
+/// dynamically over the range of the reference's own values by `U8Quant::covering`) and
+/// dequantised: the fake-quantised model of `tests/infer.rs`.
+///
+/// Alongside, an enclosure: per value, an interval that holds what any correct execution
+/// computes, so the comparison allows exactly the freedom the semantics leaves:
+///
+/// - f32 rounding: `infer` sums in f32 (fused multiply-adds, in its own order; the last
+///   partial vector of outputs with separate multiplies and adds), applies int8 scales after
+///   the sum, and its int8 path turns the integer sum into f32 and scales it; each of the
+///   `2 n_in + 8` roundings this involves (and the dequantised weights' own rounding)
+///   errs by at most half an f32 ULP of a partial sum, so by `u = 2^-24` of
+///   `sum |x| |w| + |b|` each (plus the subnormal spacing);
+/// - the activation kernels' error ([`activation_bounds`]);
+/// - int8 inputs: a value `infer` computes within rounding of the reference's may sit on the
+///   other side of a quantisation step (or, dynamically, move the range, and with it the
+///   scale and zero point): the enclosure of every quantisation the input's interval can
+///   reach ([`dequantised_bounds`], [`dynamic_families`]). A flip in an early layer then
+///   widens every later interval by what it can change: the check bounds the effect of a
+///   one-step flip instead of excluding such inputs. Where the intervals hold a single
+///   quantised value (the first layer always: its input is computed exactly as `infer` does),
+///   the enclosure is as tight as rounding allows.
+///
+/// - bf16 layers: the input rounded to bf16, which is monotone, so the interval's ends are
+///   rounded with it.
+///
+/// Softmax probabilities grow with their own logit and shrink with every other, so class
+/// `j`'s lowest probability is at its lowest logit and the others' highest, and conversely.
+fn expected(saved: &SavedModel, image: &[u8], inputs: Option<&[InputQuant]>, bf16_inputs: bool) -> Expected {
+    let params = &saved.model.params;
+    let mut x = reference_preprocess(&saved.preprocess, image);
+    let mut bounds: Vec<(f32, f32)> = x.iter().map(|&v| (v, v)).collect();
+    for (l, layer) in saved.model.layers().iter().enumerate() {
+        let Layer::Dense(d) = layer else { continue };
+        let (x_in, b_in) = match inputs.map(|q| q[l]) {
+            // bf16 layers round their input to bf16: monotone, so the bounds round with it.
+            None if bf16_inputs => {
+                let round = |v: f32| f32_from_bf16(bf16_from_f32(v));
+                (x.iter().map(|&v| round(v)).collect(), bounds.iter().map(|&(a, b)| (round(a), round(b))).collect())
+            }
+            None => (x.clone(), bounds.clone()),
+            Some(input) => {
+                let (quant, families) = match input {
+                    InputQuant::Static(q) => {
+                        (q, vec![QuantFamily { scale_lo: q.scale, scale_hi: q.scale, zero_point: q.zero_point }])
+                    }
+                    InputQuant::Dynamic => {
+                        let (lo, hi) = plain_min_max(&x);
+                        (U8Quant::covering(lo, hi), dynamic_families(&bounds))
+                    }
+                };
+                let mut q = vec![0u8; x.len()];
+                reference::quantize_u8(&x, quant, &mut q);
+                let x_hat = q.iter().map(|&v| (v as f32 - quant.zero_point as f32) * quant.scale).collect();
+                (x_hat, bounds.iter().map(|&(a, b)| dequantised_bounds(a, b, &families)).collect())
+            }
+        };
+        let (w, bias) = (d.weights(params), d.bias(params));
+        let roundings = (2 * d.n_in + 8) as f64;
+        bounds = (0..d.n_out)
+            .map(|j| {
+                let (mut centre, mut radius, mut size) = (bias[j] as f64, 0f64, bias[j].abs() as f64);
+                for (i, &(a, b)) in b_in.iter().enumerate() {
+                    let (w, a, b) = (w[i * d.n_out + j] as f64, a as f64, b as f64);
+                    centre += (a + b) / 2.0 * w;
+                    radius += (b - a) / 2.0 * w.abs();
+                    size += a.abs().max(b.abs()) * w.abs();
+                }
+                let slack = roundings * (size / (1u64 << 24) as f64 + f32::from_bits(1) as f64);
+                let (lo, hi) = (f32_down(centre - radius - slack), f32_up(centre + radius + slack));
+                assert!(lo.is_finite() && hi.is_finite(), "the check's enclosure overflowed: {lo:e}..{hi:e}");
+                activation_bounds(d.activation, lo, hi)
+            })
+            .collect();
+        x = reference_dense(d, params, &x_in);
+    }
+    let max = x.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let sum: f64 = x.iter().map(|&v| (v as f64 - max).exp()).sum();
+    let probs = x.iter().map(|&v| ((v as f64 - max).exp() / sum) as f32).collect();
+    let others = |j: usize, end: fn(&(f32, f32)) -> f32| {
+        bounds.iter().enumerate().filter(move |&(k, _)| k != j).map(move |(_, b)| end(b) as f64)
+    };
+    let lo = (0..x.len()).map(|j| softmax_of(bounds[j].0 as f64, others(j, |b| b.1))).collect();
+    let hi = (0..x.len()).map(|j| softmax_of(bounds[j].1 as f64, others(j, |b| b.0))).collect();
+    Expected { probs, lo, hi }
+}
+
+/// Absolute tolerance on a probability beyond the enclosure: `tests/infer.rs`'s 1e-4 (it also
+/// covers the SIMD softmax's own error, about 1e-6).
+const PROB_TOLERANCE: f64 = 1e-4;
+
+/// `simdnn::infer` (the allocation-free inference path) against the scalar twins on small
+/// random models: 1-3 dense layers of 1..=40 units (hidden activations from `ACTIVATIONS`, a
+/// softmax output), optionally a dropout or alpha-dropout layer, preprocessing by a scale
+/// (`x / 255` or another, possibly negative, factor) or a standardisation (seeded, or fitted
+/// on images with constant features: inputs near 1e9). Each model is written with every
+/// weight type: f32, bf16, int8 weights, and int8 with u8 inputs, once with dynamic input
+/// quantisation and once with static quantisations calibrated on the image (clipping when
+/// the calibration factor is below 1; some layers left dynamic; optionally the first layer
+/// at the preprocessing's scale, where `infer` feeds the image bytes straight to the
+/// integer kernel).
+///
+/// Each file must load with `infer::Model::from_bytes` (and as its own type with
+/// `format::from_bytes_typed`), predict one image into NaN-filled scratch of `scratch_len()`
+/// floats without error or panic, and MC-dropout-predict likewise. The probabilities must
+/// lie within [`PROB_TOLERANCE`] of the enclosure [`expected`] computes around the reference
+/// semantics of the file's model: for f32, bf16 and int8 weights the dequantised model
+/// through `reference::gemm`, `reference::activation` and a plain softmax (bf16: each dense
+/// layer's input rounded to bf16, as the inference path does); for int8 with u8
+/// inputs the fake-quantised model (each dense layer's input quantised with
+/// `reference::quantize_u8` and dequantised). Where rounding cannot move a quantised value
+/// the enclosure is within a few f32 roundings of the reference, so the tolerance is
+/// `tests/infer.rs`'s 1e-4; it widens by exactly what a possible one-step flip (or a
+/// dynamic range moved by rounding) can change, and by accumulated rounding of large values.
+///
+/// The input is an [`InferDenseInput`].
+pub fn check_infer_dense(data: &[u8]) {
+    let input = InferDenseInput::decode(data);
+    let saved = input.saved_model();
+    let layers = saved.model.layers();
+    let ranges = layer_input_ranges(&saved, &input.image);
+    let mut dense = 0;
+    let static_inputs: Vec<InputQuant> = layers
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| {
+            if !matches!(layer, Layer::Dense(_)) {
+                return InputQuant::Dynamic; // unused
+            }
+            let k = dense;
+            dense += 1;
+            match saved.preprocess {
+                Preprocess::Scale(factor) if l == 0 && input.bytes_into_first && factor > 0.0 => {
+                    InputQuant::Static(U8Quant { scale: factor, zero_point: 0 })
+                }
+                _ if input.dynamic_mask >> k & 1 == 1 => InputQuant::Dynamic,
+                _ => {
+                    let ((lo, hi), c) = (ranges[l], input.calibration[k]);
+                    InputQuant::Static(U8Quant::covering(lo * c, hi * c))
+                }
+            }
+        })
+        .collect();
+    let dynamic = vec![InputQuant::Dynamic; layers.len()];
+    let files = [
+        (WeightType::F32, to_bytes_as(&saved, WeightType::F32), None),
+        (WeightType::Bf16, to_bytes_as(&saved, WeightType::Bf16), None),
+        (WeightType::Int8Weights, to_bytes_as(&saved, WeightType::Int8Weights), None),
+        (WeightType::Int8, to_bytes_as(&saved, WeightType::Int8), Some(&dynamic[..])),
+        (WeightType::Int8, to_bytes_int8(&saved, &static_inputs), Some(&static_inputs[..])),
+    ];
+    let classes = saved.model.output_dim();
+    for (weights, bytes, inputs) in files {
+        let what = format!("{weights:?} with inputs {inputs:?}");
+        let (dequantised, stored) =
+            from_bytes_typed(&bytes).unwrap_or_else(|e| panic!("{what}: the file does not parse: {e}; {input:?}"));
+        assert_eq!(stored, weights, "{what}: reads back as {stored:?}; {input:?}");
+        let model = infer::Model::from_bytes(&bytes)
+            .unwrap_or_else(|e| panic!("{what}: infer::Model::from_bytes rejects the file: {e}; {input:?}"));
+        assert_eq!((model.input_len(), model.classes()), (input.input_dim, classes), "{what}: shape; {input:?}");
+        let mut scratch = vec![f32::NAN; model.scratch_len()];
+        let got = model
+            .predict(&input.image, &mut scratch)
+            .unwrap_or_else(|e| panic!("{what}: predict: {e}; {input:?}"))
+            .to_vec();
+        assert_eq!(got.len(), classes, "{what}: predict; {input:?}");
+        let e = expected(&dequantised, &input.image, inputs, weights == WeightType::Bf16);
+        for j in 0..classes {
+            // The reference is one correct execution: outside its own enclosure, the check is wrong.
+            assert!(
+                (e.lo[j] - 1e-6..=e.hi[j] + 1e-6).contains(&(e.probs[j] as f64)),
+                "check bug: the reference's p[{j}] = {} is outside its enclosure {}..{}; {what}; {input:?}",
+                e.probs[j],
+                e.lo[j],
+                e.hi[j]
+            );
+            assert!(
+                (e.lo[j] - PROB_TOLERANCE..=e.hi[j] + PROB_TOLERANCE).contains(&(got[j] as f64)),
+                "{what}: p[{j}] = {}, reference {} (enclosure {}..{}, tolerance {PROB_TOLERANCE} beyond it)\n\
+                 got       {got:?}\nreference {:?}; {input:?}",
+                got[j],
+                e.probs[j],
+                e.lo[j],
+                e.hi[j],
+                e.probs
+            );
+        }
+        let (mean, std) = model
+            .predict_mc(&input.image, 2, input.seed, &mut scratch)
+            .unwrap_or_else(|e| panic!("{what}: predict_mc: {e}; {input:?}"));
+        assert_eq!((mean.len(), std.len()), (classes, classes), "{what}: predict_mc; {input:?}");
+    }
 }
