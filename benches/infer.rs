@@ -2,7 +2,9 @@
 //! `Model::predict` on one thread, with f32, bf16 (bf16 inputs too: `vdpbf16ps` where the CPU
 //! has it), int8-weights (int8 weights, f32 products) and int8 (u8 inputs, integer dot
 //! products: VNNI where the CPU has it) side by side, and the first layer's product alone
-//! with each bf16 and int8 kernel. How much do narrower weights gain on a
+//! with each bf16 and int8 kernel; and 5,000 images (the validation split's size) on every
+//! core, as `simdnn eval` predicts them: f32 through the batched GEMM path, int8 image by
+//! image through `infer`. How much do narrower weights gain on a
 //! single image, where the 1.2 MB first layer is streamed from memory for every prediction?
 //! Reports images per second. Record the numbers in BENCHMARKS.md.
 
@@ -93,9 +95,38 @@ fn first_layer(c: &mut Criterion) {
     group.finish();
 }
 
+/// 5,000 synthetic CIFAR-10 records through `predict_split` (f32, chunks of 500 through the
+/// GEMM on every core) and `predict_monte_carlo_infer` (int8, image by image on every core):
+/// the anchor is Keras on JAX's 0.073 s for the validation split.
+fn batch_5000(c: &mut Criterion) {
+    use simdnn::data::Split;
+    use simdnn::data::cifar::RECORD_BYTES;
+    use simdnn::train::mc::{predict_monte_carlo_infer, predict_split};
+    let cfg = TrainConfig::preset("8a").expect("8a is a preset");
+    let model = Sequential::new(3072, &cfg.layer_specs(), cfg.seed).expect("the 8a model builds");
+    let saved = SavedModel { model, preprocess: Preprocess::UNIT_SCALE };
+    let records: Vec<u8> = (0..5000 * RECORD_BYTES)
+        .map(|i| if i % RECORD_BYTES == 0 { (i / RECORD_BYTES % 10) as u8 } else { (i * 7 % 251) as u8 })
+        .collect();
+    let split = Split::from_records(records.chunks_exact(RECORD_BYTES).collect()).expect("well-formed records");
+    let images: Vec<u8> = records.chunks_exact(RECORD_BYTES).take(64).flat_map(|r| r[1..].to_vec()).collect();
+    let int8 = to_bytes_int8(&saved, &calibrated(&saved, &images));
+    let int8 = Model::from_bytes(&int8).expect("a freshly written model loads");
+    let mut group = c.benchmark_group("infer/5000_images_all_cores");
+    group.throughput(Throughput::Elements(5000));
+    group.sample_size(20);
+    group.bench_function("f32_batched", |b| {
+        b.iter(|| black_box(predict_split(&saved.model, &split, &saved.preprocess).mean[0]))
+    });
+    group.bench_function("int8_image_by_image", |b| {
+        b.iter(|| black_box(predict_monte_carlo_infer(&int8, &split, 0, 0).expect("predicts").mean[0]))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = single_image, first_layer
+    targets = single_image, first_layer, batch_5000
 }
 criterion_main!(benches);
