@@ -13,6 +13,7 @@ use simdnn::format::{
     InputQuant, SavedModel, WeightType, from_bytes, from_bytes_typed, to_bytes, to_bytes_as, to_bytes_int8,
 };
 use simdnn::infer;
+use simdnn::kernels::bf16::{Bf16Kernel, gemv_bf16_with, round_to_bf16};
 use simdnn::kernels::gemm::{Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
 use simdnn::kernels::int8::{
     Int8Kernel, U8Quant, gemv_u8_i8, gemv_u8_i8_with, min_max, pack_groups_of_4, packed_column_sum, packed_len,
@@ -949,7 +950,12 @@ impl Int8GemvInput {
 ///   including those whose reciprocal overflows, any zero point), and with the quantisation
 ///   `U8Quant::covering` makes of their range;
 /// - `min_max` against a plain fold that ignores NaN (`==`, so -0 and +0 may stand for each
-///   other: which one a tie returns is unspecified).
+///   other: which one a tie returns is unspecified);
+/// - the bf16 kernels on the same shape: `gemv_bf16_with` for every [`Bf16Kernel`] this CPU
+///   runs against `reference::gemv_bf16`, bit for bit, on inputs `(x - 128) / 64` and weights
+///   `q / 32`, each times a seeded power of two in 2^-6..2^6 so the sums round, rounded to
+///   bf16 (every product normal or zero: `vdpbf16ps` flushes subnormals, the twin does not); and `round_to_bf16` against `bf16_from_f32` on the payload's f32s
+///   (any bits), bit for bit.
 ///
 /// The input is an [`Int8GemvInput`].
 pub fn check_int8_gemv(data: &[u8]) {
@@ -982,7 +988,38 @@ pub fn check_int8_gemv(data: &[u8]) {
     }
     compare(&format_args!("gemv_u8_i8 ({:?})", Int8Kernel::detect()), &|acc| gemv_u8_i8(&x, &packed, n_out, acc));
 
+    // The bf16 kernels on the same shape: inputs (x - 128) / 64 and weights q / 32, each
+    // times a seeded power of two in 2^-6..2^6 (so that the f32 sums round, and summing in
+    // another order shows), every product a normal number or zero (vdpbf16ps flushes
+    // subnormals; the twin does not).
+    let mut rng = seeded(input.seed, 16);
+    let mut spread = |v: f32| v * (2f32).powi(below(&mut rng, 13) as i32 - 6);
+    let x_bf16: Vec<u16> = x.iter().map(|&v| bf16_from_f32(spread((v as f32 - 128.0) / 64.0))).collect();
+    let w_bf16: Vec<u16> = q.iter().map(|&v| bf16_from_f32(spread(v as f32 / 32.0))).collect();
+    let w_bytes: Vec<u8> = w_bf16.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let expected_bf16 = reference::gemv_bf16(&x_bf16, &w_bf16, n_out);
+    for kernel in [Bf16Kernel::Portable, Bf16Kernel::Avx512Bf16].into_iter().filter(|k| k.available()) {
+        let mut y = vec![f32::NAN; n_out];
+        gemv_bf16_with(kernel, &x_bf16, &w_bytes, n_out, &mut y);
+        if let Some(j) = (0..n_out).find(|&j| y[j] != expected_bf16[j]) {
+            panic!(
+                "bf16 {kernel:?}: {n_in} x {n_out}: y[{j}] = {:e}, reference {:e}; {input:?}",
+                y[j], expected_bf16[j]
+            );
+        }
+    }
+
     let xs = &input.floats;
+    let mut rounded = vec![0u16; xs.len()];
+    round_to_bf16(xs, &mut rounded);
+    if let Some(i) = (0..xs.len()).find(|&i| rounded[i] != bf16_from_f32(xs[i])) {
+        panic!(
+            "round_to_bf16 of {:#010x}: {:#06x}, bf16_from_f32 {:#06x}; {input:?}",
+            xs[i].to_bits(),
+            rounded[i],
+            bf16_from_f32(xs[i])
+        );
+    }
     let (lo, hi) = min_max(xs);
     let plain = plain_min_max(xs);
     assert!(lo == plain.0 && hi == plain.1, "min_max = ({lo:e}, {hi:e}), plain fold {plain:?}; {input:?}");
