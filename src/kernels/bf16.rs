@@ -13,11 +13,10 @@
 use wide::{f32x16, u16x16, u32x16};
 
 use super::quant::f32_from_bf16;
+use super::simd::{LANES, for_each_gemv_block};
 
 /// Outputs per vector.
-const TILE: usize = 16;
-/// Accumulator vectors per pass over the inputs (128 outputs).
-const BLOCK: usize = 8;
+const TILE: usize = LANES;
 
 /// How [`gemv_bf16`] computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,25 +87,8 @@ pub fn gemv_bf16_with(kernel: Bf16Kernel, x: &[u16], w: &[u8], n_out: usize, y: 
     }
 }
 
-/// Runs `block(j0, tiles)` over the blocks of at most [`BLOCK`] tiles of 16 outputs.
-#[inline(always)]
-fn for_each_block(n_out: usize, mut block: impl FnMut(usize, usize)) {
-    for j0 in (0..n_out).step_by(TILE * BLOCK) {
-        block(j0, (n_out - j0).div_ceil(TILE).min(BLOCK));
-    }
-}
-
 fn portable(x: &[u16], w: &[u8], n_out: usize, y: &mut [f32]) {
-    for_each_block(n_out, |j0, tiles| match tiles {
-        1 => portable_block::<1>(x, w, n_out, j0, y),
-        2 => portable_block::<2>(x, w, n_out, j0, y),
-        3 => portable_block::<3>(x, w, n_out, j0, y),
-        4 => portable_block::<4>(x, w, n_out, j0, y),
-        5 => portable_block::<5>(x, w, n_out, j0, y),
-        6 => portable_block::<6>(x, w, n_out, j0, y),
-        7 => portable_block::<7>(x, w, n_out, j0, y),
-        _ => portable_block::<BLOCK>(x, w, n_out, j0, y),
-    })
+    for_each_gemv_block!(n_out, j0 => portable_block(x, w, n_out, j0, y));
 }
 
 /// Row `i`'s weights for outputs `j0..end`, as bf16 bits.
@@ -183,22 +165,10 @@ mod avx512 {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     pub(super) unsafe fn gemv(x: &[u16], w: &[u8], n_out: usize, y: &mut [f32]) {
-        super::for_each_block(n_out, |j0, tiles| {
-            // SAFETY: forwarded from the caller, with j0 < n_out and tiles covering the rest
-            // of the block.
-            unsafe {
-                match tiles {
-                    1 => block::<1>(x, w, n_out, j0, y),
-                    2 => block::<2>(x, w, n_out, j0, y),
-                    3 => block::<3>(x, w, n_out, j0, y),
-                    4 => block::<4>(x, w, n_out, j0, y),
-                    5 => block::<5>(x, w, n_out, j0, y),
-                    6 => block::<6>(x, w, n_out, j0, y),
-                    7 => block::<7>(x, w, n_out, j0, y),
-                    _ => block::<{ super::BLOCK }>(x, w, n_out, j0, y),
-                }
-            }
-        })
+        use crate::kernels::simd::for_each_gemv_block;
+        // SAFETY: forwarded from the caller; each block starts at an output j0 < n_out and
+        // its tiles cover at most the outputs that remain.
+        unsafe { for_each_gemv_block!(n_out, j0 => block(x, w, n_out, j0, y)) }
     }
 
     /// Outputs `j0..j0 + 16 T` (fewer in the layer's last tile): per pair of inputs, one
@@ -210,11 +180,9 @@ mod avx512 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
     unsafe fn block<const T: usize>(x: &[u16], w: &[u8], n_out: usize, j0: usize, y: &mut [f32]) {
         use super::TILE;
+        use crate::kernels::simd::tile_masks;
         use core::arch::x86_64::*;
-        let masks: [__mmask16; T] = core::array::from_fn(|t| {
-            let valid = n_out.saturating_sub(j0 + t * TILE).min(TILE);
-            ((1u32 << valid) - 1) as __mmask16
-        });
+        let masks: [__mmask16; T] = tile_masks(n_out, j0);
         // Lane 2j takes word j of the even row, lane 2j + 1 word j of the odd row.
         let interleave = _mm512_set_epi16(
             47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39, 7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33,

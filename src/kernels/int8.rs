@@ -17,13 +17,12 @@ use alloc::vec::Vec;
 use wide::{f32x16, i8x32, i16x32, i32x16};
 
 use super::reference;
+use super::simd::{LANES, for_each_gemv_block};
 
 /// Inputs per group in the packed layout.
 pub const GROUP: usize = 4;
 /// Outputs per vector of accumulators.
-const TILE: usize = 16;
-/// Accumulator vectors held in registers per pass over the inputs (128 outputs).
-const BLOCK: usize = 8;
+const TILE: usize = LANES;
 /// The widest input an int8 layer may have: `n_in * 255 * 127`, and that minus the
 /// zero-point correction, must stay inside an i32.
 pub const MAX_INPUTS: usize = 32_768;
@@ -138,25 +137,8 @@ fn group_word(x: &[u8], g: usize) -> i32 {
     }
 }
 
-/// Runs `block(j0, tiles)` over the blocks of at most [`BLOCK`] tiles of 16 outputs.
-#[inline(always)]
-fn for_each_block(n_out: usize, mut block: impl FnMut(usize, usize)) {
-    for j0 in (0..n_out).step_by(TILE * BLOCK) {
-        block(j0, (n_out - j0).div_ceil(TILE).min(BLOCK));
-    }
-}
-
 fn portable(x: &[u8], w: &[i8], n_out: usize, acc: &mut [i32]) {
-    for_each_block(n_out, |j0, tiles| match tiles {
-        1 => portable_block::<1>(x, w, n_out, j0, acc),
-        2 => portable_block::<2>(x, w, n_out, j0, acc),
-        3 => portable_block::<3>(x, w, n_out, j0, acc),
-        4 => portable_block::<4>(x, w, n_out, j0, acc),
-        5 => portable_block::<5>(x, w, n_out, j0, acc),
-        6 => portable_block::<6>(x, w, n_out, j0, acc),
-        7 => portable_block::<7>(x, w, n_out, j0, acc),
-        _ => portable_block::<BLOCK>(x, w, n_out, j0, acc),
-    })
+    for_each_gemv_block!(n_out, j0 => portable_block(x, w, n_out, j0, acc));
 }
 
 /// Outputs `j0..j0 + 16 T` (fewer in the layer's last tile), accumulators in registers
@@ -220,22 +202,10 @@ mod vnni {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn gemv(x: &[u8], w: &[i8], n_out: usize, acc: &mut [i32]) {
-        super::for_each_block(n_out, |j0, tiles| {
-            // SAFETY: forwarded from the caller, with j0 < n_out and tiles covering the rest
-            // of the block.
-            unsafe {
-                match tiles {
-                    1 => block::<1>(x, w, n_out, j0, acc),
-                    2 => block::<2>(x, w, n_out, j0, acc),
-                    3 => block::<3>(x, w, n_out, j0, acc),
-                    4 => block::<4>(x, w, n_out, j0, acc),
-                    5 => block::<5>(x, w, n_out, j0, acc),
-                    6 => block::<6>(x, w, n_out, j0, acc),
-                    7 => block::<7>(x, w, n_out, j0, acc),
-                    _ => block::<{ super::BLOCK }>(x, w, n_out, j0, acc),
-                }
-            }
-        })
+        use crate::kernels::simd::for_each_gemv_block;
+        // SAFETY: forwarded from the caller; each block starts at an output j0 < n_out and
+        // its tiles cover at most the outputs that remain.
+        unsafe { for_each_gemv_block!(n_out, j0 => block(x, w, n_out, j0, acc)) }
     }
 
     /// Outputs `j0..j0 + 16 T` (fewer in the layer's last tile): per group of four inputs,
@@ -247,12 +217,10 @@ mod vnni {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn block<const T: usize>(x: &[u8], w: &[i8], n_out: usize, j0: usize, acc: &mut [i32]) {
         use super::{GROUP, TILE, group_word};
+        use crate::kernels::simd::tile_masks;
         use core::arch::x86_64::*;
         // Lanes of each tile that are outputs: all 16 but in the last tile of the layer.
-        let masks: [__mmask16; T] = core::array::from_fn(|t| {
-            let valid = n_out.saturating_sub(j0 + t * TILE).min(TILE);
-            ((1u32 << valid) - 1) as __mmask16
-        });
+        let masks: [__mmask16; T] = tile_masks(n_out, j0);
         let mut sums = [_mm512_setzero_si512(); T];
         for g in 0..x.len().div_ceil(GROUP) {
             let xv = _mm512_set1_epi32(group_word(x, g));

@@ -70,3 +70,39 @@ pub(crate) fn zip_in_place(xs: &mut [f32], ys: &[f32], f: impl Fn(f32x16, f32x16
         store_partial(xt, f(load_partial(xt, 0.0), load_partial(yt, 0.0)));
     }
 }
+
+/// Vectors of 16 accumulators the narrow-type GEMVs (`int8`, `bf16`) keep in registers per
+/// pass over their inputs: 128 outputs.
+pub(crate) const GEMV_BLOCK: usize = 8;
+
+/// For each block of at most [`GEMV_BLOCK`] tiles of 16 outputs of an `n_out`-output GEMV,
+/// binds `j0` to the block's first output and calls `f::<T>(args)` with `T` the block's tile
+/// count as a constant (which keeps the accumulators in registers).
+macro_rules! for_each_gemv_block {
+    ($n_out:expr, $j0:ident => $f:ident($($arg:expr),* $(,)?)) => {{
+        let n_out: usize = $n_out;
+        for $j0 in (0..n_out).step_by($crate::kernels::simd::LANES * $crate::kernels::simd::GEMV_BLOCK) {
+            match (n_out - $j0).div_ceil($crate::kernels::simd::LANES) {
+                1 => $f::<1>($($arg),*),
+                2 => $f::<2>($($arg),*),
+                3 => $f::<3>($($arg),*),
+                4 => $f::<4>($($arg),*),
+                5 => $f::<5>($($arg),*),
+                6 => $f::<6>($($arg),*),
+                7 => $f::<7>($($arg),*),
+                _ => $f::<{ $crate::kernels::simd::GEMV_BLOCK }>($($arg),*),
+            }
+        }
+    }};
+}
+pub(crate) use for_each_gemv_block;
+
+/// For each of the `T` tiles of 16 outputs from `j0`, the mask of its lanes that are outputs
+/// (below `n_out`): all 16 but in the last tile of the layer.
+#[inline(always)]
+pub(crate) fn tile_masks<const T: usize>(n_out: usize, j0: usize) -> [u16; T] {
+    core::array::from_fn(|t| {
+        let valid = n_out.saturating_sub(j0 + t * LANES).min(LANES);
+        ((1u32 << valid) - 1) as u16
+    })
+}
