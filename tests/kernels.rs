@@ -130,6 +130,24 @@ fn gemm_default_blocking_on_layer_shapes_and_large_k() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The narrow last panel of a transposed A (computed along m in 64-row blocks of up to 4
+/// columns, stored through an in-register transpose when full): full and partial row blocks,
+/// 1-7 edge columns, alpha, beta and the epilogue.
+#[test]
+fn gemm_narrow_panels_of_a_transposed_a() {
+    let mut failures = Vec::new();
+    let blocking = Blocking { parallel_min_flops: usize::MAX, ..Blocking::DEFAULT };
+    for m in [16, 64, 200] {
+        for n in [NR + 1, NR + 3, NR + 4, NR + 5, NR + 7] {
+            for (alpha, beta) in [(1.0, 0.0), (-0.5, 0.75)] {
+                check_gemm(&blocking, m, 9, n, true, false, alpha, beta, true, Activation::ELU, &mut failures);
+                check_gemm(&blocking, m, 9, n, true, false, alpha, beta, false, Activation::Identity, &mut failures);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
 #[test]
 fn parallel_gemm_is_bit_identical_to_serial() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();

@@ -639,8 +639,8 @@ type TileStore<'e, 'b> = (*mut f32, usize, usize, usize, f32, f32, Option<&'e Ep
 /// # Safety
 /// As [`microkernel`] and [`store_tile`].
 #[inline(never)]
-unsafe fn tile_kernel<const V: usize, const ADJACENT: bool, const R: usize>(t: &Tile, store: TileStore<'_, '_>) {
-    let (c, ldc, rows, cols, alpha, beta, epi, col0) = store;
+unsafe fn tile_kernel<const V: usize, const ADJACENT: bool, const R: usize>(t: &Tile, to: TileStore<'_, '_>) {
+    let (c, ldc, rows, cols, alpha, beta, epi, col0) = to;
     // SAFETY: forwarded from this function's contract.
     unsafe {
         let acc = microkernel::<V, ADJACENT, R>(t);
@@ -764,8 +764,8 @@ unsafe fn narrow_block<const RV: usize>(
             }
         }
     }
-    // Finish each column's vectors, then lay them out by row: column j of row r at [r][j].
-    let mut by_row = [[0f32; NARROW_COLS]; NARROW_VECTORS * LANES];
+    // Finish each column's vectors, then store them row by row.
+    let mut finished = [[f32x16::ZERO; NARROW_COLS]; RV];
     for (j, col) in (g0..g0 + cols).enumerate() {
         // SAFETY: rows i0..i0+rows of column `col` lie in the C rectangle (caller).
         let at = |r: usize| unsafe { out.c.add((i0 + r) * out.ldc + col) };
@@ -783,21 +783,58 @@ unsafe fn narrow_block<const RV: usize>(
                 let bias = e.bias.map_or(0.0, |b| b[out.col0 + col]);
                 x = e.activation.forward_vec(x + f32x16::splat(bias));
             }
-            for (i, value) in x.to_array().into_iter().enumerate() {
-                by_row[v * LANES + i][j] = value;
-            }
+            finished[v][j] = x;
         }
     }
-    for (r, values) in by_row.iter().enumerate().take(rows) {
-        // SAFETY: columns g0..g0+cols of row i0 + r lie in the C rectangle (caller).
+    for (v, columns) in finished.iter().enumerate() {
+        let first = v * LANES;
+        // SAFETY: rows i0+first.. (at most 16, fewer in the last vector) and columns
+        // g0..g0+cols lie in the C rectangle (caller).
         unsafe {
-            let to = out.c.add((i0 + r) * out.ldc + g0);
-            if cols == NARROW_COLS {
-                // One 16-byte store (a variable-length copy would be a call to memcpy).
-                core::ptr::write_unaligned(to as *mut [f32; NARROW_COLS], *values);
-            } else {
-                core::ptr::copy_nonoverlapping(values.as_ptr(), to, cols);
+            let to = out.c.add((i0 + first) * out.ldc + g0);
+            store_columns(columns, to, out.ldc, rows.saturating_sub(first).min(LANES), cols);
+        }
+    }
+}
+
+/// Stores the first `rows` lanes of the first `cols` vectors of `columns` as a `rows x cols`
+/// block at `to` (row `r` is `columns[0][r], columns[1][r], ...`, rows `ld` apart). With
+/// AVX-512 a full 16 x 4 block is transposed in registers and stored 16 bytes per row.
+///
+/// # Safety
+/// `to` must address a writable `rows x cols` block with rows `ld` apart.
+#[inline(always)]
+unsafe fn store_columns(columns: &[f32x16; NARROW_COLS], to: *mut f32, ld: usize, rows: usize, cols: usize) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    if rows == LANES && cols == NARROW_COLS {
+        use core::arch::x86_64::*;
+        // SAFETY: AVX-512F is enabled at compile time; __m512 and f32x16 are both 16 f32s;
+        // every store is 4 floats of one of the 16 rows (caller).
+        unsafe {
+            let c = columns.map(|x| core::mem::transmute::<f32x16, __m512>(x));
+            // Within each 128-bit lane L: t0 = c0[4L], c1[4L], c0[4L+1], c1[4L+1], ...
+            let (t0, t1) = (_mm512_unpacklo_ps(c[0], c[1]), _mm512_unpackhi_ps(c[0], c[1]));
+            let (t2, t3) = (_mm512_unpacklo_ps(c[2], c[3]), _mm512_unpackhi_ps(c[2], c[3]));
+            let pairs = |lo: __m512, hi: __m512, high: bool| {
+                let (lo, hi) = (_mm512_castps_pd(lo), _mm512_castps_pd(hi));
+                _mm512_castpd_ps(if high { _mm512_unpackhi_pd(lo, hi) } else { _mm512_unpacklo_pd(lo, hi) })
+            };
+            // Lane L of by_row[q] is row 4L + q.
+            let by_row = [pairs(t0, t2, false), pairs(t0, t2, true), pairs(t1, t3, false), pairs(t1, t3, true)];
+            for (q, r) in by_row.into_iter().enumerate() {
+                _mm_storeu_ps(to.add(q * ld), _mm512_castps512_ps128(r));
+                _mm_storeu_ps(to.add((4 + q) * ld), _mm512_extractf32x4_ps::<1>(r));
+                _mm_storeu_ps(to.add((8 + q) * ld), _mm512_extractf32x4_ps::<2>(r));
+                _mm_storeu_ps(to.add((12 + q) * ld), _mm512_extractf32x4_ps::<3>(r));
             }
+        }
+        return;
+    }
+    let lanes = columns.map(|x| x.to_array());
+    for r in 0..rows {
+        for (j, column) in lanes.iter().enumerate().take(cols) {
+            // SAFETY: row r < rows, column j < cols of the block (caller).
+            unsafe { *to.add(r * ld + j) = column[r] };
         }
     }
 }

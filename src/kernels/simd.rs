@@ -25,19 +25,46 @@ pub(crate) unsafe fn store(p: *mut f32, v: f32x16) {
     unsafe { core::ptr::write_unaligned(p as *mut [f32; LANES], v.to_array()) }
 }
 
-/// Loads `xs` (at most 16 values) into the low lanes, `fill` in the others.
+/// Loads `xs` (at most 16 values) into the low lanes, `fill` in the others. Builds with
+/// AVX-512 use one masked load (otherwise a variable-length copy, which is a call to memcpy
+/// on every tile edge).
 #[inline(always)]
 pub(crate) fn load_partial(xs: &[f32], fill: f32) -> f32x16 {
-    let mut lanes = [fill; LANES];
-    lanes[..xs.len()].copy_from_slice(xs);
-    f32x16::new(lanes)
+    assert!(xs.len() <= LANES, "load_partial takes at most {LANES} values");
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    // SAFETY: AVX-512F is enabled at compile time; the mask covers exactly the `xs.len()`
+    // readable values (masked-off lanes are not accessed); __m512 and f32x16 are both 16 f32s.
+    unsafe {
+        use core::arch::x86_64::{__m512, _mm512_mask_loadu_ps, _mm512_set1_ps};
+        let mask = ((1u32 << xs.len()) - 1) as u16;
+        let v = _mm512_mask_loadu_ps(_mm512_set1_ps(fill), mask, xs.as_ptr());
+        core::mem::transmute::<__m512, f32x16>(v)
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    {
+        let mut lanes = [fill; LANES];
+        lanes[..xs.len()].copy_from_slice(xs);
+        f32x16::new(lanes)
+    }
 }
 
-/// Stores the low `out.len()` (at most 16) lanes of `v`.
+/// Stores the low `out.len()` (at most 16) lanes of `v` (one masked store with AVX-512).
 #[inline(always)]
 pub(crate) fn store_partial(out: &mut [f32], v: f32x16) {
-    let n = out.len();
-    out.copy_from_slice(&v.to_array()[..n]);
+    assert!(out.len() <= LANES, "store_partial takes at most {LANES} values");
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    // SAFETY: AVX-512F is enabled at compile time; the mask covers exactly the `out.len()`
+    // writable values (masked-off lanes are not accessed).
+    unsafe {
+        use core::arch::x86_64::{__m512, _mm512_mask_storeu_ps};
+        let mask = ((1u32 << out.len()) - 1) as u16;
+        _mm512_mask_storeu_ps(out.as_mut_ptr(), mask, core::mem::transmute::<f32x16, __m512>(v));
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    {
+        let n = out.len();
+        out.copy_from_slice(&v.to_array()[..n]);
+    }
 }
 
 /// Applies `f` to `xs` 16 lanes at a time, the tail through a padded vector.
