@@ -339,3 +339,24 @@ fn softmax_is_stable_for_huge_logits() {
     assert!(loss.is_finite() && loss.abs() < 1e-6, "{loss}");
     assert!(logits.iter().all(|p| p.is_finite()));
 }
+
+/// Byte conversion (every batch goes through it) equals the scalar formula bit for bit, over
+/// lengths around the vector width.
+#[test]
+fn byte_conversions_match_the_scalar_formulas() {
+    use simdnn::kernels::vector::{bytes_to_f32_scaled, bytes_to_f32_standardised};
+    for len in [0, 1, 15, 16, 17, 33, 3072] {
+        let src: Vec<u8> = (0..len).map(|i| (i * 97 % 256) as u8).collect();
+        let mean = random(len, 11);
+        let inv_std: Vec<f32> = random(len, 12).iter().map(|v| v.abs() + 0.01).collect();
+        let mut got = vec![f32::NAN; len];
+        bytes_to_f32_standardised(&src, &mut got, &mean, &inv_std);
+        for i in 0..len {
+            assert_eq!(got[i].to_bits(), ((src[i] as f32 - mean[i]) * inv_std[i]).to_bits(), "len {len}, element {i}");
+        }
+        bytes_to_f32_scaled(&src, &mut got, 1.0 / 255.0);
+        for i in 0..len {
+            assert_eq!(got[i].to_bits(), (src[i] as f32 * (1.0 / 255.0)).to_bits(), "len {len}, element {i}");
+        }
+    }
+}

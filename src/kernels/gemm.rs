@@ -590,8 +590,9 @@ struct Tile {
 /// The microkernel: returns the `R x 16V` tile `sum over kk < k of a(i, kk) * b(kk, j)`.
 /// `R = MR` but for a last, shorter row tile (which then costs what its rows need, not a
 /// full tile: a batch of 25 is 3 tiles and one row, not 4 tiles). `V = NV` for full panels;
-/// `V = 1` for a last panel of at most 16 columns, which then costs half a full one. `ADJACENT` promises `a_offsets[i] == i`, so every row is addressed from
-/// one pointer; otherwise each row gets its own pointer. (Offsets kept in an array would be
+/// `V = 1` for a last panel of at most 16 columns, which then costs half a full one.
+/// `ADJACENT` promises `a_offsets[i] == i`, so every row is addressed from one pointer;
+/// otherwise each row gets its own pointer. (Offsets kept in an array would be
 /// spilled to the stack once the loop is unrolled, adding a load to every FMA.)
 ///
 /// Edge tiles are the caller's: it pads B panels and repeats A rows, and stores only the
@@ -602,20 +603,25 @@ struct Tile {
 /// Every address named in [`Tile`], for `kk < k`, must be readable.
 #[inline(always)]
 unsafe fn microkernel<const V: usize, const ADJACENT: bool, const R: usize>(t: &Tile) -> [[f32x16; V]; R] {
-    let mut acc = [[f32x16::ZERO; V]; R];
+    // Independent accumulator sets: a small tile has too few FMA chains to hide the FMA
+    // latency (two pipes x four cycles need eight), so it sums successive k into separate
+    // sets and adds them at the end. A full tile has sixteen chains and uses one set.
+    const MAX_SETS: usize = 8;
+    let sets = (MAX_SETS / (R * V)).clamp(1, MAX_SETS);
+    let mut acc = [[[f32x16::ZERO; V]; R]; MAX_SETS];
     let mut b = t.b;
     // wrapping_add: after the last iteration the pointers may point past their buffers
     // without being read.
     let mut rows: [*const f32; R] = core::array::from_fn(|i| t.a.wrapping_add(t.a_offsets[i]));
     let mut a = t.a;
-    for _ in 0..t.k {
+    let mut step = |acc: &mut [[f32x16; V]; R]| {
         // SAFETY: the caller guarantees V * 16 readable floats at b for this kk.
         let bv: [f32x16; V] = core::array::from_fn(|v| unsafe { load(b.add(v * LANES)) });
-        for i in 0..R {
+        for (i, acc_row) in acc.iter_mut().enumerate() {
             // SAFETY: the caller guarantees a(i, kk) is readable.
             let ai = f32x16::splat(unsafe { if ADJACENT { *a.add(i) } else { *rows[i] } });
-            for v in 0..V {
-                acc[i][v] = ai.mul_add(bv[v], acc[i][v]);
+            for (acc, &bv) in acc_row.iter_mut().zip(&bv) {
+                *acc = ai.mul_add(bv, *acc);
             }
         }
         if ADJACENT {
@@ -624,8 +630,30 @@ unsafe fn microkernel<const V: usize, const ADJACENT: bool, const R: usize>(t: &
             rows = rows.map(|r| r.wrapping_add(t.a_step));
         }
         b = b.wrapping_add(t.b_step);
+    };
+    let whole = t.k - t.k % sets;
+    for _ in (0..whole).step_by(sets) {
+        for set in acc.iter_mut().take(sets) {
+            step(set);
+        }
     }
-    acc
+    for _ in whole..t.k {
+        step(&mut acc[0]);
+    }
+    // Pairwise, in a fixed order (the result does not depend on anything but the shape).
+    let mut width = sets;
+    while width > 1 {
+        width /= 2;
+        for s in 0..width {
+            let other = acc[s + width];
+            for (row, other_row) in acc[s].iter_mut().zip(&other) {
+                for (x, &y) in row.iter_mut().zip(other_row) {
+                    *x += y;
+                }
+            }
+        }
+    }
+    acc[0]
 }
 
 /// Where and how a tile is stored: `(c, ldc, rows, cols, alpha, beta, epilogue, col0)`, as

@@ -162,6 +162,27 @@ impl OptimizerConfig {
     }
 }
 
+/// Parameters per thread task in the optimisers' element loops: large enough to amortise
+/// a rayon task (about 10 us of work per chunk).
+#[cfg(feature = "std")]
+const CHUNK: usize = 1 << 15;
+
+/// Calls `update(param, grad)` for every parameter, split across threads as
+/// [`Slots::for_each`] is (for optimisers without state).
+fn for_each_stateless(params: &mut [f32], grads: &[f32], update: impl Fn(&mut f32, f32) + Sync) {
+    assert_eq!(params.len(), grads.len(), "optimizer: {} parameters but {} gradients", params.len(), grads.len());
+    let run = |p: &mut [f32], g: &[f32]| p.iter_mut().zip(g).for_each(|(p, &g)| update(p, g));
+    #[cfg(feature = "std")]
+    {
+        use rayon::prelude::*;
+        if params.len() > CHUNK && rayon::current_num_threads() > 1 {
+            params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).for_each(|(p, g)| run(p, g));
+            return;
+        }
+    }
+    run(params, grads);
+}
+
 /// Per-parameter state, `S` floats per parameter stored side by side (for Adam: m then v),
 /// so one chunk of parameters and its state split across threads together.
 struct Slots<const S: usize> {
@@ -193,8 +214,6 @@ impl<const S: usize> Slots<S> {
         #[cfg(feature = "std")]
         {
             use rayon::prelude::*;
-            // Large enough to amortise a rayon task (about 10 us of work per chunk).
-            const CHUNK: usize = 1 << 15;
             if params.len() > CHUNK && rayon::current_num_threads() > 1 {
                 params
                     .par_chunks_mut(CHUNK)
@@ -239,17 +258,8 @@ impl Optimizer for Sgd {
         self.t += 1;
         let (momentum, nesterov) = (self.momentum, self.nesterov);
         if momentum == 0.0 {
-            assert_eq!(
-                params.len(),
-                grads.len(),
-                "optimizer: {} parameters but {} gradients",
-                params.len(),
-                grads.len()
-            );
             assert_eq!(params.len(), self.n, "optimizer: built for {} parameters, given {}", self.n, params.len());
-            for (p, &g) in params.iter_mut().zip(grads) {
-                *p -= lr * g;
-            }
+            for_each_stateless(params, grads, |p, g| *p -= lr * g);
             return;
         }
         self.velocity.for_each(params, grads, |p, g, [v]| {

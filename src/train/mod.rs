@@ -74,6 +74,8 @@ struct Batch<'a> {
     split: &'a Split<'a>,
     indices: &'a [u32],
     preprocess: &'a Preprocess,
+    /// The next step's records, prefetched while this step computes.
+    next: &'a [u32],
 }
 
 /// Splits `rows` (each `width` long) at the given row bounds.
@@ -119,6 +121,7 @@ fn step_gradient(
     let scale = 1.0 / n as f32;
     if shards.len() == 1 {
         batch.split.fill_batch(batch.indices, batch.preprocess, x, y);
+        batch.split.prefetch(batch.next);
         let options = StepOptions { noise, ..StepOptions::default() };
         let shard = &mut shards[0];
         return model.loss_and_grad_scaled(x, y, &mut shard.ws, &mut shard.grads, scale, options);
@@ -134,6 +137,7 @@ fn step_gradient(
         .zip(&bounds)
         .map(|((shard, (xs, ys)), &(lo, hi))| {
             batch.split.fill_batch(&batch.indices[lo..hi], batch.preprocess, xs, ys);
+            batch.split.prefetch(&batch.next[lo.min(batch.next.len())..hi.min(batch.next.len())]);
             let options = StepOptions { defer_first_layer_weights: true, noise: Noise { first_row: lo, ..noise } };
             model.loss_and_grad_scaled(xs, ys, &mut shard.ws, &mut shard.grads, scale, options)
         })
@@ -360,13 +364,14 @@ impl<'a> Trainer<'a> {
     /// momentum, when scheduled). Returns the batch's summed loss, correct count and size.
     pub fn step(&mut self, epoch: usize, step: usize, lr: f32, momentum: Option<f32>) -> Result<(f64, usize, usize)> {
         let lo = step * self.batch_size;
-        let batch = &self.order[lo..(lo + self.batch_size).min(self.order.len())];
+        let end = (lo + self.batch_size).min(self.order.len());
+        let (batch, next) = (&self.order[lo..end], &self.order[end..(end + self.batch_size).min(self.order.len())]);
         let n = batch.len();
         let (x, y) = (&mut self.x[..n * IMAGE_BYTES], &mut self.y[..n]);
         let noise = Noise { seed: self.seed, step: ((epoch as u64) << 32) + step as u64, first_row: 0 };
         let (loss, ok) = step_gradient(
             &self.model,
-            Batch { split: &self.train, indices: batch, preprocess: &self.preprocess },
+            Batch { split: &self.train, indices: batch, preprocess: &self.preprocess, next },
             noise,
             x,
             y,
