@@ -436,10 +436,31 @@ unsafe fn gemm_blocks(
             let beta_block = if pc == 0 { beta } else { 1.0 };
             let last_k = pc + k_block >= k;
             let b_block = b.sub(pc, jc, k_block, n_block);
+            let edge = n_block - n_block % NR;
+            // A last panel of at most 4 columns, with A's rows contiguous along k, is computed
+            // as dot products along k (`narrow_panel_by_dots`) from B's edge columns, which
+            // are read in place when contiguous along k and copied out otherwise.
+            let dots = (1..=NARROW_COLS).contains(&(n_block - edge))
+                && k_block > 0
+                && !pack_a
+                && a.cs == 1
+                && (b.rs == 1 || !pack_b);
+            let edge_columns = if !dots {
+                None
+            } else if b.rs == 1 {
+                Some(EdgeColumns { b: b_block.data[edge * b.cs..].as_ptr(), ld: b.cs })
+            } else {
+                let columns = &mut b_buf[..(n_block - edge) * k_block];
+                for (j, column) in columns.chunks_exact_mut(k_block).enumerate() {
+                    for (kk, value) in column.iter_mut().enumerate() {
+                        *value = b_block.data[kk * b.rs + (edge + j) * b.cs];
+                    }
+                }
+                Some(EdgeColumns { b: b_buf.as_ptr(), ld: k_block })
+            };
             if pack_b {
                 pack_b_panels(b_buf, b_block);
-            } else if n_block % NR != 0 {
-                let edge = n_block - n_block % NR;
+            } else if edge < n_block && !dots {
                 pack_b_panels(&mut b_buf[..k_block * NR], b_block.sub(0, edge, k_block, n_block - edge));
             }
             for ic in (0..m).step_by(mc) {
@@ -457,6 +478,25 @@ unsafe fn gemm_blocks(
                     } else {
                         (b_block.data.as_ptr().wrapping_add(jr), b.rs)
                     };
+                    if let (Some(columns), true) = (&edge_columns, jr == edge) {
+                        let store = NarrowStore {
+                            // SAFETY: row ic, column jc + jr of C.
+                            c: unsafe { c.ptr.add(ic * c.ld + jc + jr) },
+                            ldc: c.ld,
+                            alpha,
+                            beta: beta_block,
+                            epi: if last_k { Some(&epi).filter(|e| !e.is_none()) } else { None },
+                            col0: jc + jr,
+                        };
+                        // SAFETY: A: rows 0..m_block of a_block, each k_block contiguous floats
+                        // (a.cs == 1); B: `cols` columns of k_block contiguous floats, `ld`
+                        // apart (in place: columns edge.. of b_block, a.rs == 1; copied: in
+                        // b_buf); C: rows ic.., columns jc+jr.. of C.
+                        unsafe {
+                            narrow_panel_by_dots(a_block.data.as_ptr(), a.rs, m_block, k_block, columns, cols, &store)
+                        };
+                        continue;
+                    }
                     if cols < LANES && !pack_a && a.rs == 1 {
                         // A narrow last panel of a transposed A (the weight gradient's
                         // x^T): vectorise along m instead, where A is contiguous.
@@ -742,6 +782,72 @@ unsafe fn narrow_panel_by_rows(
         for i0 in (full..m).step_by(LANES) {
             // SAFETY: as above, for the last rows.
             unsafe { narrow_block::<1>(p, i0, LANES.min(m - i0), g0, cols, &store) };
+        }
+    }
+}
+
+/// The columns of a narrow last panel of B, each contiguous along k: `b(kk, j)` is
+/// `*b.add(j * ld + kk)`.
+struct EdgeColumns {
+    b: *const f32,
+    ld: usize,
+}
+
+/// `C[0..m, 0..cols]` (`cols <= 4`) for a narrow last panel when A's rows are contiguous along
+/// k (a forward pass, an input gradient): each output is a dot product along k, 16 depths per
+/// FMA, where the usual tile would spend a whole vector of FMAs per depth on these few
+/// columns. Four rows at a time keep 16 independent accumulators.
+///
+/// # Safety
+/// `a` must address rows `0..m`, `a_rs` apart, of `k` readable floats each; `b` `cols`
+/// columns of `k` readable floats; `out.c` a writable `m x cols` rectangle with rows
+/// `out.ldc` apart; `bias` (if any) at least `out.col0 + cols` values.
+#[inline(never)] // kept out of `gemm_blocks`, whose register allocation it would disturb
+unsafe fn narrow_panel_by_dots(
+    a: *const f32,
+    a_rs: usize,
+    m: usize,
+    k: usize,
+    b: &EdgeColumns,
+    cols: usize,
+    out: &NarrowStore<'_, '_>,
+) {
+    const ROWS: usize = 4;
+    let whole = k - k % LANES;
+    // SAFETY (every load below): depths kk < k of rows < m (rows past m repeat the last
+    // row) and of columns < cols (columns past cols repeat the last column); partial
+    // vectors only at the k tail.
+    let vector = |p: *const f32, kk: usize| unsafe {
+        if kk < whole { load(p.add(kk)) } else { load_partial(core::slice::from_raw_parts(p.add(kk), k - kk), 0.0) }
+    };
+    let column: [*const f32; NARROW_COLS] = core::array::from_fn(|j| b.b.wrapping_add(j.min(cols - 1) * b.ld));
+    for i0 in (0..m).step_by(ROWS) {
+        let rows = ROWS.min(m - i0);
+        let row: [*const f32; ROWS] = core::array::from_fn(|r| a.wrapping_add((i0 + r.min(rows - 1)) * a_rs));
+        let mut acc = [[f32x16::ZERO; NARROW_COLS]; ROWS];
+        for kk in (0..k).step_by(LANES) {
+            let av: [f32x16; ROWS] = core::array::from_fn(|r| vector(row[r], kk));
+            for (j, &col) in column.iter().enumerate() {
+                let bj = vector(col, kk);
+                for (acc, &av) in acc.iter_mut().zip(&av) {
+                    acc[j] = av.mul_add(bj, acc[j]);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            // Row r's sums in lanes 0..cols, finished like a tile row.
+            let sums: [f32; LANES] = core::array::from_fn(|j| if j < cols { acc[j].reduce_add() } else { 0.0 });
+            // SAFETY: row i0 + r < m, columns 0..cols of the rectangle (caller).
+            let c_row = unsafe { core::slice::from_raw_parts_mut(out.c.add((i0 + r) * out.ldc), cols) };
+            let mut x = f32x16::new(sums) * f32x16::splat(out.alpha);
+            if out.beta != 0.0 {
+                x = f32x16::splat(out.beta).mul_add(load_partial(c_row, 0.0), x);
+            }
+            if let Some(e) = out.epi {
+                let bias = e.bias.map_or(f32x16::ZERO, |b| load_partial(&b[out.col0..out.col0 + cols], 0.0));
+                x = e.activation.forward_vec(x + bias);
+            }
+            store_partial(c_row, x);
         }
     }
 }
