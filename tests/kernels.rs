@@ -150,12 +150,13 @@ fn gemm_narrow_panels_of_a_transposed_a() {
 
 /// A last panel of 1-4 columns when A's rows are contiguous along k (forward passes, input
 /// gradients): dot products along k, with B's edge columns read in place (a transposed B) or
-/// copied out; whole vectors of k and a partial tail, row groups of 4 and fewer.
+/// copied out (m = 40: beside the packed panels); whole vectors of k and a partial tail, row
+/// groups of 4 and fewer.
 #[test]
 fn gemm_narrow_panels_as_dot_products() {
     let mut failures = Vec::new();
     let blocking = Blocking { parallel_min_flops: usize::MAX, ..Blocking::DEFAULT };
-    for m in [1, 3, 4, 9, 25] {
+    for m in [1, 3, 4, 9, 25, 40] {
         for k in [16, 37, 100, 400] {
             for n in [1, 4, NR + 1, NR + 3, 3 * NR + 4] {
                 for tb in [false, true] {
