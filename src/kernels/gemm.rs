@@ -714,6 +714,17 @@ unsafe fn tile_kernel<const V: usize, const ADJACENT: bool, const R: usize>(t: &
     // SAFETY: forwarded from this function's contract.
     unsafe {
         let acc = microkernel::<V, ADJACENT, R>(t);
+        // The weight gradients' case (a whole tile, C overwritten, no epilogue) stores straight
+        // from the registers: at k = 25-50 the general store path cost 5-10% of the product.
+        if rows == R && cols == V * LANES && beta == 0.0 && epi.is_none_or(|e| e.is_none()) {
+            let alpha_v = f32x16::splat(alpha);
+            for (i, acc_row) in acc.iter().enumerate() {
+                for (v, &x) in acc_row.iter().enumerate() {
+                    store(c.add(i * ldc + v * LANES), x * alpha_v);
+                }
+            }
+            return;
+        }
         store_tile(&acc, c, ldc, rows, cols, alpha, beta, epi, col0);
     }
 }
