@@ -14,9 +14,11 @@
 //! directly with its strides or packed into `MR`-row micro-panels; B is read directly when its
 //! rows are contiguous (the small layer shapes, where packing would cost as much as the
 //! arithmetic) or packed into `NR`-column micro-panels (transposed B, or large m where the
-//! panels are reused many times). Threads (with `std`) split C into disjoint row or column
-//! ranges, only when a product is large enough to gain; results do not depend on the thread
-//! count.
+//! panels are reused many times). A last panel narrower than one vector would waste most of
+//! each FMA's lanes, so it is computed another way where the layout allows: along m (16 rows
+//! per vector) when A is transposed, as dot products along k when A's rows are contiguous
+//! (up to 4 columns). Threads (with `std`) split C into disjoint row or column ranges, only
+//! when a product is large enough to gain; results do not depend on the thread count.
 //!
 //! Raw pointers stay inside this file; every `unsafe` block states why its accesses are in
 //! bounds.
