@@ -246,13 +246,25 @@ pub fn gemm_with(
     if m == 0 || n == 0 {
         return;
     }
-    let target = Target { ptr: c.data.as_mut_ptr(), ld: c.ld };
+    let product = Product { alpha, a, b, beta, c: Target { ptr: c.data.as_mut_ptr(), ld: c.ld }, epi };
     #[cfg(feature = "std")]
-    if parallel::run(&blocking, alpha, a, b, beta, target, epi) {
+    if parallel::run(&blocking, product) {
         return;
     }
-    // SAFETY: `target` covers exactly the m x n view `c`, which we borrow mutably.
-    unsafe { gemm_serial(&blocking, alpha, a, b, beta, target, epi) }
+    // SAFETY: the target covers exactly the m x n view `c`, which we borrow mutably.
+    unsafe { gemm_serial(&blocking, product) }
+}
+
+/// One product, `C = act(alpha * A B + beta * C + bias)`, as the levels below [`gemm_with`]
+/// pass it down (a thread's part of it is again a `Product`).
+#[derive(Clone, Copy)]
+struct Product<'a> {
+    alpha: f32,
+    a: MatRef<'a>,
+    b: MatRef<'a>,
+    beta: f32,
+    c: Target,
+    epi: Epilogue<'a>,
 }
 
 /// Where C lives: row-major, `ld` apart. Raw so that threads can share disjoint parts.
@@ -284,15 +296,8 @@ mod parallel {
 
     /// Splits C among rayon's threads when the product is large enough; returns false when it
     /// should run on this thread instead.
-    pub(super) fn run(
-        blocking: &Blocking,
-        alpha: f32,
-        a: MatRef<'_>,
-        b: MatRef<'_>,
-        beta: f32,
-        c: Target,
-        epi: Epilogue<'_>,
-    ) -> bool {
+    pub(super) fn run(blocking: &Blocking, product: Product<'_>) -> bool {
+        let Product { a, b, c, epi, .. } = product;
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let threads = rayon::current_num_threads();
         let flops = 2usize.saturating_mul(m).saturating_mul(n).saturating_mul(k);
@@ -311,22 +316,24 @@ mod parallel {
         (0..parts).into_par_iter().for_each(|p| {
             let start = units * p / parts * unit;
             let end = (units * (p + 1) / parts * unit).min(len);
-            let (sub_a, sub_b, sub_c, sub_epi);
-            if split_rows {
-                sub_a = a.sub(start, 0, end - start, k);
-                sub_b = b;
-                // SAFETY: rows start..end of C, disjoint from the other parts' rows.
-                sub_c = unsafe { c.offset(start * c.ld) };
-                sub_epi = epi;
+            let part = if split_rows {
+                Product {
+                    a: a.sub(start, 0, end - start, k),
+                    // SAFETY: rows start..end of C, disjoint from the other parts' rows.
+                    c: unsafe { c.offset(start * c.ld) },
+                    ..product
+                }
             } else {
-                sub_a = a;
-                sub_b = b.sub(0, start, k, end - start);
-                // SAFETY: columns start..end of C, disjoint from the other parts' columns.
-                sub_c = unsafe { c.offset(start) };
-                sub_epi = Epilogue { bias: epi.bias.map(|bias| &bias[start..end]), ..epi };
-            }
-            // SAFETY: sub_c covers the sub-views' rows x cols inside C, disjoint across parts.
-            unsafe { gemm_serial(blocking, alpha, sub_a, sub_b, beta, sub_c, sub_epi) }
+                Product {
+                    b: b.sub(0, start, k, end - start),
+                    // SAFETY: columns start..end of C, disjoint from the other parts' columns.
+                    c: unsafe { c.offset(start) },
+                    epi: Epilogue { bias: epi.bias.map(|bias| &bias[start..end]), ..epi },
+                    ..product
+                }
+            };
+            // SAFETY: the part's C covers its views' rows x cols inside C, disjoint across parts.
+            unsafe { gemm_serial(blocking, part) }
         });
         true
     }
@@ -335,17 +342,10 @@ mod parallel {
 /// One thread's GEMM over an `a.rows x b.cols` rectangle of C.
 ///
 /// # Safety
-/// `c` must address a writable `a.rows x b.cols` row-major rectangle that nothing else
-/// accesses during the call.
-unsafe fn gemm_serial(
-    blocking: &Blocking,
-    alpha: f32,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    beta: f32,
-    c: Target,
-    epi: Epilogue<'_>,
-) {
+/// `product.c` must address a writable `a.rows x b.cols` row-major rectangle that nothing
+/// else accesses during the call.
+unsafe fn gemm_serial(blocking: &Blocking, product: Product<'_>) {
+    let Product { a, b, .. } = product;
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let Blocking { mc, kc, nc, .. } = *blocking;
     // Packing B pays when its panels are read by many microkernel calls (one per IR step,
@@ -368,7 +368,7 @@ unsafe fn gemm_serial(
         let a_len = if pack_a { mc.min(m).next_multiple_of(MR) * kc.min(k) } else { 0 };
         let (a_buf, b_buf) = scratch.get(a_len, b_len);
         // SAFETY: forwarded from this function's contract.
-        unsafe { gemm_blocks(blocking, pack_a, pack_b, a_buf, b_buf, alpha, a, b, beta, c, epi) }
+        unsafe { gemm_blocks(blocking, pack_a, pack_b, a_buf, b_buf, product) }
     })
 }
 
@@ -411,24 +411,20 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 
 /// The five loops, with packing decided and buffers provided. `b_buf` holds the packed B
 /// block, or (when B is read in place) the last partial B panel: reading past its columns
-/// could leave the slice, so it is copied out with zero padding.
+/// could leave the slice, so it is copied out with zero padding. A narrow last panel computed
+/// as dot products takes B's edge columns from B itself or from a copy in `b_buf`.
 ///
 /// # Safety
 /// As [`gemm_serial`].
-#[allow(clippy::too_many_arguments)]
 unsafe fn gemm_blocks(
     blocking: &Blocking,
     pack_a: bool,
     pack_b: bool,
     a_buf: &mut [f32],
     b_buf: &mut [f32],
-    alpha: f32,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    beta: f32,
-    c: Target,
-    epi: Epilogue<'_>,
+    product: Product<'_>,
 ) {
+    let Product { alpha, a, b, beta, c, epi } = product;
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let Blocking { mc, kc, nc, .. } = *blocking;
 
