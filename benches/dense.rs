@@ -19,6 +19,12 @@
 //!   `Sequential::loss_and_grad` on 32 samples then a Nadam step over all parameters. How
 //!   many samples per second can training reach, before data loading?
 //!
+//! - `trainer_step/<preset>_batch<B>_<T>_threads`: `Trainer::step` as `simdnn train` runs it
+//!   (batch conversion from CIFAR records, the batch split across `T` threads, the first
+//!   layer's weight gradient, the gradient sum, the optimiser), for the 8a and 8f presets on
+//!   20,000 generated records (60 MB, beyond the L3 cache, as the real 150 MB are). What
+//!   does one optimisation step cost, and so an epoch without validation?
+//!
 //! Times default to a 1 s warm-up and 3 s of measurement per benchmark (about 1.5 min for
 //! the file); the command line's `--warm-up-time`, `--measurement-time` and `--sample-size`
 //! override them.
@@ -27,12 +33,13 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use simdnn::data::cifar::{CLASSES, IMAGE_BYTES};
+use simdnn::data::cifar::{CLASSES, IMAGE_BYTES, Preprocess, RECORD_BYTES};
+use simdnn::data::{Split, standardise_from};
 use simdnn::kernels::{Activation, reference};
 use simdnn::nn::{Sequential, Workspace};
 use simdnn::optim::OptimizerConfig;
 use simdnn::rng::{below, normal, seeded, uniform_f32};
-use simdnn::train::TrainConfig;
+use simdnn::train::{TrainConfig, Trainer};
 
 const BATCH: usize = 32;
 
@@ -158,9 +165,54 @@ fn bench_train_step(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_trainer_step(c: &mut Criterion) {
+    let mut rng = seeded(17, 0);
+    let records: Vec<Vec<u8>> = (0..20_000)
+        .map(|_| {
+            let mut record: Vec<u8> = (0..RECORD_BYTES).map(|_| below(&mut rng, 256) as u8).collect();
+            record[0] = below(&mut rng, CLASSES as u64) as u8;
+            record
+        })
+        .collect();
+    let split = || Split::from_records(records.iter().map(|r| &r[..]).collect()).expect("generated records are valid");
+    let mut group = c.benchmark_group("trainer_step");
+    for (preset, threads) in [("8a", 2), ("8f", 2), ("8f", 1)] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
+        let config = TrainConfig::preset(preset).expect("the preset exists");
+        let (train, val) = (split(), split());
+        let preprocess = if config.standardise {
+            standardise_from(&train).expect("records to standardise")
+        } else {
+            Preprocess::UNIT_SCALE
+        };
+        let model = Sequential::new(IMAGE_BYTES, &config.layer_specs(), config.seed).expect("the model builds");
+        let optimizer = config.optimizer.build(model.num_params());
+        // Built inside the pool: the trainer splits each batch over the pool's threads.
+        let mut trainer = pool
+            .install(|| {
+                Trainer::new(model, optimizer, preprocess, train, val, config.batch_size, config.lr, config.seed)
+            })
+            .expect("the trainer builds");
+        trainer.shuffle(1);
+        let steps = trainer.steps_per_epoch();
+        let mut step = 0;
+        group.throughput(Throughput::Elements(config.batch_size as u64));
+        group.bench_function(format!("{preset}_batch{}_{threads}_threads", config.batch_size), |b| {
+            pool.install(|| {
+                b.iter(|| {
+                    let result = trainer.step(1, step % steps, config.lr, None).expect("a finite loss");
+                    step += 1;
+                    black_box(result)
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = bench_layers, bench_activations, bench_train_step
+    targets = bench_layers, bench_activations, bench_train_step, bench_trainer_step
 }
 criterion_main!(benches);
