@@ -490,7 +490,7 @@ unsafe fn gemm_blocks(
                         };
                         // SAFETY: A: rows 0..m_block of a_block, each k_block contiguous floats
                         // (a.cs == 1); B: `cols` columns of k_block contiguous floats, `ld`
-                        // apart (in place: columns edge.. of b_block, a.rs == 1; copied: in
+                        // apart (in place: columns edge.. of b_block, b.rs == 1; copied: in
                         // b_buf); C: rows ic.., columns jc+jr.. of C.
                         unsafe {
                             narrow_panel_by_dots(a_block.data.as_ptr(), a.rs, m_block, k_block, columns, cols, &store)
