@@ -640,8 +640,9 @@ fn cmd_eval(args: EvalArgs) -> Result<()> {
         if samples == 0 || samples > 10_000 {
             return Err(Error::config("--mc", format!("must be between 1 and 10000, got {samples}")));
         }
-        let saved = simdnn::format::from_bytes(&bytes).map_err(|e| e.in_file(args.model.display().to_string()))?;
-        if saved.model.first_dropout().is_none() {
+        // The in-place parser reads the layer list without copying the weights.
+        let model = simdnn::infer::Model::from_bytes(&bytes).map_err(|e| Error::data(&args.model, e.to_string()))?;
+        if !model.has_dropout() {
             eprintln!("warning: {} has no dropout layer: every MC sample is the same", args.model.display());
         }
         let start = std::time::Instant::now();

@@ -88,6 +88,9 @@ fn mc_dropout_is_seeded_averages_and_allocates_nothing() {
     let m = model(true, Some(LayerSpec::AlphaDropout { rate: 0.2 }));
     let bytes = to_bytes(&SavedModel { model: m, preprocess: Preprocess::UNIT_SCALE });
     let loaded = Model::from_bytes(&bytes).unwrap();
+    assert!(loaded.has_dropout());
+    let plain_bytes = to_bytes(&SavedModel { model: model(true, None), preprocess: Preprocess::UNIT_SCALE });
+    assert!(!Model::from_bytes(&plain_bytes).unwrap().has_dropout());
     let mut scratch = vec![0f32; loaded.scratch_len()];
     let image = &images(1)[0];
     let plain = loaded.predict(image, &mut scratch).unwrap().to_vec();

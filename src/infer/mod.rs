@@ -407,6 +407,11 @@ impl<'a> Model<'a> {
         Ok(())
     }
 
+    /// Whether the model has a dropout layer (without one, every MC dropout sample is the same).
+    pub fn has_dropout(&self) -> bool {
+        self.ops[..self.n_ops].iter().any(|op| matches!(op, Op::Dropout { .. }))
+    }
+
     /// MC dropout: the mean and standard deviation of the class probabilities over `samples`
     /// stochastic passes with dropout on (sample `s` draws masks from `(seed, s)`). The
     /// layers before the first dropout run once.
