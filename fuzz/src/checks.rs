@@ -954,8 +954,9 @@ impl Int8GemvInput {
 /// - the bf16 kernels on the same shape: `gemv_bf16_with` for every [`Bf16Kernel`] this CPU
 ///   runs against `reference::gemv_bf16`, bit for bit, on inputs `(x - 128) / 64` and weights
 ///   `q / 32`, each times a seeded power of two in 2^-6..2^6 so the sums round, rounded to
-///   bf16 (every product normal or zero: `vdpbf16ps` flushes subnormals, the twin does not); and `round_to_bf16` against `bf16_from_f32` on the payload's f32s
-///   (any bits), bit for bit.
+///   bf16 (every product normal or zero: `vdpbf16ps` flushes subnormals, the twin does
+///   not); and `round_to_bf16` against `bf16_from_f32` on the payload's f32s (any bits), bit
+///   for bit.
 ///
 /// The input is an [`Int8GemvInput`].
 pub fn check_int8_gemv(data: &[u8]) {

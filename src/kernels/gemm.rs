@@ -712,17 +712,6 @@ unsafe fn tile_kernel<const V: usize, const ADJACENT: bool, const R: usize>(t: &
     // SAFETY: forwarded from this function's contract.
     unsafe {
         let acc = microkernel::<V, ADJACENT, R>(t);
-        // The weight gradients' case (a whole tile, C overwritten, no epilogue) stores straight
-        // from the registers: at k = 25-50 the general store path cost 5-10% of the product.
-        if rows == R && cols == V * LANES && beta == 0.0 && epi.is_none_or(|e| e.is_none()) {
-            let alpha_v = f32x16::splat(alpha);
-            for (i, acc_row) in acc.iter().enumerate() {
-                for (v, &x) in acc_row.iter().enumerate() {
-                    store(c.add(i * ldc + v * LANES), x * alpha_v);
-                }
-            }
-            return;
-        }
         store_tile(&acc, c, ldc, rows, cols, alpha, beta, epi, col0);
     }
 }
@@ -845,20 +834,14 @@ unsafe fn narrow_panel_by_dots(
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate().take(rows) {
-            // Row r's sums in lanes 0..cols, finished like a tile row.
-            let sums: [f32; LANES] = core::array::from_fn(|j| if j < cols { acc[j].reduce_add() } else { 0.0 });
-            // SAFETY: row i0 + r < m, columns 0..cols of the rectangle (caller).
-            let c_row = unsafe { core::slice::from_raw_parts_mut(out.c.add((i0 + r) * out.ldc), cols) };
-            let mut x = f32x16::new(sums) * f32x16::splat(out.alpha);
-            if out.beta != 0.0 {
-                x = f32x16::splat(out.beta).mul_add(load_partial(c_row, 0.0), x);
-            }
-            if let Some(e) = out.epi {
-                let bias = e.bias.map_or(f32x16::ZERO, |b| load_partial(&b[out.col0..out.col0 + cols], 0.0));
-                x = e.activation.forward_vec(x + bias);
-            }
-            store_partial(c_row, x);
+        // Each row's sums in lanes 0..cols: finished and stored as a tile of one vector.
+        let sums: [[f32x16; 1]; ROWS] = core::array::from_fn(|r| {
+            [f32x16::new(core::array::from_fn(|j| if j < cols { acc[r][j].reduce_add() } else { 0.0 }))]
+        });
+        // SAFETY: rows i0..i0+rows < m and columns 0..cols of the rectangle (caller).
+        unsafe {
+            let c = out.c.add(i0 * out.ldc);
+            store_tile(&sums, c, out.ldc, rows, cols, out.alpha, out.beta, out.epi, out.col0);
         }
     }
 }
@@ -1006,6 +989,17 @@ unsafe fn store_tile<const V: usize, const R: usize>(
     let alpha_v = f32x16::splat(alpha);
     let beta_v = f32x16::splat(beta);
     let epi = epi.filter(|e| !e.is_none());
+    // The weight gradients' case (a whole tile, C overwritten, no epilogue) stores straight
+    // from the registers: at k = 25-50 the general path below cost 5-10% of the product.
+    if rows == R && cols == V * LANES && beta == 0.0 && epi.is_none() {
+        for (i, acc_row) in acc.iter().enumerate() {
+            for (v, &x) in acc_row.iter().enumerate() {
+                // SAFETY: a whole tile: R rows of V * 16 writable floats, ldc apart.
+                unsafe { store(c.add(i * ldc + v * LANES), x * alpha_v) };
+            }
+        }
+        return;
+    }
     let bias: [f32x16; V] = core::array::from_fn(|v| {
         let lo = (v * LANES).min(cols);
         let hi = ((v + 1) * LANES).min(cols);
