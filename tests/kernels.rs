@@ -37,6 +37,24 @@ fn check_gemm(
     let b_data = random(k * n, 2 + (k * 17 + n) as u64);
     let a = if ta { MatRef::new(&a_data, k, m).t() } else { MatRef::new(&a_data, m, k) };
     let b = if tb { MatRef::new(&b_data, n, k).t() } else { MatRef::new(&b_data, k, n) };
+    let label = format!("m={m} k={k} n={n} ta={ta} tb={tb}");
+    check_views(blocking, a, b, alpha, beta, bias, act, &label, failures);
+}
+
+/// [`check_gemm`] on given views of A and B.
+#[allow(clippy::too_many_arguments)]
+fn check_views(
+    blocking: &Blocking,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    alpha: f32,
+    beta: f32,
+    bias: bool,
+    act: Activation,
+    label: &str,
+    failures: &mut Vec<String>,
+) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
     let bias_data = random(n, 5);
     let bias = bias.then_some(&bias_data[..]);
     // beta == 0 must not read C: fill it with NaN.
@@ -54,9 +72,7 @@ fn check_gemm(
             let (e, g) = (expected[i * n + j], got[i * n + j]);
             let within = (e as f64 - g as f64).abs() <= tol; // false for NaN too
             if !within {
-                failures.push(format!(
-                    "m={m} k={k} n={n} ta={ta} tb={tb} alpha={alpha} beta={beta} {act}: C[{i},{j}] = {g}, expected {e}"
-                ));
+                failures.push(format!("{label} alpha={alpha} beta={beta} {act}: C[{i},{j}] = {g}, expected {e}"));
                 return;
             }
         }
@@ -148,10 +164,39 @@ fn gemm_narrow_panels_of_a_transposed_a() {
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
+/// A transposed A whose columns lie a multiple of 4 KiB apart (the first layer's x^T) is
+/// copied block by block with another stride before the tiles read it: row blocks of every
+/// size (one row joining the last block), k blocks, narrow edges, alpha, beta and the
+/// epilogue. The floats between the view's columns are NaN, so a read outside it shows.
+#[test]
+fn gemm_transposed_a_with_aliasing_columns() {
+    let mut failures = Vec::new();
+    let default = Blocking { parallel_min_flops: usize::MAX, ..Blocking::DEFAULT };
+    for blocking in [default, small_blocking(Packing::Auto)] {
+        for (m, lda) in [(1, 1024), (9, 1024), (17, 2048), (100, 1024), (250, 3072)] {
+            for k in [1, 7, 50, 300] {
+                let mut a_data = vec![f32::NAN; k * lda];
+                for (kk, column) in a_data.chunks_exact_mut(lda).enumerate() {
+                    column[..m].copy_from_slice(&random(m, 10 + kk as u64));
+                }
+                let a = MatRef::strided(&a_data, m, k, 1, lda);
+                for n in [4, NR + 3, 3 * NR + 4] {
+                    let b_data = random(k * n, 2 + (k * 17 + n) as u64);
+                    let b = MatRef::new(&b_data, k, n);
+                    let label = format!("m={m} k={k} n={n} lda={lda} mc={}", blocking.mc);
+                    check_views(&blocking, a, b, 1.0, 0.0, false, Activation::Identity, &label, &mut failures);
+                    check_views(&blocking, a, b, -0.5, 0.75, true, Activation::ELU, &label, &mut failures);
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
 /// A last panel of 1-4 columns when A's rows are contiguous along k (forward passes, input
-/// gradients): dot products along k, with B's edge columns read in place (a transposed B) or
-/// copied out (m = 40: beside the packed panels); whole vectors of k and a partial tail, row
-/// groups of 4 and fewer.
+/// gradients): dot products along k, 4 depths x 4 columns per FMA, with B's edge packed in
+/// 4 x 4 blocks from its rows or (a transposed B) its columns, in place beside the packed
+/// panels (m = 40) or not; whole blocks of k and a partial tail, row groups of 8 and fewer.
 #[test]
 fn gemm_narrow_panels_as_dot_products() {
     let mut failures = Vec::new();

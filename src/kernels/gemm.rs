@@ -27,7 +27,7 @@ use alloc::vec::Vec;
 use wide::f32x16;
 
 use super::activation::Activation;
-use super::simd::{LANES, load, load_partial, store, store_partial};
+use super::simd::{LANES, broadcast4, broadcast4_partial, load, load_partial, store, store_partial};
 use super::transpose::transpose_strided;
 
 /// Rows of C per microkernel tile.
@@ -363,12 +363,19 @@ unsafe fn gemm_serial(blocking: &Blocking, product: Product<'_>) {
         Packing::Always => true,
         Packing::Never => false,
     };
+    let restride_a = !pack_a && aliasing_columns(&a);
     with_scratch(|scratch| {
         let b_len = if pack_b { kc.min(k) * nc.min(n).next_multiple_of(NR) } else { kc.min(k) * NR };
-        let a_len = if pack_a { mc.min(m).next_multiple_of(MR) * kc.min(k) } else { 0 };
+        let a_len = if pack_a {
+            (mc + 1).min(m).next_multiple_of(MR) * kc.min(k)
+        } else if restride_a {
+            restrided_ld((mc + 1).min(m)) * kc.min(k)
+        } else {
+            0
+        };
         let (a_buf, b_buf) = scratch.get(a_len, b_len);
         // SAFETY: forwarded from this function's contract.
-        unsafe { gemm_blocks(blocking, pack_a, pack_b, a_buf, b_buf, product) }
+        unsafe { gemm_blocks(blocking, pack_a, restride_a, pack_b, a_buf, b_buf, product) }
     })
 }
 
@@ -409,16 +416,18 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     f(&mut Scratch::default())
 }
 
-/// The five loops, with packing decided and buffers provided. `b_buf` holds the packed B
+/// The five loops, with packing decided and buffers provided. `a_buf` holds the packed or
+/// re-strided A block (`restride_a`: see [`aliasing_columns`]). `b_buf` holds the packed B
 /// block, or (when B is read in place) the last partial B panel: reading past its columns
 /// could leave the slice, so it is copied out with zero padding. A narrow last panel computed
-/// as dot products takes B's edge columns from B itself or from a copy in `b_buf`.
+/// as dot products reads B's edge columns packed in 4 x 4 blocks in `b_buf`.
 ///
 /// # Safety
 /// As [`gemm_serial`].
 unsafe fn gemm_blocks(
     blocking: &Blocking,
     pack_a: bool,
+    restride_a: bool,
     pack_b: bool,
     a_buf: &mut [f32],
     b_buf: &mut [f32],
@@ -438,37 +447,34 @@ unsafe fn gemm_blocks(
             let b_block = b.sub(pc, jc, k_block, n_block);
             let edge = n_block - n_block % NR;
             // A last panel of at most 4 columns, with A's rows contiguous along k, is computed
-            // as dot products along k (`narrow_panel_by_dots`) from B's edge columns, which
-            // are read in place when contiguous along k and copied out otherwise.
+            // as dot products along k (`narrow_panel_by_dots`) from B's edge columns, packed
+            // into 4 x 4 blocks after the packed full panels (b_buf has room for a whole
+            // NR-wide panel there) or at the start when B is read in place.
             let dots = (1..=NARROW_COLS).contains(&(n_block - edge)) && k_block > 0 && !pack_a && a.cs == 1;
-            let edge_columns = if !dots {
-                None
-            } else if b.rs == 1 {
-                Some(EdgeColumns { b: b_block.data[edge * b.cs..].as_ptr(), ld: b.cs })
-            } else {
-                // After the packed full panels (b_buf has room for a whole NR-wide panel
-                // there), or at the start when B is read in place.
+            let edge_quads = dots.then(|| {
                 let at = if pack_b { edge * k_block } else { 0 };
-                let columns = &mut b_buf[at..at + (n_block - edge) * k_block];
-                for (j, column) in columns.chunks_exact_mut(k_block).enumerate() {
-                    for (kk, value) in column.iter_mut().enumerate() {
-                        *value = b_block.data[kk * b.rs + (edge + j) * b.cs];
-                    }
-                }
-                Some(EdgeColumns { b: columns.as_ptr(), ld: k_block })
-            };
+                let quads = &mut b_buf[at..at + k_block.div_ceil(QUAD) * LANES];
+                pack_edge_quads(quads, b_block.sub(0, edge, k_block, n_block - edge));
+                quads.as_ptr()
+            });
             if pack_b {
-                // The dot products read the edge columns from B itself.
+                // With dot products, the edge columns are the 4 x 4 blocks packed above.
                 pack_b_panels(b_buf, if dots { b_block.sub(0, 0, k_block, edge) } else { b_block });
             } else if edge < n_block && !dots {
                 pack_b_panels(&mut b_buf[..k_block * NR], b_block.sub(0, edge, k_block, n_block - edge));
             }
-            for ic in (0..m).step_by(mc) {
-                let m_block = mc.min(m - ic);
-                let a_block = a.sub(ic, pc, m_block, k_block);
+            for (ic, m_block) in row_blocks(m, mc) {
+                let a_view = a.sub(ic, pc, m_block, k_block);
                 if pack_a {
-                    pack_a_panels(a_buf, a_block);
+                    pack_a_panels(a_buf, a_view);
+                } else if restride_a {
+                    restride_columns(a_buf, a_view);
                 }
+                let a_block = if restride_a {
+                    MatRef::strided(a_buf, m_block, k_block, 1, restrided_ld(m_block))
+                } else {
+                    a_view
+                };
                 for jr in (0..n_block).step_by(NR) {
                     let cols = NR.min(n_block - jr);
                     let (b_ptr, b_step) = if pack_b {
@@ -478,7 +484,7 @@ unsafe fn gemm_blocks(
                     } else {
                         (b_block.data.as_ptr().wrapping_add(jr), b.rs)
                     };
-                    if let (Some(columns), true) = (&edge_columns, jr == edge) {
+                    if let (Some(quads), true) = (edge_quads, jr == edge) {
                         let store = NarrowStore {
                             // SAFETY: row ic, column jc + jr of C.
                             c: unsafe { c.ptr.add(ic * c.ld + jc + jr) },
@@ -489,20 +495,33 @@ unsafe fn gemm_blocks(
                             col0: jc + jr,
                         };
                         // SAFETY: A: rows 0..m_block of a_block, each k_block contiguous floats
-                        // (a.cs == 1); B: `cols` columns of k_block contiguous floats, `ld`
-                        // apart (in place: columns edge.. of b_block, b.rs == 1; copied: in
-                        // b_buf); C: rows ic.., columns jc+jr.. of C.
+                        // (a.cs == 1); B: the k_block / 4 packed blocks in b_buf; C: rows ic..,
+                        // columns jc+jr.. of C.
                         unsafe {
-                            narrow_panel_by_dots(a_block.data.as_ptr(), a.rs, m_block, k_block, columns, cols, &store)
+                            narrow_panel_by_dots(
+                                a_block.data.as_ptr(),
+                                a_block.rs,
+                                m_block,
+                                k_block,
+                                quads,
+                                cols,
+                                &store,
+                            )
                         };
                         continue;
                     }
-                    if cols < LANES && !pack_a && a.rs == 1 {
+                    if cols < LANES && !pack_a && a_block.rs == 1 {
                         // A narrow last panel of a transposed A (the weight gradient's
                         // x^T): vectorise along m instead, where A is contiguous.
                         let epi = if last_k { Some(&epi) } else { None };
-                        let panel =
-                            NarrowPanel { k: k_block, a: a_block.data.as_ptr(), a_step: a.cs, b: b_ptr, b_step, cols };
+                        let panel = NarrowPanel {
+                            k: k_block,
+                            a: a_block.data.as_ptr(),
+                            a_step: a_block.cs,
+                            b: b_ptr,
+                            b_step,
+                            cols,
+                        };
                         // SAFETY: A: rows 0..m_block of a_block are contiguous from its data
                         // pointer at each kk (a.rs == 1); B: the zero-padded NR-wide panel in
                         // b_buf; C: rows ic.., columns jc+jr.. of C.
@@ -512,20 +531,29 @@ unsafe fn gemm_blocks(
                         }
                         continue;
                     }
-                    for ir in (0..m_block).step_by(MR) {
-                        let rows = MR.min(m_block - ir);
+                    let mut ir = 0;
+                    while ir < m_block {
+                        // A last tile of MR + 1 rows (in place) instead of a full tile and a
+                        // single row that would stream the B panel once more for little work.
+                        let rows = if !pack_a && m_block - ir == MR + 1 { MR + 1 } else { MR.min(m_block - ir) };
                         let (a_ptr, a_offsets, a_step) = if pack_a {
                             (a_buf[ir * k_block..].as_ptr(), core::array::from_fn(|i| i), MR)
                         } else {
                             // Rows past the edge repeat the last row: in bounds, and their
                             // results are never stored.
-                            let offsets = core::array::from_fn(|i| i.min(rows - 1) * a.rs);
-                            (a_block.data.as_ptr().wrapping_add(ir * a.rs), offsets, a.cs)
+                            let offsets = core::array::from_fn(|i| i.min(rows - 1) * a_block.rs);
+                            (a_block.data.as_ptr().wrapping_add(ir * a_block.rs), offsets, a_block.cs)
                         };
                         let epi = if last_k { Some(&epi) } else { None };
                         // Rows one float apart (packed A, or a transposed A away from the edge)
                         // let the microkernel address them from one pointer.
-                        let adjacent = a_offsets == core::array::from_fn(|i| i);
+                        let layout = if a_offsets[..kernel_rows(rows)].iter().enumerate().all(|(i, &o)| o == i) {
+                            A_ADJACENT
+                        } else if a_step == 1 {
+                            A_ROWS_CONTIGUOUS
+                        } else {
+                            A_ROWS_STRIDED
+                        };
                         let tile = Tile { k: k_block, a: a_ptr, a_offsets, a_step, b: b_ptr, b_step };
                         // SAFETY: A: offsets + (k_block-1) * a_step stay inside the a_block
                         // rows ir..ir+rows (packed: inside a_buf's panel). B: k_block rows of
@@ -535,13 +563,16 @@ unsafe fn gemm_blocks(
                         unsafe {
                             let out = c.ptr.add((ic + ir) * c.ld + jc + jr);
                             let args = (out, c.ld, rows, cols, alpha, beta_block, epi, jc + jr);
-                            match (cols <= LANES, adjacent) {
-                                (true, true) => tile_kernel_rows::<1, true>(&tile, args),
-                                (true, false) => tile_kernel_rows::<1, false>(&tile, args),
-                                (false, true) => tile_kernel_rows::<NV, true>(&tile, args),
-                                (false, false) => tile_kernel_rows::<NV, false>(&tile, args),
+                            match (cols <= LANES, layout) {
+                                (true, A_ADJACENT) => tile_kernel_rows::<1, A_ADJACENT>(&tile, args),
+                                (true, A_ROWS_CONTIGUOUS) => tile_kernel_rows::<1, A_ROWS_CONTIGUOUS>(&tile, args),
+                                (true, _) => tile_kernel_rows::<1, A_ROWS_STRIDED>(&tile, args),
+                                (false, A_ADJACENT) => tile_kernel_rows::<NV, A_ADJACENT>(&tile, args),
+                                (false, A_ROWS_CONTIGUOUS) => tile_kernel_rows::<NV, A_ROWS_CONTIGUOUS>(&tile, args),
+                                (false, _) => tile_kernel_rows::<NV, A_ROWS_STRIDED>(&tile, args),
                             }
                         }
+                        ir += rows;
                     }
                 }
             }
@@ -550,6 +581,43 @@ unsafe fn gemm_blocks(
                 break;
             }
         }
+    }
+}
+
+/// The `(first row, rows)` of each `mc`-row block of `m` rows. A single row left over joins
+/// the last block, so that it ends in a tile of `MR + 1` rows (see `gemm_blocks`) however the
+/// rows were split across threads: every row then gets the same tile, hence the same bits.
+fn row_blocks(m: usize, mc: usize) -> impl Iterator<Item = (usize, usize)> {
+    let mut ic = 0;
+    core::iter::from_fn(move || {
+        let rows = if m - ic == mc + 1 { mc + 1 } else { mc.min(m - ic) };
+        let block = (ic, rows);
+        ic += rows;
+        (rows > 0).then_some(block)
+    })
+}
+
+/// Whether A is a transposed view (rows contiguous) whose columns lie a multiple of 4 KiB
+/// apart (the first layer's x^T: 3072 floats): a row tile's depths then all fall into one of
+/// L1's 64 sets, too few ways for them (50 depths at batch 50), and every microkernel call
+/// reloads them from L2. Such blocks are copied with another stride first
+/// ([`restride_columns`]): 78 -> 68 us for 1536 x 50 x 100. (Columns 6 KiB apart use two
+/// sets, and copying them costs more than it saves.)
+fn aliasing_columns(a: &MatRef<'_>) -> bool {
+    a.rs == 1 && a.cols > 1 && a.cs.is_multiple_of(1024)
+}
+
+/// The column stride of a re-strided block of `rows` rows: 16 floats more than the rows.
+fn restrided_ld(rows: usize) -> usize {
+    rows.next_multiple_of(LANES) + LANES
+}
+
+/// Copies `block` (rows contiguous) into `buf` with columns [`restrided_ld`] apart.
+fn restride_columns(buf: &mut [f32], block: MatRef<'_>) {
+    let (rows, ld) = (block.rows, restrided_ld(block.rows));
+    for (kk, column) in buf.chunks_exact_mut(ld).take(block.cols).enumerate() {
+        let at = kk * block.cs;
+        column[..rows].copy_from_slice(&block.data[at..at + rows]);
     }
 }
 
@@ -614,13 +682,21 @@ fn pack_a_panels(buf: &mut [f32], block: MatRef<'_>) {
     }
 }
 
+/// Rows of the largest tile: a last tile of A read in place may take one row more than MR.
+const TILE_ROWS: usize = MR + 1;
+
+/// How the microkernel addresses A's rows (see [`microkernel`]).
+const A_ADJACENT: u8 = 0;
+const A_ROWS_CONTIGUOUS: u8 = 1;
+const A_ROWS_STRIDED: u8 = 2;
+
 /// The operands of one microkernel call.
 struct Tile {
     /// Depth.
     k: usize,
     /// Element `a(i, kk)` is `*a.add(a_offsets[i] + kk * a_step)`.
     a: *const f32,
-    a_offsets: [usize; MR],
+    a_offsets: [usize; TILE_ROWS],
     a_step: usize,
     /// Row `kk` of the B micro-panel is the contiguous floats at `b.add(kk * b_step)`.
     b: *const f32,
@@ -628,72 +704,111 @@ struct Tile {
 }
 
 /// The microkernel: returns the `R x 16V` tile `sum over kk < k of a(i, kk) * b(kk, j)`.
-/// `R = MR` but for a last, shorter row tile (which then costs what its rows need, not a
-/// full tile: a batch of 25 is 3 tiles and one row, not 4 tiles). `V = NV` for full panels;
-/// `V = 1` for a last panel of at most 16 columns, which then costs half a full one.
-/// `ADJACENT` promises `a_offsets[i] == i`, so every row is addressed from one pointer;
-/// otherwise each row gets its own pointer. (Offsets kept in an array would be
-/// spilled to the stack once the loop is unrolled, adding a load to every FMA.)
+/// `R = MR` but for a last row tile of another size: shorter ones cost what their rows need
+/// (1, 2 or 4 rows), and a last tile of `MR + 1` rows read in place is one tile, so a batch
+/// of 25 is 3 tiles, not 3 tiles and a single row that streams the B panel once more.
+/// `V = NV` for full panels; `V = 1` for a last panel of at most 16 columns, which then costs
+/// half a full one.
+/// `LAYOUT` says how rows are addressed: `A_ADJACENT` promises `a_offsets[i] == i`, so every
+/// row is addressed from one pointer; `A_ROWS_CONTIGUOUS` (`a_step == 1`) gives each row a
+/// pointer and indexes all of them with one depth counter; `A_ROWS_STRIDED` advances each
+/// row's pointer. (Offsets kept in an array, or a second set of pointers for the unrolled
+/// iteration, would be spilled to the stack, adding a load to every FMA.)
 ///
 /// Edge tiles are the caller's: it pads B panels and repeats A rows, and stores only the
 /// valid part of the tile. The accumulators stay in registers (16 of the 32 zmm registers
-/// for 8 x 32).
+/// for 8 x 32, 18 for 9 x 32).
 ///
 /// # Safety
 /// Every address named in [`Tile`], for `kk < k`, must be readable.
 #[inline(always)]
-unsafe fn microkernel<const V: usize, const ADJACENT: bool, const R: usize>(t: &Tile) -> [[f32x16; V]; R] {
-    // Independent accumulator sets: a small tile has too few FMA chains to hide the FMA
-    // latency (two pipes x four cycles need eight), so it sums successive k into separate
-    // sets and adds them at the end. A full tile has sixteen chains and uses one set.
-    const MAX_SETS: usize = 8;
-    let sets = (MAX_SETS / (R * V)).clamp(1, MAX_SETS);
+unsafe fn microkernel<const V: usize, const LAYOUT: u8, const R: usize>(t: &Tile) -> [[f32x16; V]; R] {
+    let sets = accumulator_sets(R * V);
     let mut acc = [[[f32x16::ZERO; V]; R]; MAX_SETS];
     let mut b = t.b;
     // wrapping_add: after the last iteration the pointers may point past their buffers
     // without being read.
     let mut rows: [*const f32; R] = core::array::from_fn(|i| t.a.wrapping_add(t.a_offsets[i]));
+    let row_base = rows;
     let mut a = t.a;
+    let mut kk = 0usize;
     let mut step = |acc: &mut [[f32x16; V]; R]| {
         // SAFETY: the caller guarantees V * 16 readable floats at b for this kk.
         let bv: [f32x16; V] = core::array::from_fn(|v| unsafe { load(b.add(v * LANES)) });
         for (i, acc_row) in acc.iter_mut().enumerate() {
             // SAFETY: the caller guarantees a(i, kk) is readable.
-            let ai = f32x16::splat(unsafe { if ADJACENT { *a.add(i) } else { *rows[i] } });
+            let ai = f32x16::splat(unsafe {
+                match LAYOUT {
+                    A_ADJACENT => *a.add(i),
+                    A_ROWS_CONTIGUOUS => *row_base[i].add(kk),
+                    _ => *rows[i],
+                }
+            });
             for (acc, &bv) in acc_row.iter_mut().zip(&bv) {
                 *acc = ai.mul_add(bv, *acc);
             }
         }
-        if ADJACENT {
-            a = a.wrapping_add(t.a_step);
-        } else {
-            rows = rows.map(|r| r.wrapping_add(t.a_step));
+        match LAYOUT {
+            A_ADJACENT => a = a.wrapping_add(t.a_step),
+            A_ROWS_CONTIGUOUS => kk += 1,
+            _ => rows = rows.map(|r| r.wrapping_add(t.a_step)),
         }
         b = b.wrapping_add(t.b_step);
     };
-    let whole = t.k - t.k % sets;
-    for _ in (0..whole).step_by(sets) {
-        for set in acc.iter_mut().take(sets) {
-            step(set);
+    sum_in_sets(
+        &mut acc,
+        sets,
+        t.k,
+        |set, _| step(set),
+        |x, y| {
+            for (row, other) in x.iter_mut().zip(y) {
+                for (x, &y) in row.iter_mut().zip(other) {
+                    *x += y;
+                }
+            }
+        },
+    );
+    acc[0]
+}
+
+/// The most accumulator sets a tile spreads its depths over.
+const MAX_SETS: usize = 8;
+
+/// Accumulator sets for a tile of `chains` vectors: a small tile has too few FMA chains to
+/// hide the FMA latency (two pipes x four cycles need eight), so it sums successive depths
+/// into separate sets and adds them at the end. A full tile has sixteen chains: one set.
+fn accumulator_sets(chains: usize) -> usize {
+    (MAX_SETS / chains).clamp(1, MAX_SETS)
+}
+
+/// Runs `step(set, i)` for `i in 0..n` round-robin over the first `sets` of `acc` (the tail
+/// into set 0), then adds the sets pairwise into `acc[0]` with `add`, in a fixed order: the
+/// result depends on nothing but the shape.
+#[inline(always)]
+fn sum_in_sets<S: Copy>(
+    acc: &mut [S; MAX_SETS],
+    sets: usize,
+    n: usize,
+    mut step: impl FnMut(&mut S, usize),
+    add: impl Fn(&mut S, &S),
+) {
+    let whole = n - n % sets;
+    for i0 in (0..whole).step_by(sets) {
+        for (s, set) in acc.iter_mut().take(sets).enumerate() {
+            step(set, i0 + s);
         }
     }
-    for _ in whole..t.k {
-        step(&mut acc[0]);
+    for i in whole..n {
+        step(&mut acc[0], i);
     }
-    // Pairwise, in a fixed order (the result does not depend on anything but the shape).
     let mut width = sets;
     while width > 1 {
         width /= 2;
         for s in 0..width {
             let other = acc[s + width];
-            for (row, other_row) in acc[s].iter_mut().zip(&other) {
-                for (x, &y) in row.iter_mut().zip(other_row) {
-                    *x += y;
-                }
-            }
+            add(&mut acc[s], &other);
         }
     }
-    acc[0]
 }
 
 /// Where and how a tile is stored: `(c, ldc, rows, cols, alpha, beta, epilogue, col0)`, as
@@ -707,29 +822,41 @@ type TileStore<'e, 'b> = (*mut f32, usize, usize, usize, f32, f32, Option<&'e Ep
 /// # Safety
 /// As [`microkernel`] and [`store_tile`].
 #[inline(never)]
-unsafe fn tile_kernel<const V: usize, const ADJACENT: bool, const R: usize>(t: &Tile, to: TileStore<'_, '_>) {
+unsafe fn tile_kernel<const V: usize, const LAYOUT: u8, const R: usize>(t: &Tile, to: TileStore<'_, '_>) {
     let (c, ldc, rows, cols, alpha, beta, epi, col0) = to;
     // SAFETY: forwarded from this function's contract.
     unsafe {
-        let acc = microkernel::<V, ADJACENT, R>(t);
+        let acc = microkernel::<V, LAYOUT, R>(t);
         store_tile(&acc, c, ldc, rows, cols, alpha, beta, epi, col0);
     }
 }
 
-/// [`tile_kernel`] for a tile of `rows <= MR` rows: the full kernel, or one computing 1, 2
-/// or 4 rows (the fewest that cover them).
+/// The rows the microkernel computes for a tile of `rows`: the fewest of 1, 2, 4, `MR` and
+/// `TILE_ROWS` that cover them.
+fn kernel_rows(rows: usize) -> usize {
+    match rows {
+        1 | 2 => rows,
+        3 | 4 => 4,
+        TILE_ROWS => TILE_ROWS,
+        _ => MR,
+    }
+}
+
+/// [`tile_kernel`] for a tile of `rows <= TILE_ROWS` rows, with the kernel [`kernel_rows`]
+/// picks.
 ///
 /// # Safety
 /// As [`tile_kernel`].
 #[inline(always)]
-unsafe fn tile_kernel_rows<const V: usize, const ADJACENT: bool>(t: &Tile, store: TileStore<'_, '_>) {
+unsafe fn tile_kernel_rows<const V: usize, const LAYOUT: u8>(t: &Tile, store: TileStore<'_, '_>) {
     // SAFETY: forwarded; each kernel reads and stores at most `rows` rows of its tile.
     unsafe {
-        match store.2 {
-            1 => tile_kernel::<V, ADJACENT, 1>(t, store),
-            2 => tile_kernel::<V, ADJACENT, 2>(t, store),
-            3 | 4 => tile_kernel::<V, ADJACENT, 4>(t, store),
-            _ => tile_kernel::<V, ADJACENT, MR>(t, store),
+        match kernel_rows(store.2) {
+            1 => tile_kernel::<V, LAYOUT, 1>(t, store),
+            2 => tile_kernel::<V, LAYOUT, 2>(t, store),
+            4 => tile_kernel::<V, LAYOUT, 4>(t, store),
+            TILE_ROWS => tile_kernel::<V, LAYOUT, TILE_ROWS>(t, store),
+            _ => tile_kernel::<V, LAYOUT, MR>(t, store),
         }
     }
 }
@@ -786,63 +913,158 @@ unsafe fn narrow_panel_by_rows(
     }
 }
 
-/// The columns of a narrow last panel of B, each contiguous along k: `b(kk, j)` is
-/// `*b.add(j * ld + kk)`.
-struct EdgeColumns {
-    b: *const f32,
-    ld: usize,
+/// Depths per block of a packed narrow edge: a block of 4 depths x 4 columns fills a vector.
+const QUAD: usize = 4;
+
+/// Packs `block` (`k x cols`, `cols <= 4`) for [`narrow_panel_by_dots`]: block `q` holds depths
+/// `4q .. 4q+4`, lane `4j + t` being `b(4q + t, j)`; lanes past `k` or `cols` are zero.
+fn pack_edge_quads(buf: &mut [f32], block: MatRef<'_>) {
+    let (k, cols) = (block.rows, block.cols);
+    let blocks = k.div_ceil(QUAD);
+    assert!(cols <= NARROW_COLS && buf.len() >= blocks * LANES, "pack_edge_quads: {k} x {cols} does not fit");
+    let done = pack_edge_quads_simd(buf, block);
+    for (q, lanes) in buf.chunks_exact_mut(LANES).enumerate().take(blocks).skip(done) {
+        for (j, column) in lanes.chunks_exact_mut(QUAD).enumerate() {
+            for (t, lane) in column.iter_mut().enumerate() {
+                let kk = q * QUAD + t;
+                *lane = if kk < k && j < cols { block.at(kk, j) } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// The whole blocks of [`pack_edge_quads`] when all 4 columns are there and B's rows or
+/// columns are contiguous, four 16-byte loads each (a 4 x 4 transpose for contiguous rows);
+/// returns how many blocks it packed (none without AVX-512).
+#[inline(always)]
+fn pack_edge_quads_simd(buf: &mut [f32], block: MatRef<'_>) -> usize {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    if block.cols == NARROW_COLS && (block.cs == 1 || block.rs == 1) {
+        use core::arch::x86_64::*;
+        let whole = block.rows / QUAD;
+        let (p, rs, cs) = (block.data.as_ptr(), block.rs, block.cs);
+        // Lane 4j + t takes lane 4t + j.
+        // SAFETY: AVX-512F is enabled at compile time.
+        let transpose = unsafe { _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15) };
+        for (q, out) in buf.chunks_exact_mut(LANES).take(whole).enumerate() {
+            let kk = q * QUAD;
+            // SAFETY: AVX-512F is enabled at compile time. Each load reads 4 elements of the
+            // view: row kk + t, columns 0..4 (cs == 1), or column j, depths kk..kk+4 (rs ==
+            // 1), all inside `block` (kk + 4 <= k, 4 columns); the store writes one 16-float
+            // chunk of `buf`.
+            unsafe {
+                let (stride, step) = if cs == 1 { (rs, rs) } else { (cs, 1) };
+                let part = |i: usize| _mm_loadu_ps(p.add(kk * step + i * stride));
+                let mut v = _mm512_castps128_ps512(part(0));
+                v = _mm512_insertf32x4::<1>(v, part(1));
+                v = _mm512_insertf32x4::<2>(v, part(2));
+                v = _mm512_insertf32x4::<3>(v, part(3));
+                if cs == 1 {
+                    v = _mm512_permutexvar_ps(transpose, v);
+                }
+                _mm512_storeu_ps(out.as_mut_ptr(), v);
+            }
+        }
+        return whole;
+    }
+    let _ = (buf, block);
+    0
 }
 
 /// `C[0..m, 0..cols]` (`cols <= 4`) for a narrow last panel when A's rows are contiguous along
-/// k (a forward pass, an input gradient): each output is a dot product along k, 16 depths per
-/// FMA, where the usual tile would spend a whole vector of FMAs per depth on these few
-/// columns. Four rows at a time keep 16 independent accumulators.
+/// k (a forward pass, an input gradient): each output is a dot product along k, where the
+/// usual tile would spend a whole vector of FMAs per depth on these few columns. One FMA
+/// multiplies 4 depths of a row (broadcast to the 4 lane groups) by a packed block of B (4
+/// depths x 4 columns), so a row needs one accumulator and the 4 partial sums of each column
+/// are added once at the end.
 ///
 /// # Safety
-/// `a` must address rows `0..m`, `a_rs` apart, of `k` readable floats each; `b` `cols`
-/// columns of `k` readable floats; `out.c` a writable `m x cols` rectangle with rows
-/// `out.ldc` apart; `bias` (if any) at least `out.col0 + cols` values.
+/// `a` must address rows `0..m`, `a_rs` apart, of `k` readable floats each; `quads` the
+/// `k.div_ceil(4)` blocks [`pack_edge_quads`] wrote of `cols` columns; `out.c` a writable
+/// `m x cols` rectangle with rows `out.ldc` apart; `bias` (if any) at least
+/// `out.col0 + cols` values.
 #[inline(never)] // kept out of `gemm_blocks`, whose register allocation it would disturb
+#[allow(clippy::too_many_arguments)]
 unsafe fn narrow_panel_by_dots(
     a: *const f32,
     a_rs: usize,
     m: usize,
     k: usize,
-    b: &EdgeColumns,
+    quads: *const f32,
     cols: usize,
     out: &NarrowStore<'_, '_>,
 ) {
-    const ROWS: usize = 4;
-    let whole = k - k % LANES;
-    // SAFETY (every load below): depths kk < k of rows < m (rows past m repeat the last
-    // row) and of columns < cols (columns past cols repeat the last column); partial
-    // vectors only at the k tail.
-    let vector = |p: *const f32, kk: usize| unsafe {
-        if kk < whole { load(p.add(kk)) } else { load_partial(core::slice::from_raw_parts(p.add(kk), k - kk), 0.0) }
-    };
-    let column: [*const f32; NARROW_COLS] = core::array::from_fn(|j| b.b.wrapping_add(j.min(cols - 1) * b.ld));
-    for i0 in (0..m).step_by(ROWS) {
-        let rows = ROWS.min(m - i0);
-        let row: [*const f32; ROWS] = core::array::from_fn(|r| a.wrapping_add((i0 + r.min(rows - 1)) * a_rs));
-        let mut acc = [[f32x16::ZERO; NARROW_COLS]; ROWS];
-        for kk in (0..k).step_by(LANES) {
-            let av: [f32x16; ROWS] = core::array::from_fn(|r| vector(row[r], kk));
-            for (j, &col) in column.iter().enumerate() {
-                let bj = vector(col, kk);
-                for (acc, &av) in acc.iter_mut().zip(&av) {
-                    acc[j] = av.mul_add(bj, acc[j]);
+    let full = m - m % MR;
+    for i0 in (0..full).step_by(MR) {
+        // SAFETY: rows i0..i0+8 < m (caller's rectangle).
+        unsafe { dots_rows::<MR>(a, a_rs, i0, MR, k, quads, cols, out) };
+    }
+    let rest = m - full;
+    if rest == 0 {
+        return;
+    }
+    // SAFETY: rows full..m, padded by repeating the last row (caller's rectangle).
+    unsafe {
+        match kernel_rows(rest) {
+            1 => dots_rows::<1>(a, a_rs, full, rest, k, quads, cols, out),
+            2 => dots_rows::<2>(a, a_rs, full, rest, k, quads, cols, out),
+            4 => dots_rows::<4>(a, a_rs, full, rest, k, quads, cols, out),
+            _ => dots_rows::<MR>(a, a_rs, full, rest, k, quads, cols, out),
+        }
+    }
+}
+
+/// Rows `i0 .. i0 + rows` (`rows <= R`) of [`narrow_panel_by_dots`]; rows past `rows` repeat
+/// the last one and are not stored.
+///
+/// # Safety
+/// As [`narrow_panel_by_dots`], for these rows.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dots_rows<const R: usize>(
+    a: *const f32,
+    a_rs: usize,
+    i0: usize,
+    rows: usize,
+    k: usize,
+    quads: *const f32,
+    cols: usize,
+    out: &NarrowStore<'_, '_>,
+) {
+    let sets = accumulator_sets(R);
+    let row: [*const f32; R] = core::array::from_fn(|r| a.wrapping_add((i0 + r.min(rows - 1)) * a_rs));
+    let whole = k / QUAD;
+    let mut acc = [[f32x16::ZERO; R]; MAX_SETS];
+    let step = |acc: &mut [f32x16; R], q: usize| {
+        // SAFETY: block q < k.div_ceil(4) of the packed edge (caller).
+        let b = unsafe { load(quads.add(q * LANES)) };
+        for (acc, &row) in acc.iter_mut().zip(&row) {
+            // SAFETY: depths 4q..4q+4 < k of a row < m (caller); a partial block at the tail.
+            let av = unsafe {
+                if q < whole {
+                    broadcast4(row.add(q * QUAD))
+                } else {
+                    broadcast4_partial(core::slice::from_raw_parts(row.add(q * QUAD), k - q * QUAD))
                 }
-            }
+            };
+            *acc = av.mul_add(b, *acc);
         }
-        // Each row's sums in lanes 0..cols: finished and stored as a tile of one vector.
-        let sums: [[f32x16; 1]; ROWS] = core::array::from_fn(|r| {
-            [f32x16::new(core::array::from_fn(|j| if j < cols { acc[r][j].reduce_add() } else { 0.0 }))]
-        });
-        // SAFETY: rows i0..i0+rows < m and columns 0..cols of the rectangle (caller).
-        unsafe {
-            let c = out.c.add(i0 * out.ldc);
-            store_tile(&sums, c, out.ldc, rows, cols, out.alpha, out.beta, out.epi, out.col0);
+    };
+    sum_in_sets(&mut acc, sets, k.div_ceil(QUAD), step, |x, y| {
+        for (x, &y) in x.iter_mut().zip(y) {
+            *x += y;
         }
+    });
+    let sums: [[f32x16; 1]; R] = core::array::from_fn(|r| {
+        let l = acc[0][r].to_array();
+        [f32x16::new(core::array::from_fn(|j| {
+            if j < NARROW_COLS { (l[4 * j] + l[4 * j + 1]) + (l[4 * j + 2] + l[4 * j + 3]) } else { 0.0 }
+        }))]
+    });
+    // SAFETY: rows i0..i0+rows and the packed columns of the rectangle (caller).
+    unsafe {
+        let c = out.c.add(i0 * out.ldc);
+        store_tile(&sums, c, out.ldc, rows, cols, out.alpha, out.beta, out.epi, out.col0);
     }
 }
 

@@ -133,3 +133,31 @@ pub(crate) fn tile_masks<const T: usize>(n_out: usize, j0: usize) -> [u16; T] {
         ((1u32 << valid) - 1) as u16
     })
 }
+
+/// The 4 floats at `p` in each of the 4 128-bit lane groups (one `vbroadcastf32x4` with
+/// AVX-512).
+///
+/// # Safety
+/// `p..p+4` must be readable `f32`s.
+#[inline(always)]
+pub(crate) unsafe fn broadcast4(p: *const f32) -> f32x16 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    // SAFETY: AVX-512F is enabled at compile time; the caller guarantees 4 readable f32s.
+    unsafe {
+        use core::arch::x86_64::{__m512, _mm_loadu_ps, _mm512_broadcast_f32x4};
+        core::mem::transmute::<__m512, f32x16>(_mm512_broadcast_f32x4(_mm_loadu_ps(p)))
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    {
+        // SAFETY: the caller guarantees 4 readable f32s.
+        let x = unsafe { core::ptr::read_unaligned(p as *const [f32; 4]) };
+        f32x16::new(core::array::from_fn(|i| x[i % 4]))
+    }
+}
+
+/// [`broadcast4`] of fewer than 4 floats, zero-padded.
+#[inline(always)]
+pub(crate) fn broadcast4_partial(xs: &[f32]) -> f32x16 {
+    assert!(xs.len() <= 4, "broadcast4_partial takes at most 4 values");
+    f32x16::new(core::array::from_fn(|i| xs.get(i % 4).copied().unwrap_or(0.0)))
+}

@@ -1,7 +1,8 @@
 //! Matrix transpose: `dst[j][i] = src[i][j]`, in 16 x 16 blocks through AVX-512 registers
 //! where the CPU has them (detected at run time with `std`, at compile time without), the
-//! rest element by element. The GEMM packs its transposed B operands (the weights, in every
-//! input gradient) with it: element by element, packing `W^T` took as long as the product.
+//! edges as partial blocks read and written with masks; element by element elsewhere. The
+//! GEMM packs its transposed B operands (the weights, in every input gradient) with it:
+//! element by element, packing `W^T` took as long as the product.
 
 /// Transposes `src` (`rows x cols`, row-major) into `dst` (`cols x rows`, row-major).
 ///
@@ -30,24 +31,23 @@ pub fn transpose_strided(src: &[f32], lds: usize, rows: usize, cols: usize, dst:
         (rows - 1) * lds + cols <= src.len() && (cols - 1) * ldd + rows <= dst.len(),
         "transpose: views do not fit"
     );
-    let (full_rows, full_cols) = (rows - rows % 16, cols - cols % 16);
-    let blocked = avx512::available() && full_rows > 0 && full_cols > 0;
-    if blocked {
-        for i in (0..full_rows).step_by(16) {
-            for j in (0..full_cols).step_by(16) {
-                // SAFETY: AVX-512F is available (checked above); the 16 x 16 block at (i, j)
+    if avx512::available() {
+        // 16 x 16 blocks, the edges as partial blocks (masked loads and stores).
+        for i in (0..rows).step_by(16) {
+            for j in (0..cols).step_by(16) {
+                let (h, w) = (16.min(rows - i), 16.min(cols - j));
+                // SAFETY: AVX-512F is available (checked above); the h x w block at (i, j)
                 // lies inside the source view and at (j, i) inside the destination view, both
                 // checked to fit in their slices.
-                unsafe { avx512::block(src.as_ptr().add(i * lds + j), lds, dst.as_mut_ptr().add(j * ldd + i), ldd) };
+                unsafe {
+                    avx512::block(src.as_ptr().add(i * lds + j), lds, dst.as_mut_ptr().add(j * ldd + i), ldd, h, w)
+                };
             }
         }
+        return;
     }
-    // Whatever the blocks did not cover: the right-hand columns and bottom rows (everything
-    // when there are no blocks).
-    let (done_rows, done_cols) = if blocked { (full_rows, full_cols) } else { (0, 0) };
     for i in 0..rows {
-        let first_col = if i < done_rows { done_cols } else { 0 };
-        for j in first_col..cols {
+        for j in 0..cols {
             dst[j * ldd + i] = src[i * lds + j];
         }
     }
@@ -64,18 +64,23 @@ mod avx512 {
         false
     }
 
-    /// Transposes one 16 x 16 block: four rounds of shuffles (pairs, 4 x 4 blocks within
-    /// 128-bit lanes, then lanes across registers).
+    /// Transposes one block of `h x w` (at most 16 x 16): four rounds of shuffles (pairs,
+    /// 4 x 4 blocks within 128-bit lanes, then lanes across registers) on a 16 x 16 block
+    /// whose missing rows and columns are zero, read and written with masks.
     ///
     /// # Safety
-    /// AVX-512F must be available; 16 rows of 16 floats must be readable at `src` (rows
-    /// `lds` apart) and writable at `dst` (rows `ldd` apart).
+    /// AVX-512F must be available; `h` rows of `w` floats must be readable at `src` (rows
+    /// `lds` apart) and `w` rows of `h` floats writable at `dst` (rows `ldd` apart).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn block(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+    pub(super) unsafe fn block(src: *const f32, lds: usize, dst: *mut f32, ldd: usize, h: usize, w: usize) {
         use core::arch::x86_64::*;
-        // SAFETY: the caller guarantees the 16 rows are readable.
-        let r: [__m512; 16] = core::array::from_fn(|i| unsafe { _mm512_loadu_ps(src.add(i * lds)) });
+        let (in_mask, out_mask) = (((1u32 << w) - 1) as u16, ((1u32 << h) - 1) as u16);
+        // SAFETY: the caller guarantees w readable floats in each of the first h rows; the
+        // masked-off lanes are not accessed.
+        let r: [__m512; 16] = core::array::from_fn(|i| {
+            if i < h { unsafe { _mm512_maskz_loadu_ps(in_mask, src.add(i * lds)) } } else { _mm512_setzero_ps() }
+        });
         let t: [__m512; 16] = core::array::from_fn(|i| {
             let (a, b) = (r[i & !1], r[i | 1]);
             if i % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
@@ -92,18 +97,18 @@ mod avx512 {
             let (a, b) = (u[half + i % 4], u[half + i % 4 + 4]);
             if i % 8 < 4 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xDD>(a, b) }
         });
-        let w: [__m512; 16] = core::array::from_fn(|i| {
+        let out: [__m512; 16] = core::array::from_fn(|i| {
             let (a, b) = (v[i % 8], v[i % 8 + 8]);
             if i < 8 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xDD>(a, b) }
         });
-        for (i, row) in w.iter().enumerate() {
-            // SAFETY: the caller guarantees the 16 rows are writable.
-            unsafe { _mm512_storeu_ps(dst.add(i * ldd), *row) };
+        for (i, row) in out.iter().enumerate().take(w) {
+            // SAFETY: the caller guarantees h writable floats in each of the first w rows.
+            unsafe { _mm512_mask_storeu_ps(dst.add(i * ldd), out_mask, *row) };
         }
     }
 
     #[cfg(not(target_arch = "x86_64"))]
-    pub(super) unsafe fn block(_: *const f32, _: usize, _: *mut f32, _: usize) {
+    pub(super) unsafe fn block(_: *const f32, _: usize, _: *mut f32, _: usize, _: usize, _: usize) {
         unreachable!("available() is false off x86_64")
     }
 }
