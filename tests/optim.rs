@@ -2,7 +2,7 @@
 //! struct in `src/optim/mod.rs` states it), computed here by hand in f64, written out
 //! literally; plus the Keras defaults, the step counter, and thread-count independence.
 
-use simdnn::optim::{AdaGrad, Adam, Nadam, Optimizer, OptimizerConfig, RmsProp, Sgd};
+use simdnn::optim::{AdaGrad, Adam, Gradient, Nadam, Optimizer, OptimizerConfig, RmsProp, Sgd};
 
 const P0: [f32; 3] = [0.5, -1.25, 2.0];
 /// Fixed gradients for three steps: mixed signs and magnitudes, one of them tiny so that the
@@ -330,8 +330,8 @@ fn parallel_steps_are_bit_identical_to_serial() {
 
 #[test]
 fn parallel_path_matches_the_reference_rule() {
-    // The chunked path must apply the same rule as the three-parameter runs: spot-check one
-    // element in each 2^15 chunk against the f64 Adam reference.
+    // The threads' parts must apply the same rule as the three-parameter runs: spot-check
+    // elements across the vector (both halves, their ends) against the f64 Adam reference.
     const N: usize = 100_000;
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let params = pool.install(|| {
@@ -344,9 +344,60 @@ fn parallel_path_matches_the_reference_rule() {
         p
     });
     let expected = adam_reference(3, 0.01, 0.9, 0.999, 1e-7, 0.0);
-    for i in [0, 1, 2, 32_768, 32_769, 65_536, 98_304, N - 2, N - 1] {
+    for i in [0, 1, 2, 32_768, N / 2 - 1, N / 2, 65_536, 98_304, N - 2, N - 1] {
         let e = expected[i % 3];
         assert!((params[i] as f64 - e).abs() <= 1e-6 * e.abs().max(1.0), "element {i}: {} vs {e}", params[i]);
+    }
+}
+
+/// Shard `s`'s gradient at step `t`: positive, so no sum cancels and every parameter moves.
+fn shard_grad(s: usize, t: usize, n: usize) -> Vec<f32> {
+    (0..n).map(|i| (((i * 7919 + t * 104_729 + s * 31) % 2003) as f32 + 1.0) / 1000.0).collect()
+}
+
+#[test]
+fn sharded_gradients_match_the_summed_gradient() {
+    use OptimizerConfig as C;
+    let configs = [
+        C::keras_default("sgd").unwrap(),
+        C::Sgd { momentum: 0.9, nesterov: true },
+        C::keras_default("adamw").unwrap(),
+        C::keras_default("nadam").unwrap(),
+        C::keras_default("rmsprop").unwrap(),
+        C::keras_default("adagrad").unwrap(),
+    ];
+    // Below and above the size at which the loop splits across threads; `summed_from` at
+    // either end and at an odd place; one and two shards after the first.
+    for (n, threads) in [(1_000, 2), (100_003, 1), (100_003, 2), (100_003, 3)] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for summed_from in [0, 33_337.min(n / 3), n] {
+            for shards in [2, 3] {
+                for config in configs {
+                    let start: Vec<f32> = (0..n).map(|i| ((i * 37 % 1001) as f32 - 500.0) / 250.0).collect();
+                    let (mut summed, mut sharded) = (start.clone(), start.clone());
+                    let (mut a, mut b) = (config.build(n), config.build(n));
+                    pool.install(|| {
+                        for t in 0..2 {
+                            let grads: Vec<Vec<f32>> = (0..shards).map(|s| shard_grad(s, t, n)).collect();
+                            // What the trainer summed before: the shards added in order.
+                            let mut total = grads[0].clone();
+                            for other in &grads[1..] {
+                                total[summed_from..].iter_mut().zip(&other[summed_from..]).for_each(|(a, g)| *a += g);
+                            }
+                            a.step(&mut summed, &total, 1e-2);
+                            let others: Vec<&[f32]> = grads[1..].iter().map(|g| &g[..]).collect();
+                            b.apply(&mut sharded, Gradient { first: &grads[0], others: &others, summed_from }, 1e-2);
+                        }
+                    });
+                    let case =
+                        format!("{config:?}, n {n}, {threads} threads, summed from {summed_from}, {shards} shards");
+                    let first_diff = summed.iter().zip(&sharded).position(|(x, y)| x.to_bits() != y.to_bits());
+                    assert_eq!(first_diff, None, "{case}");
+                    let unmoved = sharded.iter().zip(&start).position(|(x, y)| x == y);
+                    assert_eq!(unmoved, None, "{case}: a parameter was not updated");
+                }
+            }
+        }
     }
 }
 

@@ -1,7 +1,8 @@
 //! Optimisers, written element by element as in their references, over the model's flat
 //! parameter vector. Imports only `core`/`alloc` (and `rayon` with `std`, to split the
 //! element loop across threads: every element's update is independent, so the result does
-//! not depend on the split). No knowledge of data, files or layers.
+//! not depend on the split). No knowledge of data, files or layers: a data-parallel
+//! gradient arrives as the shards' buffers ([`Gradient`]).
 //!
 //! Each optimiser follows Keras 3's update rule and defaults, because Keras is what users
 //! compare against; each step is checked in `tests/optim.rs` against values computed by hand.
@@ -15,7 +16,11 @@ pub mod schedule;
 /// One optimisation step over all parameters.
 pub trait Optimizer: Send {
     /// `params -= update(grads)` at learning rate `lr`; advances the step counter.
-    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32);
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+        self.apply(params, grads.into(), lr);
+    }
+    /// [`Optimizer::step`] on a gradient that may come in data-parallel shards.
+    fn apply(&mut self, params: &mut [f32], grads: Gradient<'_>, lr: f32);
     /// Steps taken so far.
     fn iterations(&self) -> u64;
     /// Sets the momentum for the next steps (1cycle's momentum cycling). Only SGD has a
@@ -162,29 +167,137 @@ impl OptimizerConfig {
     }
 }
 
-/// Parameters per thread task in the optimisers' element loops: large enough to amortise
-/// a rayon task (about 10 us of work per chunk).
-#[cfg(feature = "std")]
-const CHUNK: usize = 1 << 15;
+/// The gradient an optimiser step reads.
+///
+/// In data-parallel training each shard of the batch leaves its own gradient; the step adds
+/// them as it reads them (in shard order, so the bits depend only on the shard count) instead
+/// of a separate pass summing them first. Parameters before `summed_from` (the first layer's
+/// weights, whose gradient is one product over the whole batch) are read from `first` alone.
+#[derive(Clone, Copy, Debug)]
+pub struct Gradient<'a> {
+    /// The gradient, or the first shard's.
+    pub first: &'a [f32],
+    /// The other shards' gradients, added to `first` from `summed_from` on.
+    pub others: &'a [&'a [f32]],
+    pub summed_from: usize,
+}
 
-/// Calls `update(param, grad)` for every parameter, split across threads as
-/// [`Slots::for_each`] is (for optimisers without state).
-fn for_each_stateless(params: &mut [f32], grads: &[f32], update: impl Fn(&mut f32, f32) + Sync) {
-    assert_eq!(params.len(), grads.len(), "optimizer: {} parameters but {} gradients", params.len(), grads.len());
-    let run = |p: &mut [f32], g: &[f32]| p.iter_mut().zip(g).for_each(|(p, &g)| update(p, g));
+impl<'a> From<&'a [f32]> for Gradient<'a> {
+    fn from(grads: &'a [f32]) -> Self {
+        Gradient { first: grads, others: &[], summed_from: grads.len() }
+    }
+}
+
+/// Below this many parameters the element loop runs on one thread: a thread hand-off costs
+/// more than it saves.
+#[cfg(feature = "std")]
+const PARALLEL_MIN: usize = 1 << 15;
+
+/// Calls `update(param, grad, state)` for every parameter, `state` being its `S` floats of
+/// `state` (stored side by side).
+///
+/// Split across threads by position, not by work stealing: `..summed_from` and
+/// `summed_from..` are each cut into one even part per thread, and part `t` of both goes to
+/// the `t`-th task, the first running on the calling thread. The trainer computes the first
+/// layer's weight gradient split by rows the same way (`kernels::gemm`'s row split), and its
+/// shards in the same order, so each thread mostly updates parameters whose gradients its
+/// own cache holds: when the host places the two vCPUs far apart, moving those gradients
+/// between cores made this loop several times slower.
+fn for_each_param<const S: usize>(
+    params: &mut [f32],
+    state: &mut [f32],
+    grads: Gradient<'_>,
+    update: impl Fn(&mut f32, f32, &mut [f32; S]) + Sync,
+) {
+    let n = params.len();
+    assert!(
+        grads.first.len() == n && grads.others.iter().all(|g| g.len() == n),
+        "optimizer: {n} parameters but gradients of {} floats",
+        grads.first.len()
+    );
+    assert!(grads.summed_from <= n, "optimizer: summed_from {} beyond {n} parameters", grads.summed_from);
+    assert_eq!(state.len(), n * S, "optimizer: built for {} parameters, given {n}", state.len() / S.max(1));
     #[cfg(feature = "std")]
-    {
-        use rayon::prelude::*;
-        if params.len() > CHUNK && rayon::current_num_threads() > 1 {
-            params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).for_each(|(p, g)| run(p, g));
-            return;
+    let threads = if n > PARALLEL_MIN { rayon::current_num_threads() } else { 1 };
+    #[cfg(not(feature = "std"))]
+    let threads = 1;
+    let mut parts: Vec<Vec<Piece<'_>>> = (0..threads).map(|_| Vec::new()).collect();
+    let (mut rest_p, mut rest_s, mut offset) = (params, state, 0);
+    for (lo, hi) in [(0, grads.summed_from), (grads.summed_from, n)] {
+        for (t, part) in parts.iter_mut().enumerate() {
+            let end = lo + (hi - lo) * (t + 1) / threads;
+            let (p, tail_p) = core::mem::take(&mut rest_p).split_at_mut(end - offset);
+            let (s, tail_s) = core::mem::take(&mut rest_s).split_at_mut((end - offset) * S);
+            if !p.is_empty() {
+                part.push((offset, p, s));
+            }
+            (rest_p, rest_s, offset) = (tail_p, tail_s, end);
         }
     }
-    run(params, grads);
+    let run = |part: Vec<Piece<'_>>| {
+        for (offset, p, s) in part {
+            update_range(offset, p, s, grads, &update);
+        }
+    };
+    #[cfg(feature = "std")]
+    if threads > 1 {
+        use rayon::prelude::*;
+        parts.into_par_iter().for_each(run);
+        return;
+    }
+    parts.into_iter().for_each(run);
+}
+
+/// A run of parameters for one thread: the index of its first parameter, the parameters and
+/// their state.
+type Piece<'p> = (usize, &'p mut [f32], &'p mut [f32]);
+
+/// [`for_each_param`]'s loop over the parameters `offset..offset + params.len()`, which lie
+/// on one side of `grads.summed_from`.
+fn update_range<const S: usize>(
+    offset: usize,
+    params: &mut [f32],
+    state: &mut [f32],
+    grads: Gradient<'_>,
+    update: &impl Fn(&mut f32, f32, &mut [f32; S]),
+) {
+    let first = &grads.first[offset..offset + params.len()];
+    // One pass: the shards' gradients are added as the update reads them.
+    match grads.others {
+        _ if offset < grads.summed_from => update_each(params, state, first.iter().copied(), update),
+        [] => update_each(params, state, first.iter().copied(), update),
+        [other] => update_each(params, state, first.iter().zip(&other[offset..]).map(|(a, b)| a + b), update),
+        others => {
+            let sum = |(i, &a): (usize, &f32)| others.iter().fold(a, |g, other| g + other[offset + i]);
+            update_each(params, state, first.iter().enumerate().map(sum), update)
+        }
+    }
+}
+
+fn update_each<const S: usize>(
+    params: &mut [f32],
+    state: &mut [f32],
+    grads: impl Iterator<Item = f32>,
+    update: &impl Fn(&mut f32, f32, &mut [f32; S]),
+) {
+    if S == 0 {
+        // No state to zip with (`chunks_exact_mut` needs a non-zero size).
+        params.iter_mut().zip(grads).for_each(|(p, g)| update(p, g, &mut [0.0; S]));
+        return;
+    }
+    for ((p, g), s) in params.iter_mut().zip(grads).zip(state.chunks_exact_mut(S.max(1))) {
+        let s: &mut [f32; S] = s.try_into().unwrap_or_else(|_| unreachable!("chunks of S"));
+        update(p, g, s);
+    }
+}
+
+/// [`for_each_param`] for optimisers without state.
+fn for_each_stateless(params: &mut [f32], grads: Gradient<'_>, update: impl Fn(&mut f32, f32) + Sync) {
+    for_each_param::<0>(params, &mut [], grads, |p, g, _| update(p, g));
 }
 
 /// Per-parameter state, `S` floats per parameter stored side by side (for Adam: m then v),
-/// so one chunk of parameters and its state split across threads together.
+/// so one part of the parameters and its state split across threads together.
 struct Slots<const S: usize> {
     state: Vec<f32>,
 }
@@ -195,35 +308,13 @@ impl<const S: usize> Slots<S> {
     }
 
     /// Calls `update(param, grad, state)` for every parameter.
-    fn for_each(&mut self, params: &mut [f32], grads: &[f32], update: impl Fn(&mut f32, f32, &mut [f32; S]) + Sync) {
-        assert_eq!(params.len(), grads.len(), "optimizer: {} parameters but {} gradients", params.len(), grads.len());
-        assert_eq!(
-            params.len() * S,
-            self.state.len(),
-            "optimizer: built for {} parameters, given {}",
-            self.state.len() / S.max(1),
-            params.len()
-        );
-        let run = |p: &mut [f32], g: &[f32], s: &mut [f32]| {
-            let states = s.chunks_exact_mut(S.max(1));
-            for ((p, &g), s) in p.iter_mut().zip(g).zip(states) {
-                let s: &mut [f32; S] = s.try_into().unwrap_or_else(|_| unreachable!("chunks of S"));
-                update(p, g, s);
-            }
-        };
-        #[cfg(feature = "std")]
-        {
-            use rayon::prelude::*;
-            if params.len() > CHUNK && rayon::current_num_threads() > 1 {
-                params
-                    .par_chunks_mut(CHUNK)
-                    .zip(grads.par_chunks(CHUNK))
-                    .zip(self.state.par_chunks_mut(CHUNK * S.max(1)))
-                    .for_each(|((p, g), s)| run(p, g, s));
-                return;
-            }
-        }
-        run(params, grads, &mut self.state);
+    fn for_each(
+        &mut self,
+        params: &mut [f32],
+        grads: Gradient<'_>,
+        update: impl Fn(&mut f32, f32, &mut [f32; S]) + Sync,
+    ) {
+        for_each_param(params, &mut self.state, grads, update);
     }
 }
 
@@ -254,7 +345,7 @@ impl Optimizer for Sgd {
         self.momentum = momentum;
     }
 
-    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+    fn apply(&mut self, params: &mut [f32], grads: Gradient<'_>, lr: f32) {
         self.t += 1;
         let (momentum, nesterov) = (self.momentum, self.nesterov);
         if momentum == 0.0 {
@@ -305,7 +396,7 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
-    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+    fn apply(&mut self, params: &mut [f32], grads: Gradient<'_>, lr: f32) {
         self.t += 1;
         let t = self.t as f64;
         let (b1, b2, eps) = (self.beta1, self.beta2, self.epsilon);
@@ -364,7 +455,7 @@ impl Nadam {
 }
 
 impl Optimizer for Nadam {
-    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+    fn apply(&mut self, params: &mut [f32], grads: Gradient<'_>, lr: f32) {
         self.t += 1;
         let (b1, b2, eps) = (self.beta1, self.beta2, self.epsilon);
         let u_t = Self::momentum_schedule(b1, self.t);
@@ -415,7 +506,7 @@ impl RmsProp {
 }
 
 impl Optimizer for RmsProp {
-    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+    fn apply(&mut self, params: &mut [f32], grads: Gradient<'_>, lr: f32) {
         self.t += 1;
         let (rho, eps) = (self.rho, self.epsilon);
         self.mean_square.for_each(params, grads, |p, g, [v]| {
@@ -455,7 +546,7 @@ impl AdaGrad {
 }
 
 impl Optimizer for AdaGrad {
-    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+    fn apply(&mut self, params: &mut [f32], grads: Gradient<'_>, lr: f32) {
         self.t += 1;
         let eps = self.epsilon;
         self.accumulator.for_each(params, grads, |p, g, [a]| {

@@ -18,8 +18,8 @@ use std::time::Instant;
 use crate::data::Split;
 use crate::data::cifar::IMAGE_BYTES;
 use crate::nn::{Layer, Noise, Preprocess, Sequential, StepOptions, Workspace};
-use crate::optim::Optimizer;
 use crate::optim::schedule::{ReduceOnPlateau, Schedule};
+use crate::optim::{Gradient, Optimizer};
 use crate::rng::{seeded, shuffle};
 use crate::{Error, Result};
 
@@ -96,16 +96,17 @@ struct Shard {
     grads: Vec<f32>,
 }
 
-/// One training step's gradient, into `shards[0].grads`.
+/// One training step's gradient, left in the shards' `grads` (see [`Trainer::gradient`]).
 ///
 /// With one shard (one thread, or a model with batch norm, whose batch statistics need the
 /// whole batch in one place) it is a plain forward and backward pass. With more, data
 /// parallelism: the batch is split into one contiguous slice per shard and each runs forward
 /// and backward in parallel, except the first layer's weight gradient, which is one product
 /// over the whole batch (3072 x 32 x 100 for 8a: split by rows across threads, it beats
-/// summing per-shard copies of the largest gradient). The other gradients are summed into
-/// `shards[0].grads`. The split and the order of the sum depend only on the shard count, so
-/// a given thread count always gives the same bits.
+/// summing per-shard copies of the largest gradient), written into `shards[0].grads`. The
+/// optimiser adds the other shards' gradients as it reads them. The split and the order of
+/// the sum depend only on the shard count, so a given thread count always gives the same
+/// bits.
 #[allow(clippy::too_many_arguments)]
 fn step_gradient(
     model: &Sequential,
@@ -149,22 +150,19 @@ fn step_gradient(
     for (shard, &(lo, hi)) in shards.iter().zip(&bounds) {
         first_delta.extend_from_slice(shard.ws.first_layer_delta(model, hi - lo));
     }
-    let skip = first.weight_range();
-    if let [head, rest @ ..] = &mut shards[..parts] {
-        first.weight_grad(x, first_delta, &mut head.grads, n);
-        // Sum the rest in parallel chunks (small enough to balance the threads); every
-        // element adds the shards in the same order.
-        const CHUNK: usize = 1 << 13;
-        head.grads[skip.end..].par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
-            let start = skip.end + c * CHUNK;
-            for shard in rest.iter() {
-                for (o, g) in out.iter_mut().zip(&shard.grads[start..]) {
-                    *o += g;
-                }
-            }
-        });
-    }
+    first.weight_grad(x, first_delta, &mut shards[0].grads, n);
     results.iter().fold((0.0, 0), |(l, c), &(l2, c2)| (l + l2, c + c2))
+}
+
+/// The gradient as [`step_gradient`] left it: `first` (the first shard's buffer) holds the
+/// first layer's weight gradient for the whole batch, and every shard (`others` after the
+/// first) its own part of the rest.
+fn shards_gradient<'g>(model: &Sequential, first: &'g [f32], others: &'g [&'g [f32]]) -> Gradient<'g> {
+    let summed_from = match (others.is_empty(), model.layers()[0].as_dense()) {
+        (false, Some(first_layer)) => first_layer.weight_range().end,
+        _ => first.len(),
+    };
+    Gradient { first, others, summed_from }
 }
 
 /// How far an unfinished epoch got (all zero: not started).
@@ -384,7 +382,9 @@ impl<'a> Trainer<'a> {
         if let Some(m) = momentum {
             self.optimizer.set_momentum(m);
         }
-        self.optimizer.step(&mut self.model.params, &self.shards[0].grads, lr);
+        let others: Vec<&[f32]> = self.shards[1..].iter().map(|s| &s.grads[..]).collect();
+        let gradient = shards_gradient(&self.model, &self.shards[0].grads, &others);
+        self.optimizer.apply(&mut self.model.params, gradient, lr);
         if self.shards.len() == 1 {
             self.model.update_moving_stats(&self.shards[0].ws);
         }
