@@ -130,14 +130,12 @@ impl Activation {
 /// n = 0 so small inputs keep full relative precision.
 #[inline(always)]
 pub(crate) fn expm1_non_positive(x: f32x16) -> f32x16 {
-    use wide::{bytemuck::cast, i32x16};
-    // Below -87, expm1 is -1 in f32; the clamp keeps 2^n a normal number.
-    let x = x.min(f32x16::ZERO).max(f32x16::splat(-87.0));
-    let n = (x * f32x16::splat(core::f32::consts::LOG2_E)).round();
-    // ln 2 split in two so that n * LN2_HI is exact.
-    let r = n.mul_neg_add(f32x16::splat(0.693_359_4), x);
-    let r = n.mul_neg_add(f32x16::splat(-2.121_944_4e-4), r);
     let c = |v: f32| f32x16::splat(v);
+    // Below -87, expm1 is -1 in f32; the clamp keeps 2^n a normal number.
+    let (x, n) = clamp_and_round(x);
+    // ln 2 split in two so that n * LN2_HI is exact.
+    let r = n.mul_neg_add(c(0.693_359_4), x);
+    let r = n.mul_neg_add(c(-2.121_944_4e-4), r);
     let poly = c(1.0 / 5040.0)
         .mul_add(r, c(1.0 / 720.0))
         .mul_add(r, c(1.0 / 120.0))
@@ -145,8 +143,55 @@ pub(crate) fn expm1_non_positive(x: f32x16) -> f32x16 {
         .mul_add(r, c(1.0 / 6.0))
         .mul_add(r, c(0.5));
     let expm1_r = (r * r).mul_add(poly, r);
-    let two_n: f32x16 = cast((n.round_int() + i32x16::splat(127)) << 23u32);
+    let two_n = exp2_int(n);
     two_n.mul_add(expm1_r, two_n - f32x16::ONE)
+}
+
+/// `x` clamped to [-87, 0] (NaN stays NaN) and `n = round(x log2 e)`.
+///
+/// With AVX-512 these are single instructions (`vminps`/`vmaxps` ordered to pass NaN through,
+/// `vrndscaleps`): `wide`'s `min`, `max` and `round` handle NaN, signed zeros and ties away
+/// from zero in extra instructions that this epilogue, run on every activation, does not
+/// need. Ties to even (vs away) only changes which `n` an exact `.5` picks; `r` stays in range.
+#[inline(always)]
+fn clamp_and_round(x: f32x16) -> (f32x16, f32x16) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        use core::arch::x86_64::*;
+        use core::mem::transmute;
+        // SAFETY: AVX-512F is enabled at compile time; __m512 and f32x16 are both 16 f32s.
+        unsafe {
+            let v = transmute::<f32x16, __m512>(x);
+            // vminps/vmaxps return their second operand when either is NaN.
+            let v = _mm512_max_ps(_mm512_set1_ps(-87.0), _mm512_min_ps(_mm512_setzero_ps(), v));
+            let scaled = _mm512_mul_ps(v, _mm512_set1_ps(core::f32::consts::LOG2_E));
+            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(scaled);
+            (transmute::<__m512, f32x16>(v), transmute::<__m512, f32x16>(n))
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    {
+        let x = x.min(f32x16::ZERO).max(f32x16::splat(-87.0));
+        (x, (x * f32x16::splat(core::f32::consts::LOG2_E)).round())
+    }
+}
+
+/// `2^n` for whole `n` in [-126, 0] (one `vscalefps` with AVX-512, else built in the exponent
+/// bits).
+#[inline(always)]
+fn exp2_int(n: f32x16) -> f32x16 {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    {
+        use core::arch::x86_64::*;
+        use core::mem::transmute;
+        // SAFETY: AVX-512F is enabled at compile time; __m512 and f32x16 are both 16 f32s.
+        unsafe { transmute::<__m512, f32x16>(_mm512_scalef_ps(_mm512_set1_ps(1.0), transmute::<f32x16, __m512>(n))) }
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    {
+        use wide::{bytemuck::cast, i32x16};
+        cast((n.round_int() + i32x16::splat(127)) << 23u32)
+    }
 }
 
 impl core::fmt::Display for Activation {
