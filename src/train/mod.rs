@@ -96,7 +96,10 @@ struct Shard {
     grads: Vec<f32>,
 }
 
-/// One training step's gradient, left in the shards' `grads` (see [`Trainer::gradient`]).
+/// One training step's gradient, left in the shards' `grads` (see [`shards_gradient`]).
+/// Returns the batch's summed loss, its correct count and how many shards took part (fewer
+/// than all when the batch has fewer rows than there are shards: the others' buffers hold an
+/// earlier step's gradient).
 ///
 /// With one shard (one thread, or a model with batch norm, whose batch statistics need the
 /// whole batch in one place) it is a plain forward and backward pass. With more, data
@@ -116,7 +119,7 @@ fn step_gradient(
     y: &mut [u8],
     shards: &mut [Shard],
     first_delta: &mut Vec<f32>,
-) -> (f64, usize) {
+) -> (f64, usize, usize) {
     use rayon::prelude::*;
     let n = y.len();
     let scale = 1.0 / n as f32;
@@ -125,7 +128,8 @@ fn step_gradient(
         batch.split.prefetch(batch.next);
         let options = StepOptions { noise, ..StepOptions::default() };
         let shard = &mut shards[0];
-        return model.loss_and_grad_scaled(x, y, &mut shard.ws, &mut shard.grads, scale, options);
+        let (loss, correct) = model.loss_and_grad_scaled(x, y, &mut shard.ws, &mut shard.grads, scale, options);
+        return (loss, correct, 1);
     }
     let parts = shards.len().min(n);
     let bounds: Vec<(usize, usize)> = (0..parts).map(|p| (n * p / parts, n * (p + 1) / parts)).collect();
@@ -151,7 +155,8 @@ fn step_gradient(
         first_delta.extend_from_slice(shard.ws.first_layer_delta(model, hi - lo));
     }
     first.weight_grad(x, first_delta, &mut shards[0].grads, n);
-    results.iter().fold((0.0, 0), |(l, c), &(l2, c2)| (l + l2, c + c2))
+    let (loss, correct) = results.iter().fold((0.0, 0), |(l, c), &(l2, c2)| (l + l2, c + c2));
+    (loss, correct, parts)
 }
 
 /// The gradient as [`step_gradient`] left it: `first` (the first shard's buffer) holds the
@@ -367,7 +372,7 @@ impl<'a> Trainer<'a> {
         let n = batch.len();
         let (x, y) = (&mut self.x[..n * IMAGE_BYTES], &mut self.y[..n]);
         let noise = Noise { seed: self.seed, step: ((epoch as u64) << 32) + step as u64, first_row: 0 };
-        let (loss, ok) = step_gradient(
+        let (loss, ok, shards_used) = step_gradient(
             &self.model,
             Batch { split: &self.train, indices: batch, preprocess: &self.preprocess, next },
             noise,
@@ -382,7 +387,7 @@ impl<'a> Trainer<'a> {
         if let Some(m) = momentum {
             self.optimizer.set_momentum(m);
         }
-        let others: Vec<&[f32]> = self.shards[1..].iter().map(|s| &s.grads[..]).collect();
+        let others: Vec<&[f32]> = self.shards[1..shards_used].iter().map(|s| &s.grads[..]).collect();
         let gradient = shards_gradient(&self.model, &self.shards[0].grads, &others);
         self.optimizer.apply(&mut self.model.params, gradient, lr);
         if self.shards.len() == 1 {
