@@ -179,6 +179,8 @@ pub struct Gradient<'a> {
     pub first: &'a [f32],
     /// The other shards' gradients, added to `first` from `summed_from` on.
     pub others: &'a [&'a [f32]],
+    /// The first parameter whose gradient is summed over the shards (`first.len()` when
+    /// there is one gradient).
     pub summed_from: usize,
 }
 
@@ -193,8 +195,8 @@ impl<'a> From<&'a [f32]> for Gradient<'a> {
 #[cfg(feature = "std")]
 const PARALLEL_MIN: usize = 1 << 15;
 
-/// Calls `update(param, grad, state)` for every parameter, `state` being its `S` floats of
-/// `state` (stored side by side).
+/// Calls `update(param, grad, state)` for every parameter, with its `S` floats of `state`
+/// (stored side by side).
 ///
 /// Split across threads by position, not by work stealing: `..summed_from` and
 /// `summed_from..` are each cut into one even part per thread, and part `t` of both goes to
@@ -274,6 +276,7 @@ fn update_range<const S: usize>(
     }
 }
 
+/// `update` for each parameter with its gradient (from `grads`) and state.
 fn update_each<const S: usize>(
     params: &mut [f32],
     state: &mut [f32],
