@@ -535,7 +535,7 @@ unsafe fn gemm_blocks(
                     while ir < m_block {
                         // A last tile of MR + 1 rows (in place) instead of a full tile and a
                         // single row that would stream the B panel once more for little work.
-                        let rows = if !pack_a && m_block - ir == MR + 1 { MR + 1 } else { MR.min(m_block - ir) };
+                        let rows = if pack_a { MR.min(m_block - ir) } else { block_rows(m_block - ir, MR) };
                         let (a_ptr, a_offsets, a_step) = if pack_a {
                             (a_buf[ir * k_block..].as_ptr(), core::array::from_fn(|i| i), MR)
                         } else {
@@ -590,11 +590,17 @@ unsafe fn gemm_blocks(
 fn row_blocks(m: usize, mc: usize) -> impl Iterator<Item = (usize, usize)> {
     let mut ic = 0;
     core::iter::from_fn(move || {
-        let rows = if m - ic == mc + 1 { mc + 1 } else { mc.min(m - ic) };
+        let rows = block_rows(m - ic, mc);
         let block = (ic, rows);
         ic += rows;
         (rows > 0).then_some(block)
     })
+}
+
+/// The rows of the next block of at most `unit` rows, `left` rows remaining: all `unit + 1`
+/// when exactly one row would be left over after it.
+fn block_rows(left: usize, unit: usize) -> usize {
+    if left == unit + 1 { unit + 1 } else { unit.min(left) }
 }
 
 /// Whether A is a transposed view (rows contiguous) whose columns lie a multiple of 4 KiB

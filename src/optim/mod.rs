@@ -266,8 +266,9 @@ fn update_range<const S: usize>(
     let first = &grads.first[offset..offset + params.len()];
     // One pass: the shards' gradients are added as the update reads them.
     match grads.others {
-        _ if offset < grads.summed_from => update_each(params, state, first.iter().copied(), update),
-        [] => update_each(params, state, first.iter().copied(), update),
+        _ if offset < grads.summed_from || grads.others.is_empty() => {
+            update_each(params, state, first.iter().copied(), update)
+        }
         [other] => update_each(params, state, first.iter().zip(&other[offset..]).map(|(a, b)| a + b), update),
         others => {
             let sum = |(i, &a): (usize, &f32)| others.iter().fold(a, |g, other| g + other[offset + i]);
