@@ -552,25 +552,24 @@ unsafe fn gemm_blocks(
                         // A last tile of MR + 1 rows (in place) instead of a full tile and a
                         // single row that would stream the B panel once more for little work.
                         let rows = if pack_a { MR.min(m_block - ir) } else { block_rows(m_block - ir, MR) };
-                        let (a_ptr, a_offsets, a_step) = if pack_a {
-                            (a_buf[ir * k_block..].as_ptr(), core::array::from_fn(|i| i), MR)
+                        let (a_ptr, a_row_step, a_last_row, a_step) = if pack_a {
+                            (a_buf[ir * k_block..].as_ptr(), 1, TILE_ROWS - 1, MR)
                         } else {
                             // Rows past the edge repeat the last row: in bounds, and their
                             // results are never stored.
-                            let offsets = core::array::from_fn(|i| i.min(rows - 1) * a_block.rs);
-                            (a_block.data.as_ptr().wrapping_add(ir * a_block.rs), offsets, a_block.cs)
+                            (a_block.data.as_ptr().wrapping_add(ir * a_block.rs), a_block.rs, rows - 1, a_block.cs)
                         };
+                        let tile = Tile { k: k_block, a: a_ptr, a_row_step, a_last_row, a_step, b: b_ptr, b_step };
                         let epi = if last_k { Some(&epi) } else { None };
                         // Rows one float apart (packed A, or a transposed A away from the edge)
                         // let the microkernel address them from one pointer.
-                        let layout = if a_offsets[..kernel_rows(rows)].iter().enumerate().all(|(i, &o)| o == i) {
+                        let layout = if (0..kernel_rows(rows)).all(|i| tile.a_offset(i) == i) {
                             A_ADJACENT
                         } else if a_step == 1 {
                             A_ROWS_CONTIGUOUS
                         } else {
                             A_ROWS_STRIDED
                         };
-                        let tile = Tile { k: k_block, a: a_ptr, a_offsets, a_step, b: b_ptr, b_step };
                         // SAFETY: A: offsets + (k_block-1) * a_step stay inside the a_block
                         // rows ir..ir+rows (packed: inside a_buf's panel). B: k_block rows of
                         // NR floats from b_ptr stay inside b_buf (packed block or edge panel) /
@@ -716,13 +715,24 @@ const A_ROWS_STRIDED: u8 = 2;
 struct Tile {
     /// Depth.
     k: usize,
-    /// Element `a(i, kk)` is `*a.add(a_offsets[i] + kk * a_step)`.
+    /// Element `a(i, kk)` is `*a.add(a_offset(i) + kk * a_step)`. Rows are described by a
+    /// step and a last row rather than an array of offsets: the array, written one offset
+    /// at a time and copied with wide loads, stalled every tile on store forwarding (Intel).
     a: *const f32,
-    a_offsets: [usize; TILE_ROWS],
+    a_row_step: usize,
+    a_last_row: usize,
     a_step: usize,
     /// Row `kk` of the B micro-panel is the contiguous floats at `b.add(kk * b_step)`.
     b: *const f32,
     b_step: usize,
+}
+
+impl Tile {
+    /// Where row `i` of the tile starts, from `a`; rows past the last repeat it.
+    #[inline(always)]
+    fn a_offset(&self, i: usize) -> usize {
+        i.min(self.a_last_row) * self.a_row_step
+    }
 }
 
 /// The microkernel: returns the `R x 16V` tile `sum over kk < k of a(i, kk) * b(kk, j)`.
@@ -731,7 +741,7 @@ struct Tile {
 /// of 25 is 3 tiles, not 3 tiles and a single row that streams the B panel once more.
 /// `V = NV` for full panels; `V = 1` for a last panel of at most 16 columns, which then costs
 /// half a full one.
-/// `LAYOUT` says how rows are addressed: `A_ADJACENT` promises `a_offsets[i] == i`, so every
+/// `LAYOUT` says how rows are addressed: `A_ADJACENT` promises `a_offset(i) == i`, so every
 /// row is addressed from one pointer; `A_ROWS_CONTIGUOUS` (`a_step == 1`) gives each row a
 /// pointer and indexes all of them with one depth counter; `A_ROWS_STRIDED` advances each
 /// row's pointer. (Offsets kept in an array, or a second set of pointers for the unrolled
@@ -750,7 +760,7 @@ unsafe fn microkernel<const V: usize, const LAYOUT: u8, const R: usize>(t: &Tile
     let mut b = t.b;
     // wrapping_add: after the last iteration the pointers may point past their buffers
     // without being read.
-    let mut rows: [*const f32; R] = core::array::from_fn(|i| t.a.wrapping_add(t.a_offsets[i]));
+    let mut rows: [*const f32; R] = core::array::from_fn(|i| t.a.wrapping_add(t.a_offset(i)));
     let row_base = rows;
     let mut a = t.a;
     let mut kk = 0usize;
