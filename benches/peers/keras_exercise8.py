@@ -1,0 +1,90 @@
+"""Keras's epoch time for exercise 8a or 8f on the CIFAR-10 binary files simdnn reads.
+
+Peers drift with the machine, so BENCHMARKS.md compares simdnn with Keras run on the same
+machine, back to back. This builds the notebook's models (8a: 20 x Dense(100, ELU, He normal),
+inputs / 255, Nadam 1e-4, batch 32; 8f: 20 x Dense(100, SELU, LeCun normal) on standardised
+inputs, AlphaDropout(0.1), SGD with the notebook's OneCycleScheduler up to 0.05, batch 50),
+uses the first 5,000 training records for validation as simdnn does, and prints each epoch's
+seconds (training + validation) and validation accuracy.
+
+    python3 -m venv v && v/bin/pip install tensorflow-cpu keras numpy
+    v/bin/python benches/peers/keras_exercise8.py DATA_DIR 8a 4
+"""
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def load(data_dir, names):
+    raw = np.concatenate([np.fromfile(os.path.join(data_dir, n), np.uint8).reshape(-1, 3073) for n in names])
+    return raw[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), raw[:, 0].astype(np.int64)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self.start
+        print(f"epoch {epoch + 1} {seconds:.2f} s val_accuracy {logs['val_accuracy']:.4f}", flush=True)
+
+
+class OneCycle(keras.callbacks.Callback):
+    """The notebook's OneCycleScheduler (rate only)."""
+
+    def __init__(self, iterations, max_rate):
+        super().__init__()
+        self.iterations, self.max_rate = iterations, max_rate
+        self.start_rate, self.last_rate = max_rate / 10, max_rate / 10 / 1000
+        self.half = int(iterations * 0.9) // 2
+        self.iteration = 0
+
+    def _between(self, i0, i1, r0, r1):
+        return (r1 - r0) * (self.iteration - i0) / (i1 - i0) + r0
+
+    def on_batch_begin(self, batch, logs=None):
+        if self.iteration < self.half:
+            rate = self._between(0, self.half, self.start_rate, self.max_rate)
+        elif self.iteration < 2 * self.half:
+            rate = self._between(self.half, 2 * self.half, self.max_rate, self.start_rate)
+        else:
+            rate = self._between(2 * self.half, self.iterations, self.start_rate, self.last_rate)
+        self.iteration += 1
+        self.model.optimizer.learning_rate.assign(rate)
+
+
+def main():
+    data_dir, preset, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    x, y = load(data_dir, [f"data_batch_{i}.bin" for i in range(1, 6)])
+    x_valid, y_valid, x_train, y_train = x[:5000], y[:5000], x[5000:], y[5000:]
+    keras.utils.set_random_seed(42)
+    model = keras.Sequential([keras.layers.Input((32, 32, 3)), keras.layers.Flatten()])
+    callbacks = [EpochTimer()]
+    if preset == "8a":
+        x_train, x_valid = x_train / 255.0, x_valid / 255.0
+        for _ in range(20):
+            model.add(keras.layers.Dense(100, activation="elu", kernel_initializer="he_normal"))
+        optimizer, batch_size = keras.optimizers.Nadam(learning_rate=1e-4), 32
+    elif preset == "8f":
+        x_train, x_valid = x_train.astype(np.float32), x_valid.astype(np.float32)
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+        x_train, x_valid = (x_train - mean) / std, (x_valid - mean) / std
+        for _ in range(20):
+            model.add(keras.layers.Dense(100, activation="selu", kernel_initializer="lecun_normal"))
+        model.add(keras.layers.AlphaDropout(0.1))
+        optimizer, batch_size = keras.optimizers.SGD(learning_rate=1e-3), 50
+        callbacks.append(OneCycle(-(-len(x_train) // batch_size) * epochs, 0.05))
+    else:
+        sys.exit(f"unknown preset {preset!r}: 8a or 8f")
+    model.add(keras.layers.Dense(10, activation="softmax"))
+    model.compile(loss="sparse_categorical_crossentropy", optimizer=optimizer, metrics=["accuracy"])
+    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
+              validation_data=(x_valid, y_valid), callbacks=callbacks, verbose=0)
+
+
+if __name__ == "__main__":
+    main()
