@@ -59,6 +59,8 @@ class OneCycle(keras.callbacks.Callback):
 
 def main():
     data_dir, preset, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if preset not in ("8a", "8f"):
+        sys.exit(f"unknown preset {preset!r}: 8a or 8f")
     x, y = load(data_dir, [f"data_batch_{i}.bin" for i in range(1, 6)])
     x_valid, y_valid, x_train, y_train = x[:5000], y[:5000], x[5000:], y[5000:]
     keras.utils.set_random_seed(42)
@@ -69,7 +71,7 @@ def main():
         for _ in range(20):
             model.add(keras.layers.Dense(100, activation="elu", kernel_initializer="he_normal"))
         optimizer, batch_size = keras.optimizers.Nadam(learning_rate=1e-4), 32
-    elif preset == "8f":
+    else:
         x_train, x_valid = x_train.astype(np.float32), x_valid.astype(np.float32)
         mean, std = x_train.mean(axis=0), x_train.std(axis=0)
         x_train, x_valid = (x_train - mean) / std, (x_valid - mean) / std
@@ -78,8 +80,6 @@ def main():
         model.add(keras.layers.AlphaDropout(0.1))
         optimizer, batch_size = keras.optimizers.SGD(learning_rate=1e-3), 50
         callbacks.append(OneCycle(-(-len(x_train) // batch_size) * epochs, 0.05))
-    else:
-        sys.exit(f"unknown preset {preset!r}: 8a or 8f")
     model.add(keras.layers.Dense(10, activation="softmax"))
     model.compile(loss="sparse_categorical_crossentropy", optimizer=optimizer, metrics=["accuracy"])
     model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,

@@ -570,7 +570,7 @@ unsafe fn gemm_blocks(
                         } else {
                             A_ROWS_STRIDED
                         };
-                        // SAFETY: A: offsets + (k_block-1) * a_step stay inside the a_block
+                        // SAFETY: A: a_offset(i) + (k_block-1) * a_step stay inside the a_block
                         // rows ir..ir+rows (packed: inside a_buf's panel). B: k_block rows of
                         // NR floats from b_ptr stay inside b_buf (packed block or edge panel) /
                         // the full-width panel of b_block. C: the tile (ic+ir.., jc+jr..) of
