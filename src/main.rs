@@ -620,6 +620,11 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
         summary.mean_epoch_seconds,
         summary.out_dir.join("best.simdnn").display()
     );
+    let p = summary.phase_seconds;
+    println!(
+        "time: gradient {:.2} s, first-layer weight gradient {:.2} s, optimiser {:.2} s, validation {:.2} s",
+        p.gradient, p.first_layer_weight_grad, p.optimizer, p.validation
+    );
     Ok(())
 }
 

@@ -47,3 +47,33 @@ fn sliced_steps_match_one_thread_including_a_batch_smaller_than_the_slices() {
     let worst = one.iter().zip(&two).map(|(a, b)| (a - b).abs() / a.abs().max(1e-2)).fold(0f32, f32::max);
     assert!(worst < 2e-4, "1 and 2 threads differ by up to {worst} (relative)");
 }
+
+#[test]
+fn a_trainer_accounts_for_its_time_by_phase() {
+    use simdnn::train::{EpochOutcome, EpochProgress};
+    let dir = tempfile::tempdir().unwrap();
+    common::write_cifar_dir(dir.path(), 20, 11);
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let cfg = TrainConfig::preset("8a").unwrap();
+            let data = Cifar10::open(dir.path()).unwrap();
+            let (train, val) = data.train_val(36).unwrap();
+            let preprocess = standardise_from(&train).unwrap();
+            let model = Sequential::new(IMAGE_BYTES, &cfg.layer_specs(), 5).unwrap();
+            let optimizer = OptimizerConfig::keras_default("nadam").unwrap().build(model.num_params());
+            let mut trainer = Trainer::new(model, optimizer, preprocess, train, val, 16, 1e-3, 5).unwrap();
+            let Ok(EpochOutcome::Finished(record)) = trainer.run_epoch(1, EpochProgress::default(), None, &mut |_| {})
+            else {
+                panic!("the epoch did not finish");
+            };
+            let p = trainer.phases;
+            assert!(p.gradient > 0.0 && p.optimizer > 0.0 && p.validation > 0.0, "{threads} threads: {p:?}");
+            // The first layer's weight gradient is a phase of its own only when the batch is
+            // split into slices (2 threads, batch 16).
+            assert_eq!(p.first_layer_weight_grad > 0.0, threads == 2, "{threads} threads: {p:?}");
+            let total = p.gradient + p.first_layer_weight_grad + p.optimizer + p.validation;
+            assert!(total <= record.seconds, "{threads} threads: phases {total} s in an epoch of {} s", record.seconds);
+        });
+    }
+}

@@ -96,6 +96,24 @@ struct Shard {
     grads: Vec<f32>,
 }
 
+/// Where a trainer's time went, in seconds summed over the steps and epochs it ran. The
+/// phases of a step run one after another, each spread over the threads, so on a machine
+/// whose cores are shared these show which phase waits on a slow core: compare them between
+/// `--threads 1` and the default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct PhaseSeconds {
+    /// Reading the batch, and every shard's forward and backward pass (all of the gradient
+    /// when the model runs as one shard).
+    pub gradient: f64,
+    /// The first layer's weight gradient over the whole batch, after the shards (sharded
+    /// models only).
+    pub first_layer_weight_grad: f64,
+    /// The optimiser's update.
+    pub optimizer: f64,
+    /// The validation pass at each epoch's end.
+    pub validation: f64,
+}
+
 /// One training step's gradient, left in the shards' `grads` (see [`shards_gradient`]).
 /// Returns the batch's summed loss, its correct count and how many shards took part (fewer
 /// than all when the batch has fewer rows than there are shards: the others' buffers hold an
@@ -119,8 +137,10 @@ fn step_gradient(
     y: &mut [u8],
     shards: &mut [Shard],
     first_delta: &mut Vec<f32>,
+    phases: &mut PhaseSeconds,
 ) -> (f64, usize, usize) {
     use rayon::prelude::*;
+    let start = Instant::now();
     let n = y.len();
     let scale = 1.0 / n as f32;
     if shards.len() == 1 {
@@ -129,6 +149,7 @@ fn step_gradient(
         let options = StepOptions { noise, ..StepOptions::default() };
         let shard = &mut shards[0];
         let (loss, correct) = model.loss_and_grad_scaled(x, y, &mut shard.ws, &mut shard.grads, scale, options);
+        phases.gradient += start.elapsed().as_secs_f64();
         return (loss, correct, 1);
     }
     let parts = shards.len().min(n);
@@ -150,11 +171,14 @@ fn step_gradient(
     let Some(first) = model.layers()[0].as_dense() else {
         unreachable!("sharded training needs a dense first layer (checked in Trainer::new)")
     };
+    let first_start = Instant::now();
+    phases.gradient += (first_start - start).as_secs_f64();
     first_delta.clear();
     for (shard, &(lo, hi)) in shards.iter().zip(&bounds) {
         first_delta.extend_from_slice(shard.ws.first_layer_delta(model, hi - lo));
     }
     first.weight_grad(x, first_delta, &mut shards[0].grads, n);
+    phases.first_layer_weight_grad += first_start.elapsed().as_secs_f64();
     let (loss, correct) = results.iter().fold((0.0, 0), |(l, c), &(l2, c2)| (l + l2, c + c2));
     (loss, correct, parts)
 }
@@ -232,6 +256,8 @@ pub struct Trainer<'a> {
     pub global_step: u64,
     /// When set, every step's rate, momentum and loss are appended here.
     pub step_log: Option<Vec<StepRecord>>,
+    /// Where this trainer's time went so far.
+    pub phases: PhaseSeconds,
     /// One per thread: each computes the gradient of its slice of every batch.
     shards: Vec<Shard>,
     /// dL/dz of the first layer for the whole batch, gathered from the shards.
@@ -295,6 +321,7 @@ impl<'a> Trainer<'a> {
             plateau: None,
             global_step: 0,
             step_log: None,
+            phases: PhaseSeconds::default(),
             shards,
             first_delta: Vec::with_capacity(batch_size * model_first_width),
             order,
@@ -340,7 +367,9 @@ impl<'a> Trainer<'a> {
                 accuracy: p.correct as f64 / p.seen as f64,
             });
         }
+        let validation_start = Instant::now();
         let (val_loss, val_accuracy) = evaluate(&self.model, &self.val, &self.preprocess);
+        self.phases.validation += validation_start.elapsed().as_secs_f64();
         if let Some(plateau) = &mut self.plateau {
             self.lr = plateau.update(val_loss, self.lr);
         }
@@ -380,6 +409,7 @@ impl<'a> Trainer<'a> {
             y,
             &mut self.shards,
             &mut self.first_delta,
+            &mut self.phases,
         );
         if !loss.is_finite() {
             return Err(Error::Diverged { epoch, step: step + 1, loss: loss as f32, suggested_lr: lr / 10.0 });
@@ -387,9 +417,11 @@ impl<'a> Trainer<'a> {
         if let Some(m) = momentum {
             self.optimizer.set_momentum(m);
         }
+        let optimizer_start = Instant::now();
         let others: Vec<&[f32]> = self.shards[1..shards_used].iter().map(|s| &s.grads[..]).collect();
         let gradient = shards_gradient(&self.model, &self.shards[0].grads, &others);
         self.optimizer.apply(&mut self.model.params, gradient, lr);
+        self.phases.optimizer += optimizer_start.elapsed().as_secs_f64();
         if self.shards.len() == 1 {
             self.model.update_moving_stats(&self.shards[0].ws);
         }

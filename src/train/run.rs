@@ -12,7 +12,7 @@ use super::config::json_f32;
 use super::history::{EpochRecord, to_csv};
 use super::lr_find::{LrFindSettings, range_test, write_results};
 use super::resume::{FILE, ResumeState};
-use super::{EpochOutcome, EpochProgress, Event, Trainer, steps_csv};
+use super::{EpochOutcome, EpochProgress, Event, PhaseSeconds, Trainer, steps_csv};
 use crate::data::cifar::IMAGE_BYTES;
 use crate::data::{Cifar10, standardise_from};
 use crate::format::{SavedModel, to_bytes};
@@ -30,6 +30,9 @@ pub struct RunSummary {
     pub stopped_early: bool,
     pub train_seconds: f64,
     pub mean_epoch_seconds: f64,
+    /// Where the time of the epochs this process ran went (a resumed run counts from the
+    /// resumption).
+    pub phase_seconds: PhaseSeconds,
     /// Trainable parameters (Keras's count).
     pub parameters: usize,
     /// Non-trainable numbers: batch norm's moving averages (Keras's count).
@@ -239,6 +242,7 @@ fn train_in_pool(
         stopped_early,
         train_seconds,
         mean_epoch_seconds: train_seconds / history.len().max(1) as f64,
+        phase_seconds: trainer.phases,
         parameters,
         non_trainable_parameters,
         out_dir: out.clone(),
