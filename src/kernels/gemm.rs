@@ -493,12 +493,14 @@ unsafe fn gemm_blocks(
                 };
                 for jr in (0..n_block).step_by(NR) {
                     let cols = NR.min(n_block - jr);
-                    let (b_ptr, b_step) = if pack_b {
-                        (b_buf[jr * k_block..].as_ptr(), NR)
+                    // B read in place is prefetched (see `B_PREFETCH_ROWS`); packed panels are
+                    // in cache already.
+                    let (b_ptr, b_step, b_ahead) = if pack_b {
+                        (b_buf[jr * k_block..].as_ptr(), NR, 0)
                     } else if cols < NR {
-                        (b_buf.as_ptr(), NR)
+                        (b_buf.as_ptr(), NR, 0)
                     } else {
-                        (b_block.data.as_ptr().wrapping_add(jr), b.rs)
+                        (b_block.data.as_ptr().wrapping_add(jr), b.rs, B_PREFETCH_ROWS * b.rs)
                     };
                     if let (Some(quads), true) = (edge_quads, jr == edge) {
                         let store = NarrowStore {
@@ -559,7 +561,8 @@ unsafe fn gemm_blocks(
                             // results are never stored.
                             (a_block.data.as_ptr().wrapping_add(ir * a_block.rs), a_block.rs, rows - 1, a_block.cs)
                         };
-                        let tile = Tile { k: k_block, a: a_ptr, a_row_step, a_last_row, a_step, b: b_ptr, b_step };
+                        let tile =
+                            Tile { k: k_block, a: a_ptr, a_row_step, a_last_row, a_step, b: b_ptr, b_step, b_ahead };
                         let epi = if last_k { Some(&epi) } else { None };
                         // Rows one float apart (packed A, or a transposed A away from the edge)
                         // let the microkernel address them from one pointer.
@@ -725,7 +728,15 @@ struct Tile {
     /// Row `kk` of the B micro-panel is the contiguous floats at `b.add(kk * b_step)`.
     b: *const f32,
     b_step: usize,
+    /// How far ahead of row `kk` of B to prefetch, in floats (0: B is in cache).
+    b_ahead: usize,
 }
+
+/// Rows of B ahead of the current one that the microkernel prefetches when it reads B in
+/// place (small batches: the first layer's forward reads its 1.2 MB of weights straight
+/// from L3, where rows 400 bytes apart defeat the hardware prefetcher). On a Cascade Lake
+/// Xeon, (16, 3072, 100) with B out of L2: 377-380 -> 255-287 us; 12 to 32 rows all gain.
+const B_PREFETCH_ROWS: usize = 24;
 
 impl Tile {
     /// Where row `i` of the tile starts, from `a`; rows past the last repeat it.
@@ -767,6 +778,15 @@ unsafe fn microkernel<const V: usize, const LAYOUT: u8, const R: usize>(t: &Tile
     let mut step = |acc: &mut [[f32x16; V]; R]| {
         // SAFETY: the caller guarantees V * 16 readable floats at b for this kk.
         let bv: [f32x16; V] = core::array::from_fn(|v| unsafe { load(b.add(v * LANES)) });
+        #[cfg(target_arch = "x86_64")]
+        for v in 0..V {
+            // SAFETY: a prefetch never faults, whatever the address (past B's end here too).
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                    b.wrapping_add(t.b_ahead + v * LANES).cast(),
+                )
+            };
+        }
         for (i, acc_row) in acc.iter_mut().enumerate() {
             // SAFETY: the caller guarantees a(i, kk) is readable.
             let ai = f32x16::splat(unsafe {
