@@ -10,6 +10,22 @@ use simdnn::nn::Sequential;
 use simdnn::optim::OptimizerConfig;
 use simdnn::train::{TrainConfig, Trainer};
 
+/// A trainer for `cfg`'s network with `optimizer` (Keras's defaults) at rate `lr`, seed 5.
+fn trainer<'d>(
+    data: &'d Cifar10,
+    cfg: &TrainConfig,
+    optimizer: &str,
+    val_size: usize,
+    batch_size: usize,
+    lr: f32,
+) -> Trainer<'d> {
+    let (train, val) = data.train_val(val_size).unwrap();
+    let preprocess = standardise_from(&train).unwrap();
+    let model = Sequential::new(IMAGE_BYTES, &cfg.layer_specs(), 5).unwrap();
+    let optimizer = OptimizerConfig::keras_default(optimizer).unwrap().build(model.num_params());
+    Trainer::new(model, optimizer, preprocess, train, val, batch_size, lr, 5).unwrap()
+}
+
 /// The parameters after `epochs` epochs of a small SELU network trained with plain SGD on
 /// `threads` threads (threads take slices of at least 8 rows, so batch 16 makes 2 slices).
 fn train(dir: &std::path::Path, threads: usize, batch_size: usize, val_size: usize, epochs: usize) -> Vec<f32> {
@@ -18,11 +34,7 @@ fn train(dir: &std::path::Path, threads: usize, batch_size: usize, val_size: usi
         let mut cfg = TrainConfig::preset("8e").unwrap();
         (cfg.depth, cfg.width, cfg.alpha_dropout) = (3, 24, 0.0);
         let data = Cifar10::open(dir).unwrap();
-        let (train, val) = data.train_val(val_size).unwrap();
-        let preprocess = standardise_from(&train).unwrap();
-        let model = Sequential::new(IMAGE_BYTES, &cfg.layer_specs(), 5).unwrap();
-        let optimizer = OptimizerConfig::keras_default("sgd").unwrap().build(model.num_params());
-        let mut trainer = Trainer::new(model, optimizer, preprocess, train, val, batch_size, 0.05, 5).unwrap();
+        let mut trainer = trainer(&data, &cfg, "sgd", val_size, batch_size, 0.05);
         for epoch in 1..=epochs {
             trainer.shuffle(epoch);
             for step in 0..trainer.steps_per_epoch() {
@@ -56,13 +68,8 @@ fn a_trainer_accounts_for_its_time_by_phase() {
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
-            let cfg = TrainConfig::preset("8a").unwrap();
             let data = Cifar10::open(dir.path()).unwrap();
-            let (train, val) = data.train_val(36).unwrap();
-            let preprocess = standardise_from(&train).unwrap();
-            let model = Sequential::new(IMAGE_BYTES, &cfg.layer_specs(), 5).unwrap();
-            let optimizer = OptimizerConfig::keras_default("nadam").unwrap().build(model.num_params());
-            let mut trainer = Trainer::new(model, optimizer, preprocess, train, val, 16, 1e-3, 5).unwrap();
+            let mut trainer = trainer(&data, &TrainConfig::preset("8a").unwrap(), "nadam", 36, 16, 1e-3);
             let Ok(EpochOutcome::Finished(record)) = trainer.run_epoch(1, EpochProgress::default(), None, &mut |_| {})
             else {
                 panic!("the epoch did not finish");

@@ -728,7 +728,9 @@ struct Tile {
     /// Row `kk` of the B micro-panel is the contiguous floats at `b.add(kk * b_step)`.
     b: *const f32,
     b_step: usize,
-    /// How far ahead of row `kk` of B to prefetch, in floats (0: B is in cache).
+    /// How far ahead of row `kk` of B to prefetch, in floats. 0 when B is in cache: the
+    /// prefetch then touches the row just loaded, one load slot and no traffic (a branch
+    /// per depth would cost as much).
     b_ahead: usize,
 }
 
