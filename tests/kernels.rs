@@ -1,7 +1,7 @@
 //! SIMD kernels against their scalar twins (`simdnn::kernels::reference`) over awkward sizes.
 //! Every failure in a grid is collected before the test fails, so one run shows the pattern.
 
-use simdnn::kernels::gemm::{Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
+use simdnn::kernels::gemm::{A_PANEL_ROWS, Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
 use simdnn::kernels::softmax::{softmax_cross_entropy, softmax_cross_entropy_grad};
 use simdnn::kernels::vector::activation_backward_with_bias_grad;
 use simdnn::kernels::{Activation, reference};
@@ -80,7 +80,8 @@ fn check_views(
 }
 
 fn awkward(block: usize) -> Vec<usize> {
-    let mut v = vec![0, 1, MR - 1, MR, MR + 1, block - 1, block, block + 1, 2 * block + 3];
+    let mut v =
+        vec![0, 1, MR - 1, MR, MR + 1, A_PANEL_ROWS - 1, A_PANEL_ROWS + 1, block - 1, block, block + 1, 2 * block + 3];
     v.sort();
     v.dedup();
     v
@@ -140,6 +141,9 @@ fn gemm_default_blocking_on_layer_shapes_and_large_k() {
         (32, 100, 3072, false, true),  // input gradient through the first layer
         (33, 100, 100, false, false),
         (300, 513, 129, false, false),
+        (40, 2500, 70, false, false),   // three blocks of k
+        (203, 1100, 300, false, false), // A packed (many rows and columns), two blocks of k
+        (130, 60, 257, false, true),    // A packed, B transposed, a last panel of 1 column
     ] {
         check_gemm(&blocking, m, k, n, ta, tb, 1.0, 0.0, true, Activation::ELU, &mut failures);
     }
@@ -217,7 +221,10 @@ fn gemm_narrow_panels_as_dot_products() {
 #[test]
 fn parallel_gemm_is_bit_identical_to_serial() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
-    for (m, k, n) in [(32, 3072, 100), (3072, 32, 100), (8, 200, 300), (129, 70, 65)] {
+    // (203, 70, 260) and (130, 1100, 300) pack A into 12-row panels (rows split at multiples
+    // of 8 put the first part's last rows in a shorter tile that sums them differently).
+    for (m, k, n) in [(32, 3072, 100), (3072, 32, 100), (8, 200, 300), (129, 70, 65), (203, 70, 260), (130, 1100, 300)]
+    {
         let a = random(m * k, 1);
         let b = random(k * n, 2);
         let bias = random(n, 3);

@@ -30,8 +30,14 @@ use super::activation::Activation;
 use super::simd::{LANES, broadcast4, broadcast4_partial, load, load_partial, store, store_partial};
 use super::transpose::transpose_strided;
 
-/// Rows of C per microkernel tile.
+/// Rows of C per microkernel tile when A is read in place.
 pub const MR: usize = 8;
+/// Rows of a packed A micro-panel, the tallest tile: 24 accumulators, so each B row loaded
+/// meets 12 broadcasts (against 8 for `MR`), for the large products that pack A.
+pub const A_PANEL_ROWS: usize = 12;
+/// Threads split C's rows at multiples of this (of both tile heights), so that every row
+/// falls in the same tile, hence gets the same bits, whatever the thread count.
+const SPLIT_ROWS: usize = 24;
 /// `f32x16` vectors per tile row; `NR = NV * 16` columns of C per tile.
 const NV: usize = 2;
 /// Columns of C per microkernel tile.
@@ -187,15 +193,17 @@ pub struct Blocking {
 }
 
 impl Blocking {
-    /// For this project's machines (Zen 5: 48 KiB L1d, 1 MiB L2 per core, 32 MiB L3):
-    /// B micro-panel 256 x 32 x 4 B = 32 KiB in L1 beside the 8 A rows it meets (kc = 384
-    /// filled L1 with the panel alone: the first layer's forward at batch 25 was 6% slower;
-    /// 1024^3 is the same), A block 128 x 256 x 4 B = 128 KiB in L2, B block 256 x 4096 x 4 B
-    /// = 4 MiB in L3.
+    /// For this project's machines (Zen 5 and Cascade Lake: 48 or 32 KiB L1d, 1 MiB L2 per
+    /// core, 32 MiB or more L3): A block 96 x 1024 x 4 B = 384 KiB in L2; B micro-panels
+    /// (1024 x 32 x 4 B = 128 KiB) streamed from L2 or L3 with software prefetches rather
+    /// than kept in L1; B block 1024 x 1024 x 4 B = 4 MiB in L3. A deep kc loads and stores
+    /// each C tile fewer times (C rows 4 KiB apart share an L1 set). On a Cascade Lake Xeon,
+    /// 1024^3: kc 256 with A packed 92, kc 512 105, kc 1024 106-109 GFLOP/s; the first
+    /// layer's forward (32, 3072, 100) is the same at kc 256 and 1024.
     pub const DEFAULT: Blocking = Blocking {
-        mc: 128,
-        kc: 256,
-        nc: 4096,
+        mc: 96,
+        kc: 1024,
+        nc: 1024,
         pack_a: Packing::Auto,
         pack_b: Packing::Auto,
         parallel_min_flops: 4_000_000,
@@ -246,7 +254,8 @@ pub fn gemm_with(
     if m == 0 || n == 0 {
         return;
     }
-    let product = Product { alpha, a, b, beta, c: Target { ptr: c.data.as_mut_ptr(), ld: c.ld }, epi };
+    let pack_a = packs_a(&blocking, &a, n);
+    let product = Product { alpha, a, b, beta, c: Target { ptr: c.data.as_mut_ptr(), ld: c.ld }, epi, pack_a };
     #[cfg(feature = "std")]
     if parallel::run(&blocking, product) {
         return;
@@ -265,6 +274,8 @@ struct Product<'a> {
     beta: f32,
     c: Target,
     epi: Epilogue<'a>,
+    /// Whether A is packed: decided for the whole product, as it sets the tiles' heights.
+    pack_a: bool,
 }
 
 /// Where C lives: row-major, `ld` apart. Raw so that threads can share disjoint parts.
@@ -305,8 +316,8 @@ mod parallel {
             return false;
         }
         // Rows when there are enough of them (each thread keeps all of B), else columns.
-        let split_rows = m >= 2 * MR * threads || n < 2 * NR;
-        let (len, unit) = if split_rows { (m, MR) } else { (n, NR) };
+        let split_rows = m >= SPLIT_ROWS * threads || n < 2 * NR;
+        let (len, unit) = if split_rows { (m, SPLIT_ROWS) } else { (n, NR) };
         let units = len.div_ceil(unit);
         let parts = threads.min(units);
         if parts < 2 {
@@ -356,18 +367,12 @@ unsafe fn gemm_serial(blocking: &Blocking, product: Product<'_>) {
             Packing::Always => true,
             Packing::Never => false,
         };
-    // A is read in place whenever its rows or its columns are contiguous (measured: packing
-    // it made 1024^3 7% slower and the weight gradient's x^T twice as slow).
-    let pack_a = match blocking.pack_a {
-        Packing::Auto => a.rs != 1 && a.cs != 1,
-        Packing::Always => true,
-        Packing::Never => false,
-    };
+    let pack_a = product.pack_a;
     let restride_a = !pack_a && aliasing_columns(&a);
     with_scratch(|scratch| {
         let b_len = if pack_b { kc.min(k) * nc.min(n).next_multiple_of(NR) } else { kc.min(k) * NR };
         let a_len = if pack_a {
-            (mc + 1).min(m).next_multiple_of(MR) * kc.min(k)
+            (mc + 1).min(m).next_multiple_of(A_PANEL_ROWS) * kc.min(k)
         } else if restride_a {
             restrided_ld((mc + 1).min(m)) * kc.min(k)
         } else {
@@ -375,9 +380,29 @@ unsafe fn gemm_serial(blocking: &Blocking, product: Product<'_>) {
         };
         let (a_buf, b_buf) = scratch.get(a_len, b_len);
         // SAFETY: forwarded from this function's contract.
-        unsafe { gemm_blocks(blocking, pack_a, restride_a, pack_b, a_buf, b_buf, product) }
+        unsafe { gemm_blocks(blocking, restride_a, pack_b, a_buf, b_buf, product) }
     })
 }
+
+/// Whether to pack A (`m x k`, times B's `n` columns) into [`A_PANEL_ROWS`]-row
+/// micro-panels: always when neither its rows nor its columns are contiguous; a row-major A
+/// when it is large and many B panels reuse it (a tile's rows, often a multiple of 4 KiB
+/// apart, share one L1 set, and the taller packed tile loads B less often). A transposed
+/// view (the weight gradient's x^T) is read in place: packed, it was twice as slow.
+/// Cascade Lake Xeon, packed against in place: 1024^3 108 / 100 GFLOP/s, 512^3 74 / 69;
+/// but (256, 3072, 100) 80 / 99 and (256, 100, 100) 90 / 115, where only 4 panels share
+/// the packing's cost.
+fn packs_a(blocking: &Blocking, a: &MatRef<'_>, n: usize) -> bool {
+    match blocking.pack_a {
+        Packing::Auto => (a.rs != 1 && a.cs != 1) || (a.rs != 1 && a.rows >= PACK_A_MIN_ROWS && n >= PACK_A_MIN_COLS),
+        Packing::Always => true,
+        Packing::Never => false,
+    }
+}
+
+/// Rows and columns of C from which a row-major A is packed (see [`packs_a`]).
+const PACK_A_MIN_ROWS: usize = 128;
+const PACK_A_MIN_COLS: usize = 256;
 
 /// Packing buffers, kept per thread (with `std`) so that the many small products of a
 /// training step do not allocate.
@@ -442,14 +467,13 @@ fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
 /// As [`gemm_serial`].
 unsafe fn gemm_blocks(
     blocking: &Blocking,
-    pack_a: bool,
     restride_a: bool,
     pack_b: bool,
     a_buf: &mut [f32],
     b_buf: &mut [f32],
     product: Product<'_>,
 ) {
-    let Product { alpha, a, b, beta, c, epi } = product;
+    let Product { alpha, a, b, beta, c, epi, pack_a } = product;
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let Blocking { mc, kc, nc, .. } = *blocking;
 
@@ -493,10 +517,10 @@ unsafe fn gemm_blocks(
                 };
                 for jr in (0..n_block).step_by(NR) {
                     let cols = NR.min(n_block - jr);
-                    // B read in place is prefetched (see `B_PREFETCH_ROWS`); packed panels are
-                    // in cache already.
+                    // B is prefetched ahead of the microkernel, read in place or packed (see
+                    // `B_PREFETCH_ROWS` and `PACKED_B_PREFETCH_ROWS`); an edge panel is in L1.
                     let (b_ptr, b_step, b_ahead) = if pack_b {
-                        (b_buf[jr * k_block..].as_ptr(), NR, 0)
+                        (b_buf[jr * k_block..].as_ptr(), NR, PACKED_B_PREFETCH_ROWS * NR)
                     } else if cols < NR {
                         (b_buf.as_ptr(), NR, 0)
                     } else {
@@ -553,9 +577,9 @@ unsafe fn gemm_blocks(
                     while ir < m_block {
                         // A last tile of MR + 1 rows (in place) instead of a full tile and a
                         // single row that would stream the B panel once more for little work.
-                        let rows = if pack_a { MR.min(m_block - ir) } else { block_rows(m_block - ir, MR) };
+                        let rows = if pack_a { A_PANEL_ROWS.min(m_block - ir) } else { block_rows(m_block - ir, MR) };
                         let (a_ptr, a_row_step, a_last_row, a_step) = if pack_a {
-                            (a_buf[ir * k_block..].as_ptr(), 1, TILE_ROWS - 1, MR)
+                            (a_buf[ir * k_block..].as_ptr(), 1, A_PANEL_ROWS - 1, A_PANEL_ROWS)
                         } else {
                             // Rows past the edge repeat the last row: in bounds, and their
                             // results are never stored.
@@ -683,24 +707,29 @@ fn pack_b_panels(buf: &mut [f32], block: MatRef<'_>) {
     }
 }
 
-/// Copies `block` (`m x k`) into `MR`-row micro-panels: panel `p` holds, for each `kk`,
-/// rows `p*MR .. p*MR+MR` contiguously; rows past `m` are zero.
+/// Copies `block` (`m x k`) into `A_PANEL_ROWS`-row micro-panels: panel `p` holds, for each
+/// `kk`, rows `p*A_PANEL_ROWS ..` contiguously; rows past `m` are zero.
 fn pack_a_panels(buf: &mut [f32], block: MatRef<'_>) {
+    const ROWS: usize = A_PANEL_ROWS;
     let (m, k) = (block.rows, block.cols);
     if k == 0 {
         return;
     }
-    for (p, panel) in buf.chunks_exact_mut(k * MR).take(m.div_ceil(MR)).enumerate() {
-        let i0 = p * MR;
-        let height = MR.min(m - i0);
-        if height < MR {
+    for (p, panel) in buf.chunks_exact_mut(k * ROWS).take(m.div_ceil(ROWS)).enumerate() {
+        let i0 = p * ROWS;
+        let height = ROWS.min(m - i0);
+        if height < ROWS {
             panel.fill(0.0);
         }
-        // Walk each row along k (contiguous for a row-major A).
-        for i in 0..height {
-            let row = &block.data[(i0 + i) * block.rs..];
-            for kk in 0..k {
-                panel[kk * MR + i] = row[kk * block.cs];
+        if block.cs == 1 && block.rs >= k {
+            // A row-major A: the panel is the transpose of its `height` rows.
+            transpose_strided(&block.data[i0 * block.rs..], block.rs, height, k, panel, ROWS);
+        } else {
+            for i in 0..height {
+                let row = &block.data[(i0 + i) * block.rs..];
+                for kk in 0..k {
+                    panel[kk * ROWS + i] = row[kk * block.cs];
+                }
             }
         }
     }
@@ -740,6 +769,11 @@ struct Tile {
 /// Xeon, (16, 3072, 100) with B out of L2: 377-380 -> 255-287 us; 12 to 32 rows all gain.
 const B_PREFETCH_ROWS: usize = 24;
 
+/// The same for packed B panels (rows `NR` floats apart), which a deep `kc` streams from L2
+/// or L3 rather than keeping in L1. Cascade Lake, 1024^3 at kc 1024: 8 rows 92-105, 16 rows
+/// 106-109, 32 rows 69-83 GFLOP/s.
+const PACKED_B_PREFETCH_ROWS: usize = 16;
+
 impl Tile {
     /// Where row `i` of the tile starts, from `a`; rows past the last repeat it.
     #[inline(always)]
@@ -749,7 +783,8 @@ impl Tile {
 }
 
 /// The microkernel: returns the `R x 16V` tile `sum over kk < k of a(i, kk) * b(kk, j)`.
-/// `R = MR` but for a last row tile of another size: shorter ones cost what their rows need
+/// `R = MR` (A read in place) or `A_PANEL_ROWS` (A packed) but for a last row tile of
+/// another size: shorter ones cost what their rows need
 /// (1, 2 or 4 rows), and a last tile of `MR + 1` rows read in place is one tile, so a batch
 /// of 25 is 3 tiles, not 3 tiles and a single row that streams the B panel once more.
 /// `V = NV` for full panels; `V = 1` for a last panel of at most 16 columns, which then costs
@@ -762,7 +797,7 @@ impl Tile {
 ///
 /// Edge tiles are the caller's: it pads B panels and repeats A rows, and stores only the
 /// valid part of the tile. The accumulators stay in registers (16 of the 32 zmm registers
-/// for 8 x 32, 18 for 9 x 32).
+/// for 8 x 32, 18 for 9 x 32, 24 for 12 x 32).
 ///
 /// # Safety
 /// Every address named in [`Tile`], for `kk < k`, must be readable.
@@ -885,19 +920,21 @@ unsafe fn tile_kernel<const V: usize, const LAYOUT: u8, const R: usize>(t: &Tile
     }
 }
 
-/// The rows the microkernel computes for a tile of `rows`: the fewest of 1, 2, 4, `MR` and
-/// `TILE_ROWS` that cover them.
+/// The rows the microkernel computes for a tile of `rows`: the fewest of 1, 2, 4, `MR`,
+/// `TILE_ROWS` and `A_PANEL_ROWS` that cover them (more than `TILE_ROWS` only from a packed
+/// panel, whose padding rows are zero).
 fn kernel_rows(rows: usize) -> usize {
     match rows {
         1 | 2 => rows,
         3 | 4 => 4,
+        5..=MR => MR,
         TILE_ROWS => TILE_ROWS,
-        _ => MR,
+        _ => A_PANEL_ROWS,
     }
 }
 
-/// [`tile_kernel`] for a tile of `rows <= TILE_ROWS` rows, with the kernel [`kernel_rows`]
-/// picks.
+/// [`tile_kernel`] for a tile of `rows <= A_PANEL_ROWS` rows, with the kernel
+/// [`kernel_rows`] picks.
 ///
 /// # Safety
 /// As [`tile_kernel`].
@@ -909,8 +946,9 @@ unsafe fn tile_kernel_rows<const V: usize, const LAYOUT: u8>(t: &Tile, store: Ti
             1 => tile_kernel::<V, LAYOUT, 1>(t, store),
             2 => tile_kernel::<V, LAYOUT, 2>(t, store),
             4 => tile_kernel::<V, LAYOUT, 4>(t, store),
+            MR => tile_kernel::<V, LAYOUT, MR>(t, store),
             TILE_ROWS => tile_kernel::<V, LAYOUT, TILE_ROWS>(t, store),
-            _ => tile_kernel::<V, LAYOUT, MR>(t, store),
+            _ => tile_kernel::<V, LAYOUT, A_PANEL_ROWS>(t, store),
         }
     }
 }
