@@ -7,17 +7,19 @@
 //! - PC over k by `kc`: never parallel, every iteration writes the same C. Only the first
 //!   applies the caller's `beta` (later ones accumulate) and only the last the epilogue.
 //! - IC over m by `mc`: the A block (`mc x kc`) lives in L2.
-//! - JR over n by `NR`: one B micro-panel (`kc x NR`) lives in L1.
-//! - IR over m by `MR`: one microkernel call computes an `MR x NR` tile in registers.
+//! - JR over n by `NR`: one B micro-panel (`kc x NR`), larger than L1 at the default `kc`,
+//!   is streamed from L2 or L3 with software prefetches ahead of the microkernel.
+//! - IR over m by `MR` (A read in place) or `A_PANEL_ROWS` (A packed): one microkernel call
+//!   computes a tile of that many rows and `NR` columns in registers.
 //!
 //! Operands are strided views ([`MatRef`]), so transposes cost nothing to express. A is read
-//! directly with its strides or packed into `MR`-row micro-panels; B is read directly when its
-//! rows are contiguous (the small layer shapes, where packing would cost as much as the
-//! arithmetic) or packed into `NR`-column micro-panels (transposed B, or large m where the
-//! panels are reused many times). A last panel narrower than one vector would waste most of
-//! each FMA's lanes, so it is computed another way where the layout allows: along m (16 rows
-//! per vector) when A is transposed, as dot products along k when A's rows are contiguous
-//! (up to 4 columns). Threads (with `std`) split C into disjoint row or column ranges, only
+//! directly with its strides or, for large products, packed into `A_PANEL_ROWS`-row
+//! micro-panels; B is read directly when its rows are contiguous (the small layer shapes,
+//! where packing would cost as much as the arithmetic) or packed into `NR`-column
+//! micro-panels (transposed B, or large m where the panels are reused many times). A last
+//! panel narrower than one vector would waste most of each FMA's lanes, so it is computed
+//! another way where the layout allows: along m (16 rows per vector) when A is transposed,
+//! as dot products along k when A's rows are contiguous (up to 4 columns). Threads (with `std`) split C into disjoint row or column ranges, only
 //! when a product is large enough to gain; results do not depend on the thread count.
 //!
 //! Raw pointers stay inside this file; every `unsafe` block states why its accesses are in
