@@ -19,8 +19,9 @@
 //! micro-panels (transposed B, or large m where the panels are reused many times). A last
 //! panel narrower than one vector would waste most of each FMA's lanes, so it is computed
 //! another way where the layout allows: along m (16 rows per vector) when A is transposed,
-//! as dot products along k when A's rows are contiguous (up to 4 columns). Threads (with `std`) split C into disjoint row or column ranges, only
-//! when a product is large enough to gain; results do not depend on the thread count.
+//! as dot products along k when A's rows are contiguous (up to 4 columns). Threads (with
+//! `std`) split C into disjoint row or column ranges, only when a product is large enough to
+//! gain; results do not depend on the thread count.
 //!
 //! Raw pointers stay inside this file; every `unsafe` block states why its accesses are in
 //! bounds.
@@ -396,7 +397,7 @@ unsafe fn gemm_serial(blocking: &Blocking, product: Product<'_>) {
 /// the packing's cost.
 fn packs_a(blocking: &Blocking, a: &MatRef<'_>, n: usize) -> bool {
     match blocking.pack_a {
-        Packing::Auto => (a.rs != 1 && a.cs != 1) || (a.rs != 1 && a.rows >= PACK_A_MIN_ROWS && n >= PACK_A_MIN_COLS),
+        Packing::Auto => a.rs != 1 && (a.cs != 1 || (a.rows >= PACK_A_MIN_ROWS && n >= PACK_A_MIN_COLS)),
         Packing::Always => true,
         Packing::Never => false,
     }
@@ -786,9 +787,9 @@ impl Tile {
 
 /// The microkernel: returns the `R x 16V` tile `sum over kk < k of a(i, kk) * b(kk, j)`.
 /// `R = MR` (A read in place) or `A_PANEL_ROWS` (A packed) but for a last row tile of
-/// another size: shorter ones cost what their rows need
-/// (1, 2 or 4 rows), and a last tile of `MR + 1` rows read in place is one tile, so a batch
-/// of 25 is 3 tiles, not 3 tiles and a single row that streams the B panel once more.
+/// another size: shorter ones cost what their rows need (1, 2, 4 or 8 rows), and a last tile
+/// of `MR + 1` rows read in place is one tile, so a batch of 25 is 3 tiles, not 3 tiles and a
+/// single row that streams the B panel once more.
 /// `V = NV` for full panels; `V = 1` for a last panel of at most 16 columns, which then costs
 /// half a full one.
 /// `LAYOUT` says how rows are addressed: `A_ADJACENT` promises `a_offset(i) == i`, so every
