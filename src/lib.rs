@@ -23,6 +23,8 @@ pub mod data;
 #[cfg(feature = "std")]
 pub mod fsutil;
 #[cfg(feature = "std")]
+pub mod hugepages;
+#[cfg(feature = "std")]
 pub mod train;
 
 pub use error::{Error, Result};

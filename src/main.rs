@@ -24,6 +24,10 @@ use simdnn::train::run::{resume_run, sweep, sweep_table, train_run_until};
 use simdnn::train::{Event, TrainConfig, config::default_data_dir};
 use simdnn::{Error, Result};
 
+/// Training's large buffers on huge pages (see `simdnn::hugepages`).
+#[global_allocator]
+static ALLOCATOR: simdnn::hugepages::HugePageAlloc = simdnn::hugepages::HugePageAlloc;
+
 #[derive(Parser)]
 #[command(name = "simdnn", version, about = "Deep dense networks on CPUs: train, evaluate and benchmark")]
 struct Cli {
