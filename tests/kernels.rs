@@ -109,16 +109,7 @@ fn gemm_matches_reference_over_awkward_sizes_and_transposes() {
 fn gemm_alpha_beta_bias_and_every_activation() {
     let mut failures = Vec::new();
     let blocking = small_blocking(Packing::Auto);
-    let acts = [
-        Activation::Identity,
-        Activation::Relu,
-        Activation::LeakyRelu { alpha: 0.2 },
-        Activation::ELU,
-        Activation::Selu,
-        Activation::Tanh,
-        Activation::Logistic,
-    ];
-    for act in acts {
+    for act in Activation::ELEMENT_WISE {
         for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)] {
             for (m, k, n) in [(MR + 3, 15, NR + 7), (2 * MR + 1, 9, 2 * NR + 1), (1, 1, 1)] {
                 for (ta, tb) in [(false, false), (true, true)] {
@@ -229,30 +220,15 @@ fn parallel_gemm_is_bit_identical_to_serial() {
         let b = random(k * n, 2);
         let bias = random(n, 3);
         let epi = Epilogue { bias: Some(&bias), activation: Activation::ELU };
-        let serial_blocking = Blocking { parallel_min_flops: usize::MAX, ..Blocking::DEFAULT };
-        let parallel_blocking = Blocking { parallel_min_flops: 0, ..Blocking::DEFAULT };
-        let mut serial = vec![0.0; m * n];
-        let mut parallel = vec![0.0; m * n];
-        gemm_with(
-            &serial_blocking,
-            1.0,
-            MatRef::new(&a, m, k),
-            MatRef::new(&b, k, n),
-            0.0,
-            MatMut::new(&mut serial, m, n),
-            epi,
-        );
-        pool.install(|| {
-            gemm_with(
-                &parallel_blocking,
-                1.0,
-                MatRef::new(&a, m, k),
-                MatRef::new(&b, k, n),
-                0.0,
-                MatMut::new(&mut parallel, m, n),
-                epi,
-            )
-        });
+        let product = |parallel_min_flops: usize| {
+            let mut c = vec![0.0; m * n];
+            let blocking = Blocking { parallel_min_flops, ..Blocking::DEFAULT };
+            let (a, b) = (MatRef::new(&a, m, k), MatRef::new(&b, k, n));
+            gemm_with(&blocking, 1.0, a, b, 0.0, MatMut::new(&mut c, m, n), epi);
+            c
+        };
+        let serial = product(usize::MAX);
+        let parallel = pool.install(|| product(0));
         assert_eq!(serial, parallel, "shape ({m},{k},{n})");
     }
 }
@@ -266,22 +242,12 @@ fn ulps(a: f32, b: f32) -> u32 {
     (key(a) as i64 - key(b) as i64).unsigned_abs().min(u32::MAX as u64) as u32
 }
 
-const ACTIVATIONS: [Activation; 7] = [
-    Activation::Identity,
-    Activation::Relu,
-    Activation::LeakyRelu { alpha: 0.2 },
-    Activation::ELU,
-    Activation::Selu,
-    Activation::Tanh,
-    Activation::Logistic,
-];
-
 #[test]
 fn activations_within_4_ulp_or_1e7_of_the_scalar_twin() {
     // 200k points over [-30, 30], plus special values; odd length exercises the tail.
     let mut xs: Vec<f32> = (0..200_001).map(|i| -30.0 + 60.0 * i as f32 / 200_000.0).collect();
     xs.extend([0.0, -0.0, 1e-30, -1e-30, 88.0, -88.0, -104.0, 1e-4, -1e-4, f32::MIN_POSITIVE]);
-    for act in ACTIVATIONS {
+    for act in Activation::ELEMENT_WISE {
         let mut ys = xs.clone();
         act.forward(&mut ys);
         let mut worst = (0u32, 0f32);
@@ -299,7 +265,7 @@ fn activations_within_4_ulp_or_1e7_of_the_scalar_twin() {
 
 #[test]
 fn activation_derivatives_match_the_twin_and_finite_differences() {
-    for act in ACTIVATIONS {
+    for act in Activation::ELEMENT_WISE {
         for i in 0..400 {
             let x = -6.0 + 12.0 * (i as f64 + 0.5) / 400.0;
             if matches!(act, Activation::Relu | Activation::LeakyRelu { .. }) && x.abs() < 1e-3 {

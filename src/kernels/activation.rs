@@ -40,6 +40,18 @@ impl Activation {
     /// Keras's default leaky ReLU (alpha = 0.3 in Keras 2, 0.2 in Keras 3's `leaky_relu`).
     pub const LEAKY_RELU: Activation = Activation::LeakyRelu { alpha: 0.2 };
 
+    /// Every element-wise activation, with Keras's default parameters (softmax, row-wise,
+    /// is not one).
+    pub const ELEMENT_WISE: [Activation; 7] = [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::LEAKY_RELU,
+        Activation::ELU,
+        Activation::Selu,
+        Activation::Tanh,
+        Activation::Logistic,
+    ];
+
     /// The names accepted by [`Activation::parse`].
     pub const NAMES: &'static str = "identity, relu, leaky_relu, elu, selu, tanh, logistic (sigmoid), softmax";
 
