@@ -10,7 +10,7 @@
 //! Two implementations of [`gemv_u8_i8`], chosen at run time: AVX-512 VNNI (one instruction
 //! per 64 multiply-adds) where the CPU has it, and a portable `wide` one (widen to i16, then
 //! `pmaddwd`). Both are exact, so both equal the scalar twin
-//! [`reference::gemv_u8_i8`](super::reference::gemv_u8_i8) bit for bit.
+//! [`super::reference::gemv_u8_i8`] bit for bit.
 
 use alloc::vec::Vec;
 
