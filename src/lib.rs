@@ -2,7 +2,8 @@
 //!
 //! Dependencies point one way (see `README.md`, "Architecture"):
 //! `kernels` <- `nn` <- `optim`, and `format`; these build without `std`
-//! (`--no-default-features`: `#![no_std]` + `alloc`). `data` <- `train` and the CLI need `std`.
+//! (`--no-default-features`: `#![no_std]` + `alloc`). `data` <- `train` and the CLI need `std`,
+//! as does `parallel`, the fork-join that the GEMM, the optimisers and the trainer use with it.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -24,6 +25,8 @@ pub mod data;
 pub mod fsutil;
 #[cfg(feature = "std")]
 pub mod hugepages;
+#[cfg(feature = "std")]
+pub mod parallel;
 #[cfg(feature = "std")]
 pub mod train;
 

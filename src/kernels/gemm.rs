@@ -326,8 +326,7 @@ mod parallel {
         if parts < 2 {
             return false;
         }
-        use rayon::prelude::*;
-        (0..parts).into_par_iter().for_each(|p| {
+        crate::parallel::map_parts((0..parts).collect(), |p| {
             let start = units * p / parts * unit;
             let end = (units * (p + 1) / parts * unit).min(len);
             let part = if split_rows {

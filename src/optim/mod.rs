@@ -243,8 +243,7 @@ fn for_each_param<const S: usize>(
     };
     #[cfg(feature = "std")]
     if threads > 1 {
-        use rayon::prelude::*;
-        parts.into_par_iter().for_each(run);
+        crate::parallel::map_parts(parts, run);
         return;
     }
     parts.into_iter().for_each(run);

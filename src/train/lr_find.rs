@@ -58,6 +58,7 @@ pub fn range_test(
     let mut test = LrRangeTest::new(settings.min_lr, settings.max_lr, steps)
         .map_err(|e| Error::config("--min-lr/--max-lr/--steps", e.to_string()))?;
     trainer.shuffle(1);
+    let _warm = crate::parallel::KeepWarm::start();
     for step in 0..steps {
         let loss = match trainer.step(1, step, test.rate(step), None) {
             Ok((loss, _, n)) => loss / n as f64,

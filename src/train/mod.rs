@@ -139,7 +139,6 @@ fn step_gradient(
     first_delta: &mut Vec<f32>,
     phases: &mut PhaseSeconds,
 ) -> (f64, usize, usize) {
-    use rayon::prelude::*;
     let start = Instant::now();
     let n = y.len();
     let scale = 1.0 / n as f32;
@@ -157,17 +156,13 @@ fn step_gradient(
     // Each shard converts its own rows of the batch, then runs forward and backward on them.
     let x_parts = split_rows(x, &bounds, IMAGE_BYTES);
     let y_parts = split_rows(y, &bounds, 1);
-    let results: Vec<(f64, usize)> = shards[..parts]
-        .par_iter_mut()
-        .zip(x_parts.into_par_iter().zip(y_parts))
-        .zip(&bounds)
-        .map(|((shard, (xs, ys)), &(lo, hi))| {
-            batch.split.fill_batch(&batch.indices[lo..hi], batch.preprocess, xs, ys);
-            batch.split.prefetch(&batch.next[lo.min(batch.next.len())..hi.min(batch.next.len())]);
-            let options = StepOptions { defer_first_layer_weights: true, noise: Noise { first_row: lo, ..noise } };
-            model.loss_and_grad_scaled(xs, ys, &mut shard.ws, &mut shard.grads, scale, options)
-        })
-        .collect();
+    let tasks: Vec<_> = shards[..parts].iter_mut().zip(x_parts.into_iter().zip(y_parts)).zip(&bounds).collect();
+    let results = crate::parallel::map_parts(tasks, |((shard, (xs, ys)), &(lo, hi))| {
+        batch.split.fill_batch(&batch.indices[lo..hi], batch.preprocess, xs, ys);
+        batch.split.prefetch(&batch.next[lo.min(batch.next.len())..hi.min(batch.next.len())]);
+        let options = StepOptions { defer_first_layer_weights: true, noise: Noise { first_row: lo, ..noise } };
+        model.loss_and_grad_scaled(xs, ys, &mut shard.ws, &mut shard.grads, scale, options)
+    });
     let Some(first) = model.layers()[0].as_dense() else {
         unreachable!("sharded training needs a dense first layer (checked in Trainer::new)")
     };
@@ -342,6 +337,7 @@ impl<'a> Trainer<'a> {
         on_event: &mut dyn FnMut(Event<'_>),
     ) -> Result<EpochOutcome> {
         let start = Instant::now();
+        let _warm = crate::parallel::KeepWarm::start();
         self.shuffle(epoch);
         let steps = self.order.len().div_ceil(self.batch_size);
         on_event(Event::EpochStart { epoch, steps });
