@@ -38,6 +38,7 @@ use simdnn::data::{Split, standardise_from};
 use simdnn::kernels::{Activation, reference};
 use simdnn::nn::{Sequential, Workspace};
 use simdnn::optim::OptimizerConfig;
+use simdnn::parallel::KeepWarm;
 use simdnn::rng::{below, normal, seeded, uniform_f32};
 use simdnn::train::{TrainConfig, Trainer};
 
@@ -199,6 +200,8 @@ fn bench_trainer_step(c: &mut Criterion) {
         group.throughput(Throughput::Elements(config.batch_size as u64));
         group.bench_function(format!("{preset}_batch{}_{threads}_threads", config.batch_size), |b| {
             pool.install(|| {
+                // As in an epoch: the pool's other threads poll for the step's parts.
+                let _warm = KeepWarm::start();
                 b.iter(|| {
                     let result = trainer.step(1, step % steps, config.lr, None).expect("a finite loss");
                     step += 1;
