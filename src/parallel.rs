@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// `task` applied to every item, the first on the calling thread and the others as rayon
 /// jobs; returns the results in the items' order once all have finished. While it waits it
-/// runs queued jobs or polls (as `Idle` does); it never parks the thread. A panicking task is re-raised here,
-/// after the others have finished.
+/// runs queued jobs or polls (as `Idle` does); it never parks the thread. A panicking task
+/// is re-raised here, after the others have finished.
 pub fn map_parts<T: Send, R: Send>(items: Vec<T>, task: impl Fn(T) -> R + Sync) -> Vec<R> {
     let mut results: Vec<Option<R>> = items.iter().map(|_| None).collect();
     let mut parts = items.into_iter().zip(results.iter_mut());
@@ -62,6 +62,7 @@ pub struct KeepWarm {
 }
 
 impl KeepWarm {
+    /// Sets the pool's other threads polling until the returned guard is dropped.
     pub fn start() -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let polling = Arc::new(AtomicUsize::new(0));
