@@ -19,6 +19,11 @@
 //!   `Sequential::loss_and_grad` on 32 samples then a Nadam step over all parameters. How
 //!   many samples per second can training reach, before data loading?
 //!
+//! - `optimizer/<name>_<gradient>` on 2 threads: one optimiser step over the 8a model's
+//!   500,210 parameters, the step's third phase; `nadam` (8a) and `sgd` (8f, no momentum),
+//!   the gradient read from one buffer (`one_buffer`) or, as two shards leave it, summed from
+//!   two beyond the first layer's weights (`two_shards`). With the state (8 MB for Nadam)
+//!   beyond the L2 caches, how close does the step come to the memory's speed?
 //! - `trainer_step/<preset>_batch<B>_<T>_threads`: `Trainer::step` as `simdnn train` runs it
 //!   (batch conversion from CIFAR records, the batch split across `T` threads, the first
 //!   layer's weight gradient, the gradient sum, the optimiser), for the 8a and 8f presets on
@@ -37,7 +42,7 @@ use simdnn::data::cifar::{CLASSES, IMAGE_BYTES, Preprocess, RECORD_BYTES};
 use simdnn::data::{Split, standardise_from};
 use simdnn::kernels::{Activation, reference};
 use simdnn::nn::{Sequential, Workspace};
-use simdnn::optim::OptimizerConfig;
+use simdnn::optim::{Gradient, OptimizerConfig};
 use simdnn::parallel::KeepWarm;
 use simdnn::rng::{below, normal, seeded, uniform_f32};
 use simdnn::train::{TrainConfig, Trainer};
@@ -166,6 +171,36 @@ fn bench_train_step(c: &mut Criterion) {
     group.finish();
 }
 
+fn bench_optimizer(c: &mut Criterion) {
+    let (model, _) = model_8a();
+    let n = model.num_params();
+    let first_layer_weights = IMAGE_BYTES * 100;
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a thread pool");
+    let shards = [gaussian(n, 1e-3, 20), gaussian(n, 1e-3, 21)];
+    let others = [&shards[1][..]];
+    let mut group = c.benchmark_group("optimizer");
+    group.throughput(Throughput::Elements(n as u64));
+    for name in ["nadam", "sgd"] {
+        for two_shards in [false, true] {
+            let mut params = model.params.clone();
+            let mut optimizer = OptimizerConfig::keras_default(name).expect("a Keras optimiser").build(n);
+            let gradient = if two_shards {
+                Gradient { first: &shards[0], others: &others, summed_from: first_layer_weights }
+            } else {
+                Gradient::from(&shards[0][..])
+            };
+            let label = if two_shards { "two_shards" } else { "one_buffer" };
+            group.bench_function(format!("{name}_{label}"), |b| {
+                pool.install(|| {
+                    let _warm = KeepWarm::start();
+                    b.iter(|| optimizer.apply(black_box(&mut params), gradient, 1e-4))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn bench_trainer_step(c: &mut Criterion) {
     let mut rng = seeded(17, 0);
     let records: Vec<Vec<u8>> = (0..20_000)
@@ -216,6 +251,6 @@ fn bench_trainer_step(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
-    targets = bench_layers, bench_activations, bench_train_step, bench_trainer_step
+    targets = bench_layers, bench_activations, bench_train_step, bench_optimizer, bench_trainer_step
 }
 criterion_main!(benches);

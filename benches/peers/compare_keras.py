@@ -1,0 +1,66 @@
+"""simdnn's epoch time against Keras's, in alternated rounds on the same machine.
+
+On a shared VM both programs' speeds drift by up to 2 x within minutes, so a ratio is only
+meaningful between runs made close together. Each round runs Keras for two epochs
+(keras_exercise8.py, beside this file) and then `simdnn train --preset P --epochs 2`, and
+divides simdnn's second epoch by Keras's (both past their start-up: Keras's first epoch
+includes tracing the graph). Prints every round, then the median ratio and the range.
+
+    python3 benches/peers/compare_keras.py --python v/bin/python \\
+        --simdnn target/release/simdnn DATA_DIR 8a 5
+"""
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def keras_second_epoch(python, data_dir, preset):
+    out = subprocess.run([python, os.path.join(HERE, "keras_exercise8.py"), data_dir, preset, "2"],
+                         capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        fields = line.split()
+        if fields[:2] == ["epoch", "2"]:
+            return float(fields[2])
+    sys.exit(f"keras_exercise8.py printed no second epoch:\n{out.stdout}\n{out.stderr}")
+
+
+def simdnn_second_epoch(simdnn, data_dir, preset):
+    with tempfile.TemporaryDirectory() as out_dir:
+        run = subprocess.run([simdnn, "train", "--preset", preset, "--epochs", "2", "--data", data_dir,
+                              "--out", out_dir], capture_output=True, text=True)
+        if run.returncode != 0:
+            sys.exit(f"{simdnn} train failed:\n{run.stderr}")
+        with open(os.path.join(out_dir, "history.csv")) as f:
+            rows = list(csv.DictReader(f))
+    return float(rows[1]["seconds"])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--python", default=sys.executable, help="a Python with tensorflow-cpu and keras")
+    parser.add_argument("--simdnn", default="target/release/simdnn")
+    parser.add_argument("data_dir")
+    parser.add_argument("preset", choices=["8a", "8f"])
+    parser.add_argument("rounds", type=int)
+    args = parser.parse_args()
+    ratios = []
+    for i in range(1, args.rounds + 1):
+        keras_s = keras_second_epoch(args.python, args.data_dir, args.preset)
+        simdnn_s = simdnn_second_epoch(args.simdnn, args.data_dir, args.preset)
+        ratios.append(simdnn_s / keras_s)
+        print(f"{time.strftime('%H:%M:%S')} round {i}: Keras {keras_s:.2f} s, simdnn {simdnn_s:.3f} s, "
+              f"simdnn/Keras {ratios[-1]:.3f} (Keras/simdnn {keras_s / simdnn_s:.2f})", flush=True)
+    median = statistics.median(ratios)
+    print(f"{args.preset}: median simdnn/Keras {median:.3f} (Keras/simdnn {1 / median:.2f}) over {len(ratios)} "
+          f"rounds, range {min(ratios):.3f}-{max(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()
