@@ -12,6 +12,7 @@ includes tracing the graph). Prints every round, then the median ratio and the r
 import argparse
 import csv
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -21,9 +22,15 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+def run(command):
+    try:
+        return subprocess.run(command, capture_output=True, text=True)
+    except OSError as e:
+        sys.exit(f"cannot run {command[0]}: {e}")
+
+
 def keras_second_epoch(python, data_dir, preset):
-    out = subprocess.run([python, os.path.join(HERE, "keras_exercise8.py"), data_dir, preset, "2"],
-                         capture_output=True, text=True)
+    out = run([python, os.path.join(HERE, "keras_exercise8.py"), data_dir, preset, "2"])
     for line in out.stdout.splitlines():
         fields = line.split()
         if fields[:2] == ["epoch", "2"]:
@@ -33,10 +40,9 @@ def keras_second_epoch(python, data_dir, preset):
 
 def simdnn_second_epoch(simdnn, data_dir, preset):
     with tempfile.TemporaryDirectory() as out_dir:
-        run = subprocess.run([simdnn, "train", "--preset", preset, "--epochs", "2", "--data", data_dir,
-                              "--out", out_dir], capture_output=True, text=True)
-        if run.returncode != 0:
-            sys.exit(f"{simdnn} train failed:\n{run.stderr}")
+        trained = run([simdnn, "train", "--preset", preset, "--epochs", "2", "--data", data_dir, "--out", out_dir])
+        if trained.returncode != 0:
+            sys.exit(f"{simdnn} train failed:\n{trained.stderr}")
         with open(os.path.join(out_dir, "history.csv")) as f:
             rows = list(csv.DictReader(f))
     return float(rows[1]["seconds"])
@@ -46,10 +52,17 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--python", default=sys.executable, help="a Python with tensorflow-cpu and keras")
     parser.add_argument("--simdnn", default="target/release/simdnn")
-    parser.add_argument("data_dir")
+    parser.add_argument("data_dir", metavar="DATA_DIR")
     parser.add_argument("preset", choices=["8a", "8f"])
-    parser.add_argument("rounds", type=int)
+    parser.add_argument("rounds", type=int, metavar="ROUNDS")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"ROUNDS must be at least 1, got {args.rounds}")
+    if not os.path.isdir(args.data_dir):
+        parser.error(f"DATA_DIR {args.data_dir!r} is not a directory")
+    for flag, program in (("--python", args.python), ("--simdnn", args.simdnn)):
+        if shutil.which(program) is None:
+            parser.error(f"{flag} {program!r} is not an executable")
     ratios = []
     for i in range(1, args.rounds + 1):
         keras_s = keras_second_epoch(args.python, args.data_dir, args.preset)
