@@ -172,6 +172,37 @@ fn standardisation_is_fitted_on_the_training_split() {
 }
 
 #[test]
+fn fill_features_converts_those_columns_of_the_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = Cifar10::open(&data_dir(&tmp, 6)).unwrap();
+    let (train, _val) = data.train_val(10).unwrap();
+    let indices = [4u32, 1, 4, 9];
+    let rows = indices.len();
+    for (name, pre) in [("x / 255", Preprocess::UNIT_SCALE), ("standardised", standardise_from(&train).unwrap())] {
+        let mut whole = vec![f32::NAN; rows * IMAGE_BYTES];
+        let mut y = vec![0u8; rows];
+        train.fill_batch(&indices, &pre, &mut whole, &mut y);
+        // Odd bounds: ranges that are not whole SIMD vectors, an empty one, the last feature.
+        for features in [0..1536, 1536..IMAGE_BYTES, 17..1041, 3000..3000, IMAGE_BYTES - 1..IMAGE_BYTES] {
+            let mut part = vec![f32::NAN; rows * features.len()];
+            train.fill_features(&indices, &pre, &mut part, features.clone());
+            for r in 0..rows {
+                let want = &whole[r * IMAGE_BYTES..][features.clone()];
+                assert_eq!(
+                    &part[r * features.len()..][..features.len()],
+                    want,
+                    "{name}: row {r}, features {features:?}"
+                );
+            }
+            train.prefetch(&indices, features);
+        }
+        let mut labels = vec![255u8; rows];
+        train.fill_labels(&indices, &mut labels);
+        assert_eq!(labels, y);
+    }
+}
+
+#[test]
 fn missing_directory_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("does-not-exist");

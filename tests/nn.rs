@@ -100,27 +100,55 @@ fn predict_evaluate_and_training_agree() {
     let (train_loss, train_correct) = model.loss_and_grad(&x, &labels, &mut ws, &mut grads);
     assert_eq!((train_loss, train_correct), (loss, correct));
 
-    // Splitting the batch in two, with a deferred first-layer weight gradient, gives the same
-    // gradient everywhere else and the first layer's dL/dz rows.
-    let mut a = vec![0.0; model.num_params()];
-    let mut b = vec![0.0; model.num_params()];
-    let (mut wa, mut wb) = (Workspace::default(), Workspace::default());
+    // A data-parallel trainer's split: the first layer by input features (two parts, the
+    // second one column wider), the rest by rows (two shards). It gives the same gradient
+    // everywhere and the first layer's dL/dz rows.
+    let first = dense(&model, 0);
+    let features = [0..24, 24..50];
+    let x_part = |f: &std::ops::Range<usize>| -> Vec<f32> {
+        x.chunks_exact(50).flat_map(|row| row[f.clone()].to_vec()).collect()
+    };
+    let x_parts: Vec<Vec<f32>> = features.iter().map(x_part).collect();
+    let partials: Vec<Vec<f32>> = features
+        .iter()
+        .zip(&x_parts)
+        .map(|(f, xp)| {
+            let mut partial = vec![f32::NAN; batch * 37];
+            first.forward_part(&model.params, xp, f.clone(), &mut partial, batch);
+            partial
+        })
+        .collect();
     let scale = 1.0 / batch as f32;
     let cut = 6;
-    let noise = Noise { seed: 0, step: 0, first_row: 0 };
-    let options = StepOptions { defer_first_layer_weights: true, noise };
-    model.loss_and_grad_scaled(&x[..cut * 50], &labels[..cut], &mut wa, &mut a, scale, options);
-    model.loss_and_grad_scaled(&x[cut * 50..], &labels[cut..], &mut wb, &mut b, scale, options);
-    let first = dense(&model, 0).weight_range();
-    for i in first.end..model.num_params() {
-        assert!((a[i] + b[i] - grads[i]).abs() <= 1e-5, "gradient {i}: {} + {} vs {}", a[i], b[i], grads[i]);
+    let mut shard_grads = Vec::new();
+    let mut delta = Vec::new();
+    for (rows, first_row) in [(0..cut, 0), (cut..batch, cut)] {
+        let mut ws = Workspace::default();
+        let out = ws.first_layer_output_mut(&model, rows.len());
+        first.forward_from_parts(&model.params, partials.iter().map(|p| &p[..]), rows.clone(), out);
+        let options = StepOptions { first_layer_by_caller: true, noise: Noise { seed: 0, step: 0, first_row } };
+        let mut g = vec![f32::NAN; model.num_params()];
+        let (l, c) = model.loss_and_grad_scaled(&[], &labels[rows.clone()], &mut ws, &mut g, scale, options);
+        shard_grads.push((g, l, c));
+        delta.extend_from_slice(ws.first_layer_delta(&model, rows.len()));
     }
-    let mut delta = wa.first_layer_delta(&model, cut).to_vec();
-    delta.extend_from_slice(wb.first_layer_delta(&model, batch - cut));
-    let mut combined = vec![0.0; model.num_params()];
-    dense(&model, 0).weight_grad(&x, &delta, &mut combined, batch);
-    for i in first {
-        assert!((combined[i] - grads[i]).abs() <= 1e-5, "first-layer weight gradient {i}");
+    let [(a, loss_a, correct_a), (b, loss_b, correct_b)] = &shard_grads[..] else { unreachable!("two shards") };
+    assert!((loss_a + loss_b - train_loss).abs() <= 1e-4 * train_loss, "loss {loss_a} + {loss_b} vs {train_loss}");
+    assert_eq!(correct_a + correct_b, train_correct);
+    let weights = first.weight_range();
+    for (i, ((ga, gb), g)) in a.iter().zip(b).zip(&grads).enumerate().skip(weights.end) {
+        assert!((ga + gb - g).abs() <= 1e-5, "gradient {i}: {ga} + {gb} vs {g}");
+    }
+    // Each part's rows of the first layer's weight gradient, from its own columns of x.
+    let mut combined = vec![f32::NAN; weights.len()];
+    let mut rest = &mut combined[..];
+    for (f, xp) in features.iter().zip(&x_parts) {
+        let (rows, tail) = rest.split_at_mut(f.len() * 37);
+        first.weight_grad_part(xp, f.clone(), &delta, rows, batch);
+        rest = tail;
+    }
+    for (i, g) in weights.zip(&combined) {
+        assert!((g - grads[i]).abs() <= 1e-5, "first-layer weight gradient {i}: {g} vs {}", grads[i]);
     }
 }
 

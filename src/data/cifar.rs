@@ -6,6 +6,7 @@
 //! order of its inputs, and the conversion stays a straight copy.
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -174,10 +175,12 @@ impl<'a> Split<'a> {
     /// waits for it). Shuffled records sit at random places in the maps: loading them when
     /// the batch is converted stalls on each one, issued a step ahead the loads overlap the
     /// step's arithmetic.
-    pub fn prefetch(&self, indices: &[u32]) {
+    /// Only the pixels `features` of each record are asked for (a thread converting those
+    /// features of the batch wants only them in its caches).
+    pub fn prefetch(&self, indices: &[u32], features: Range<usize>) {
         #[cfg(target_arch = "x86_64")]
         for &i in indices {
-            for line in self.records[i as usize].chunks(64) {
+            for line in self.pixels(i as usize)[features.clone()].chunks(64) {
                 // SAFETY: a prefetch of a valid address (inside the record); it never faults
                 // and has no visible effect but on timing.
                 unsafe {
@@ -186,7 +189,7 @@ impl<'a> Split<'a> {
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = indices;
+        let _ = (indices, features);
     }
 
     /// Converts the records `indices` into rows of `x` (`indices.len() x 3072`) and their
@@ -197,9 +200,32 @@ impl<'a> Split<'a> {
             "batch buffers do not match {} records",
             indices.len()
         );
-        for ((&i, row), label) in indices.iter().zip(x.chunks_exact_mut(IMAGE_BYTES)).zip(y.iter_mut()) {
+        self.fill_labels(indices, y);
+        self.fill_features(indices, pre, x, 0..IMAGE_BYTES);
+    }
+
+    /// The labels of the records `indices`, into `y`.
+    pub fn fill_labels(&self, indices: &[u32], y: &mut [u8]) {
+        assert_eq!(y.len(), indices.len(), "label buffer does not match {} records", indices.len());
+        for (&i, label) in indices.iter().zip(y.iter_mut()) {
             *label = self.label(i as usize);
-            pre.apply(self.pixels(i as usize), row);
+        }
+    }
+
+    /// Converts the pixels `features` of the records `indices` into the rows of `x`
+    /// (`indices.len() x features.len()`): the columns `features` of the batch's input
+    /// matrix, for a thread that multiplies them by those rows of the first layer's weights.
+    pub fn fill_features(&self, indices: &[u32], pre: &Preprocess, x: &mut [f32], features: Range<usize>) {
+        assert!(
+            features.end <= IMAGE_BYTES && x.len() == indices.len() * features.len(),
+            "feature buffer does not match {} records of features {features:?}",
+            indices.len()
+        );
+        if features.is_empty() {
+            return;
+        }
+        for (&i, row) in indices.iter().zip(x.chunks_exact_mut(features.len())) {
+            pre.apply_features(self.pixels(i as usize), row, features.clone());
         }
     }
 }

@@ -212,6 +212,10 @@ impl Blocking {
         parallel_min_flops: 4_000_000,
     };
 
+    /// [`Blocking::DEFAULT`] on the calling thread only, for callers that split the work
+    /// across threads themselves.
+    pub const SERIAL: Blocking = Blocking { parallel_min_flops: usize::MAX, ..Blocking::DEFAULT };
+
     fn checked(self) -> Self {
         assert!(
             self.mc >= MR && self.mc.is_multiple_of(MR) && self.nc >= NR && self.nc.is_multiple_of(NR) && self.kc > 0,

@@ -3,7 +3,9 @@
 //! GEMMs (weight gradient, input gradient).
 
 use crate::kernels::Activation;
-use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
+use core::ops::Range;
+
+use crate::kernels::gemm::{Blocking, Epilogue, MatMut, MatRef, gemm, gemm_with};
 use crate::kernels::vector::activation_backward_with_bias_grad;
 
 /// A dense layer's shape and where its parameters sit in the model's parameter vector.
@@ -53,6 +55,51 @@ impl Dense {
         );
     }
 
+    /// One thread's part of a forward pass split by input features: `partial = x_part
+    /// W[features, :]`, where `x_part` (`[batch, features.len()]`) holds those columns of the
+    /// input; no bias, no activation; on the calling thread. [`Dense::forward_from_parts`]
+    /// finishes the pass from the parts' partial products (`[batch, n_out]` each).
+    pub fn forward_part(
+        &self,
+        params: &[f32],
+        x_part: &[f32],
+        features: Range<usize>,
+        partial: &mut [f32],
+        batch: usize,
+    ) {
+        let w = &self.weights(params)[features.start * self.n_out..features.end * self.n_out];
+        gemm_with(
+            &Blocking::SERIAL,
+            1.0,
+            MatRef::new(x_part, batch, features.len()),
+            MatRef::new(w, features.len(), self.n_out),
+            0.0,
+            MatMut::new(partial, batch, self.n_out),
+            Epilogue::NONE,
+        );
+    }
+
+    /// `y = act(sum of the partial products + b)` for the batch rows `rows` (`y`:
+    /// `[rows.len(), n_out]`), the partial products of [`Dense::forward_part`] added in the
+    /// parts' order.
+    pub fn forward_from_parts<'p>(
+        &self,
+        params: &[f32],
+        partials: impl IntoIterator<Item = &'p [f32]>,
+        rows: Range<usize>,
+        y: &mut [f32],
+    ) {
+        let span = rows.start * self.n_out..rows.end * self.n_out;
+        y.fill(0.0);
+        for partial in partials {
+            y.iter_mut().zip(&partial[span.clone()]).for_each(|(v, p)| *v += p);
+        }
+        for row in y.chunks_exact_mut(self.n_out) {
+            row.iter_mut().zip(self.bias(params)).for_each(|(v, b)| *v += b);
+        }
+        self.activation.forward(y);
+    }
+
     /// The range of the weights in the parameter (and gradient) vector.
     pub fn weight_range(&self) -> core::ops::Range<usize> {
         self.w_offset..self.b_offset
@@ -97,9 +144,30 @@ impl Dense {
     /// # Shapes
     /// `x`: `[batch, n_in]`, `dz`: `[batch, n_out]`.
     pub fn weight_grad(&self, x: &[f32], dz: &[f32], grads: &mut [f32], batch: usize) {
-        let (n_in, n_out) = (self.n_in, self.n_out);
-        let dw = MatMut::new(&mut grads[self.weight_range()], n_in, n_out);
-        gemm(1.0, MatRef::new(x, batch, n_in).t(), MatRef::new(dz, batch, n_out), 0.0, dw, Epilogue::NONE);
+        let range = self.weight_range();
+        self.weight_rows_grad(&Blocking::DEFAULT, x, self.n_in, dz, &mut grads[range], batch);
+    }
+
+    /// One thread's part of the weight gradient split by input features, as
+    /// [`Dense::forward_part`] splits the forward pass: the rows `features` of dL/dW (`dw`:
+    /// `[features.len(), n_out]`) from those columns of the input (`x_part`: `[batch,
+    /// features.len()]`), on the calling thread.
+    pub fn weight_grad_part(&self, x_part: &[f32], features: Range<usize>, dz: &[f32], dw: &mut [f32], batch: usize) {
+        self.weight_rows_grad(&Blocking::SERIAL, x_part, features.len(), dz, dw, batch);
+    }
+
+    /// `dw = x^T dz` for `x` of `[batch, inputs]` and `dw` of `[inputs, n_out]`.
+    fn weight_rows_grad(
+        &self,
+        blocking: &Blocking,
+        x: &[f32],
+        inputs: usize,
+        dz: &[f32],
+        dw: &mut [f32],
+        batch: usize,
+    ) {
+        let (x, dz) = (MatRef::new(x, batch, inputs).t(), MatRef::new(dz, batch, self.n_out));
+        gemm_with(blocking, 1.0, x, dz, 0.0, MatMut::new(dw, inputs, self.n_out), Epilogue::NONE);
     }
 
     /// dL/dx = dz W^T.

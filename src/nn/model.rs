@@ -332,7 +332,9 @@ impl Sequential {
     ) -> (f64, usize) {
         assert_eq!(grads.len(), self.params.len(), "gradient buffer does not match the model");
         let batch = labels.len();
-        self.forward(x, 0, batch, ws, Mode::Train, Some(options.noise));
+        // With the first layer run by the caller, its output is already in the workspace.
+        let from = usize::from(options.first_layer_by_caller);
+        self.forward(x, from, batch, ws, Mode::Train, Some(options.noise));
         let n_out = self.output_dim();
         let probs = ws.output_mut(self, batch);
         let (loss, correct) = softmax_cross_entropy(probs, n_out, labels);
@@ -343,14 +345,14 @@ impl Sequential {
         for (l, layer) in self.layers.iter().enumerate().rev() {
             let (before, rest) = bufs.split_at(l);
             let buf = &rest[0];
-            let input = if l == 0 { &x[..batch * layer.n_in()] } else { &before[l - 1].output[..batch * layer.n_in()] };
             let output = &buf.output[..batch * layer.n_out()];
             let dy = &mut delta[..batch * layer.n_out()];
             let dx = (l > 0).then(|| &mut delta_prev[..batch * layer.n_in()]);
             match layer {
                 Layer::Dense(d) => {
                     d.backward_activation(output, dy, grads);
-                    if l > 0 || !options.defer_first_layer_weights {
+                    if l > 0 || !options.first_layer_by_caller {
+                        let input = if l == 0 { &x[..batch * d.n_in] } else { &before[l - 1].output[..batch * d.n_in] };
                         d.weight_grad(input, dy, grads, batch);
                     }
                     if let Some(dx) = dx {
@@ -465,6 +467,8 @@ impl Sequential {
         if from == 0 {
             assert_eq!(x.len(), batch * self.input_dim, "input is not {batch} rows of {}", self.input_dim);
             ws.reserve(self, batch);
+        } else {
+            assert!(ws.batch_capacity >= batch, "the workspace holds {} rows, not {batch}", ws.batch_capacity);
         }
         for (l, layer) in self.layers.iter().enumerate().skip(from) {
             let (done, rest) = ws.layers.split_at_mut(l);
@@ -525,11 +529,13 @@ impl Sequential {
 /// How [`Sequential::loss_and_grad_scaled`] runs a training step.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StepOptions {
-    /// Leave out the first layer's weight gradient (its part of `grads` is untouched; the
-    /// first layer must be dense) and keep dL/dz of the first layer in the workspace
-    /// ([`Workspace::first_layer_delta`]): the caller computes it once for the whole batch,
-    /// one large product instead of one per shard.
-    pub defer_first_layer_weights: bool,
+    /// The caller runs the first layer, which must be dense: its output for these rows is
+    /// already in the workspace ([`Workspace::first_layer_output_mut`]), `x` is not read, and
+    /// the first layer's weight gradient is left to the caller (its part of `grads` is
+    /// untouched; its bias gradient is written), from dL/dz of the first layer, kept in the
+    /// workspace ([`Workspace::first_layer_delta`]). A data-parallel trainer splits the
+    /// first layer by input features instead of by rows (see `train::step_gradient`).
+    pub first_layer_by_caller: bool,
     /// Where dropout masks come from.
     pub noise: Noise,
 }
@@ -581,6 +587,13 @@ impl Workspace {
         self.delta = vec![0.0; batch * widest];
         self.delta_prev = vec![0.0; batch * widest];
         self.batch_capacity = batch;
+    }
+
+    /// Where the first layer's output for `batch` rows goes when the caller computes it
+    /// ([`StepOptions::first_layer_by_caller`]); grows the buffers as needed.
+    pub fn first_layer_output_mut(&mut self, model: &Sequential, batch: usize) -> &mut [f32] {
+        self.reserve(model, batch);
+        &mut self.layers[0].output[..batch * model.layers[0].n_out()]
     }
 
     /// dL/dz of the first layer after a backward pass (`[batch, n_out]` of the first layer).

@@ -3,6 +3,7 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::ops::Range;
 
 use crate::kernels::vector::{bytes_to_f32_scaled, bytes_to_f32_standardised};
 
@@ -51,9 +52,18 @@ impl Preprocess {
 
     /// Converts one image's bytes into `out`.
     pub fn apply(&self, pixels: &[u8], out: &mut [f32]) {
+        self.apply_features(pixels, out, 0..pixels.len());
+    }
+
+    /// [`Preprocess::apply`] to the features `features` of `pixels` only, into `out`
+    /// (`features.len()` long).
+    pub fn apply_features(&self, pixels: &[u8], out: &mut [f32], features: Range<usize>) {
+        let pixels = &pixels[features.clone()];
         match self {
             Preprocess::Scale(factor) => bytes_to_f32_scaled(pixels, out, *factor),
-            Preprocess::Standardise { mean, inv_std } => bytes_to_f32_standardised(pixels, out, mean, inv_std),
+            Preprocess::Standardise { mean, inv_std } => {
+                bytes_to_f32_standardised(pixels, out, &mean[features.clone()], &inv_std[features])
+            }
         }
     }
 }

@@ -200,11 +200,12 @@ const PARALLEL_MIN: usize = 1 << 15;
 ///
 /// Split across threads by position, not by work stealing: `..summed_from` and
 /// `summed_from..` are each cut into one even part per thread, and part `t` of both goes to
-/// the `t`-th task, the first running on the calling thread. The trainer computes the first
-/// layer's weight gradient split by rows the same way (`kernels::gemm`'s row split), and its
-/// shards in the same order, so each thread mostly updates parameters whose gradients its
-/// own cache holds: when the host places the two vCPUs far apart, moving those gradients
-/// between cores made this loop several times slower.
+/// the `t`-th task, the first running on the calling thread. The trainer splits the first
+/// layer's weight rows (its forward pass and weight gradient) the same way, and its shards in
+/// the same order, so each thread mostly updates parameters that its own cache holds and, in
+/// the first layer, that no other core has read: when the host places the two vCPUs far
+/// apart, moving gradients between cores made this loop several times slower, and
+/// invalidating another core's copies of the weights about twice as slow.
 fn for_each_param<const S: usize>(
     params: &mut [f32],
     state: &mut [f32],

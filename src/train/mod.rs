@@ -12,6 +12,7 @@ pub mod mc;
 pub mod resume;
 pub mod run;
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -96,14 +97,70 @@ struct Shard {
     grads: Vec<f32>,
 }
 
+/// One thread's share of the first layer in a data-parallel step: a contiguous range of the
+/// input features, which is also a range of the first layer's weight rows.
+struct FirstLayerPart {
+    features: Range<usize>,
+    /// `[batch, features.len()]`: those pixels of the batch, converted.
+    inputs: Vec<f32>,
+    /// `[batch, n_out]`: `inputs` times the weight rows `features`.
+    partial: Vec<f32>,
+}
+
+/// Buffers a training step reuses from one batch to the next.
+struct StepBuffers {
+    /// One per thread: each computes the gradient of its slice of every batch.
+    shards: Vec<Shard>,
+    /// With more than one shard, one per shard; else empty.
+    first_parts: Vec<FirstLayerPart>,
+    /// dL/dz of the first layer for the whole batch, gathered from the shards.
+    first_delta: Vec<f32>,
+    /// The converted batch (one shard only: shards convert their own features).
+    x: Vec<f32>,
+    y: Vec<u8>,
+}
+
+impl StepBuffers {
+    fn new(model: &Sequential, batch_size: usize, threads: usize) -> Self {
+        let shards = (0..threads)
+            .map(|_| Shard {
+                ws: Workspace::new(model, batch_size.div_ceil(threads)),
+                grads: vec![0.0; model.num_params()],
+            })
+            .collect();
+        let first_width = model.layers()[0].n_out();
+        let first_parts = if threads == 1 {
+            Vec::new()
+        } else {
+            (0..threads)
+                .map(|p| {
+                    let features = IMAGE_BYTES * p / threads..IMAGE_BYTES * (p + 1) / threads;
+                    FirstLayerPart {
+                        inputs: vec![0.0; batch_size * features.len()],
+                        partial: vec![0.0; batch_size * first_width],
+                        features,
+                    }
+                })
+                .collect()
+        };
+        StepBuffers {
+            shards,
+            first_parts,
+            first_delta: Vec::with_capacity(batch_size * first_width),
+            x: if threads == 1 { vec![0.0; batch_size * IMAGE_BYTES] } else { Vec::new() },
+            y: vec![0; batch_size],
+        }
+    }
+}
+
 /// Where a trainer's time went, in seconds summed over the steps and epochs it ran. The
 /// phases of a step run one after another, each spread over the threads, so on a machine
 /// whose cores are shared these show which phase waits on a slow core: compare them between
 /// `--threads 1` and the default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct PhaseSeconds {
-    /// Reading the batch, and every shard's forward and backward pass (all of the gradient
-    /// when the model runs as one shard).
+    /// Reading the batch, the first layer's forward pass, and every shard's forward and
+    /// backward pass (all of the gradient when the model runs as one shard).
     pub gradient: f64,
     /// The first layer's weight gradient over the whole batch, after the shards (sharded
     /// models only).
@@ -121,58 +178,74 @@ pub struct PhaseSeconds {
 ///
 /// With one shard (one thread, or a model with batch norm, whose batch statistics need the
 /// whole batch in one place) it is a plain forward and backward pass. With more, data
-/// parallelism: the batch is split into one contiguous slice per shard and each runs forward
-/// and backward in parallel, except the first layer's weight gradient, which is one product
-/// over the whole batch (3072 x 32 x 100 for 8a: split by rows across threads, it beats
-/// summing per-shard copies of the largest gradient), written into `shards[0].grads`. The
-/// optimiser adds the other shards' gradients as it reads them. The split and the order of
-/// the sum depend only on the shard count, so a given thread count always gives the same
-/// bits.
-#[allow(clippy::too_many_arguments)]
+/// parallelism, except for the first layer, which is split by input features: each thread
+/// converts its features of the whole batch and multiplies them by those rows of the
+/// weights; then the batch is split into one contiguous slice of rows per shard, and each
+/// finishes the first layer for its rows (summing the partial products) and runs the other
+/// layers forward and backward; last, each thread computes the rows of the first layer's
+/// weight gradient for its features, over the whole batch, into `shards[0].grads`. The
+/// optimiser splits the parameters the same way (`optim::for_each_param`) and adds the other
+/// shards' gradients as it reads them. So the first layer's weights (61 % of 8a's
+/// parameters) and their gradient stay on one core: shared between cores, every update had
+/// to invalidate the other core's copies and every forward pass fetch them back. The splits
+/// and the order of the sums depend only on the thread count, so a given thread count always
+/// gives the same bits.
 fn step_gradient(
     model: &Sequential,
     batch: Batch<'_>,
     noise: Noise,
-    x: &mut [f32],
-    y: &mut [u8],
-    shards: &mut [Shard],
-    first_delta: &mut Vec<f32>,
+    buffers: &mut StepBuffers,
     phases: &mut PhaseSeconds,
 ) -> (f64, usize, usize) {
     let start = Instant::now();
-    let n = y.len();
+    let n = batch.indices.len();
     let scale = 1.0 / n as f32;
+    let StepBuffers { shards, first_parts, first_delta, x, y } = buffers;
+    let y = &mut y[..n];
     if shards.len() == 1 {
+        let x = &mut x[..n * IMAGE_BYTES];
         batch.split.fill_batch(batch.indices, batch.preprocess, x, y);
-        batch.split.prefetch(batch.next);
+        batch.split.prefetch(batch.next, 0..IMAGE_BYTES);
         let options = StepOptions { noise, ..StepOptions::default() };
         let shard = &mut shards[0];
         let (loss, correct) = model.loss_and_grad_scaled(x, y, &mut shard.ws, &mut shard.grads, scale, options);
         phases.gradient += start.elapsed().as_secs_f64();
         return (loss, correct, 1);
     }
-    let parts = shards.len().min(n);
-    let bounds: Vec<(usize, usize)> = (0..parts).map(|p| (n * p / parts, n * (p + 1) / parts)).collect();
-    // Each shard converts its own rows of the batch, then runs forward and backward on them.
-    let x_parts = split_rows(x, &bounds, IMAGE_BYTES);
-    let y_parts = split_rows(y, &bounds, 1);
-    let tasks: Vec<_> = shards[..parts].iter_mut().zip(x_parts.into_iter().zip(y_parts)).zip(&bounds).collect();
-    let results = crate::parallel::map_parts(tasks, |((shard, (xs, ys)), &(lo, hi))| {
-        batch.split.fill_batch(&batch.indices[lo..hi], batch.preprocess, xs, ys);
-        batch.split.prefetch(&batch.next[lo.min(batch.next.len())..hi.min(batch.next.len())]);
-        let options = StepOptions { defer_first_layer_weights: true, noise: Noise { first_row: lo, ..noise } };
-        model.loss_and_grad_scaled(xs, ys, &mut shard.ws, &mut shard.grads, scale, options)
-    });
     let Some(first) = model.layers()[0].as_dense() else {
         unreachable!("sharded training needs a dense first layer (checked in Trainer::new)")
     };
+    let width = first.n_out;
+    crate::parallel::map_parts(first_parts.iter_mut().collect(), |part| {
+        let inputs = &mut part.inputs[..n * part.features.len()];
+        batch.split.fill_features(batch.indices, batch.preprocess, inputs, part.features.clone());
+        batch.split.prefetch(batch.next, part.features.clone());
+        first.forward_part(&model.params, inputs, part.features.clone(), &mut part.partial[..n * width], n);
+    });
+    let parts = shards.len().min(n);
+    let bounds: Vec<(usize, usize)> = (0..parts).map(|p| (n * p / parts, n * (p + 1) / parts)).collect();
+    let first_parts = &*first_parts;
+    let tasks: Vec<_> = shards[..parts].iter_mut().zip(split_rows(y, &bounds, 1)).zip(&bounds).collect();
+    let results = crate::parallel::map_parts(tasks, |((shard, ys), &(lo, hi))| {
+        batch.split.fill_labels(&batch.indices[lo..hi], ys);
+        let partials = first_parts.iter().map(|part| &part.partial[..n * width]);
+        first.forward_from_parts(&model.params, partials, lo..hi, shard.ws.first_layer_output_mut(model, hi - lo));
+        let options = StepOptions { first_layer_by_caller: true, noise: Noise { first_row: lo, ..noise } };
+        model.loss_and_grad_scaled(&[], ys, &mut shard.ws, &mut shard.grads, scale, options)
+    });
     let first_start = Instant::now();
     phases.gradient += (first_start - start).as_secs_f64();
     first_delta.clear();
     for (shard, &(lo, hi)) in shards.iter().zip(&bounds) {
         first_delta.extend_from_slice(shard.ws.first_layer_delta(model, hi - lo));
     }
-    first.weight_grad(x, first_delta, &mut shards[0].grads, n);
+    let feature_bounds: Vec<(usize, usize)> = first_parts.iter().map(|p| (p.features.start, p.features.end)).collect();
+    let weight_rows = split_rows(&mut shards[0].grads[first.weight_range()], &feature_bounds, width);
+    let first_delta = &*first_delta;
+    crate::parallel::map_parts(first_parts.iter().zip(weight_rows).collect(), |(part, dw)| {
+        let inputs = &part.inputs[..n * part.features.len()];
+        first.weight_grad_part(inputs, part.features.clone(), first_delta, dw, n);
+    });
     phases.first_layer_weight_grad += first_start.elapsed().as_secs_f64();
     let (loss, correct) = results.iter().fold((0.0, 0), |(l, c), &(l2, c2)| (l + l2, c + c2));
     (loss, correct, parts)
@@ -253,13 +326,8 @@ pub struct Trainer<'a> {
     pub step_log: Option<Vec<StepRecord>>,
     /// Where this trainer's time went so far.
     pub phases: PhaseSeconds,
-    /// One per thread: each computes the gradient of its slice of every batch.
-    shards: Vec<Shard>,
-    /// dL/dz of the first layer for the whole batch, gathered from the shards.
-    first_delta: Vec<f32>,
+    buffers: StepBuffers,
     order: Vec<u32>,
-    x: Vec<f32>,
-    y: Vec<u8>,
 }
 
 impl<'a> Trainer<'a> {
@@ -290,19 +358,13 @@ impl<'a> Trainer<'a> {
             )));
         }
         // Slices of at least 8 rows: thinner ones would cost the GEMMs more than they gain.
-        // Batch norm needs the whole batch's statistics, and the deferred first-layer weight
-        // gradient a dense first layer: such models run as one shard (the GEMMs still split
+        // Batch norm needs the whole batch's statistics, and the first layer split by
+        // features a dense first layer: such models run as one shard (the GEMMs still split
         // large products across threads).
         let shardable = !model.has_batch_norm() && matches!(model.layers()[0], Layer::Dense(_));
         let threads = if shardable { rayon::current_num_threads().clamp(1, batch_size.div_ceil(8).max(1)) } else { 1 };
-        let shards = (0..threads)
-            .map(|_| Shard {
-                ws: Workspace::new(&model, batch_size.div_ceil(threads)),
-                grads: vec![0.0; model.num_params()],
-            })
-            .collect();
+        let buffers = StepBuffers::new(&model, batch_size, threads);
         let order = (0..train.len() as u32).collect();
-        let model_first_width = model.layers()[0].n_out();
         Ok(Trainer {
             model,
             optimizer,
@@ -317,11 +379,8 @@ impl<'a> Trainer<'a> {
             global_step: 0,
             step_log: None,
             phases: PhaseSeconds::default(),
-            shards,
-            first_delta: Vec::with_capacity(batch_size * model_first_width),
+            buffers,
             order,
-            x: vec![0.0; batch_size * IMAGE_BYTES],
-            y: vec![0; batch_size],
         })
     }
 
@@ -395,16 +454,12 @@ impl<'a> Trainer<'a> {
         let end = (lo + self.batch_size).min(self.order.len());
         let (batch, next) = (&self.order[lo..end], &self.order[end..(end + self.batch_size).min(self.order.len())]);
         let n = batch.len();
-        let (x, y) = (&mut self.x[..n * IMAGE_BYTES], &mut self.y[..n]);
         let noise = Noise { seed: self.seed, step: ((epoch as u64) << 32) + step as u64, first_row: 0 };
         let (loss, ok, shards_used) = step_gradient(
             &self.model,
             Batch { split: &self.train, indices: batch, preprocess: &self.preprocess, next },
             noise,
-            x,
-            y,
-            &mut self.shards,
-            &mut self.first_delta,
+            &mut self.buffers,
             &mut self.phases,
         );
         if !loss.is_finite() {
@@ -414,12 +469,13 @@ impl<'a> Trainer<'a> {
             self.optimizer.set_momentum(m);
         }
         let optimizer_start = Instant::now();
-        let others: Vec<&[f32]> = self.shards[1..shards_used].iter().map(|s| &s.grads[..]).collect();
-        let gradient = shards_gradient(&self.model, &self.shards[0].grads, &others);
+        let shards = &self.buffers.shards;
+        let others: Vec<&[f32]> = shards[1..shards_used].iter().map(|s| &s.grads[..]).collect();
+        let gradient = shards_gradient(&self.model, &shards[0].grads, &others);
         self.optimizer.apply(&mut self.model.params, gradient, lr);
         self.phases.optimizer += optimizer_start.elapsed().as_secs_f64();
-        if self.shards.len() == 1 {
-            self.model.update_moving_stats(&self.shards[0].ws);
+        if shards.len() == 1 {
+            self.model.update_moving_stats(&shards[0].ws);
         }
         self.global_step += 1;
         Ok((loss, ok, n))
