@@ -40,6 +40,7 @@ pub const MR: usize = 8;
 pub const A_PANEL_ROWS: usize = 12;
 /// Threads split C's rows at multiples of this (of both tile heights), so that every row
 /// falls in the same tile, hence gets the same bits, whatever the thread count.
+#[cfg(feature = "std")]
 const SPLIT_ROWS: usize = 24;
 /// `f32x16` vectors per tile row; `NR = NV * 16` columns of C per tile.
 const NV: usize = 2;
