@@ -265,6 +265,17 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// How long a cache line takes to go from one core to another and back (median): about
+    /// 50 ns where two vCPUs share a die, 300 ns or more where the host placed them apart and
+    /// training runs slower. Run it next to timings it should explain.
+    Cores {
+        /// Measurement time.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Print {"round_trip_ns": ..}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -318,6 +329,7 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Gemm { m, k, n, threads, transpose_a, transpose_b, seconds, json }) => {
             cmd_bench_gemm(m, k, n, threads, transpose_a, transpose_b, seconds, json)
         }
+        Command::Bench(BenchCommand::Cores { seconds, json }) => cmd_bench_cores(seconds, json),
         Command::Data(DataCommand::Fetch { data, url, md5 }) => {
             let dir = data.unwrap_or_else(default_data_dir);
             fetch(&dir, url, md5)
@@ -741,9 +753,7 @@ fn cmd_bench_gemm(
     if (m * k + k * n + m * n) > 1 << 28 {
         return Err(Error::config("--m/--k/--n", "the matrices would need more than 1 GiB"));
     }
-    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 600.0) {
-        return Err(Error::config("--seconds", "must be between 0 and 600"));
-    }
+    check_bench_seconds(seconds)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -758,6 +768,27 @@ fn cmd_bench_gemm(
         println!(
             "gemm m={m} k={k} n={n} threads={threads}: {:.1} GFLOP/s, {:.2} us per call (median)",
             t.gflops, t.us_per_call
+        );
+    }
+    Ok(())
+}
+
+fn check_bench_seconds(seconds: f64) -> Result<()> {
+    if !(seconds.is_finite() && seconds > 0.0 && seconds <= 600.0) {
+        return Err(Error::config("--seconds", "must be between 0 and 600"));
+    }
+    Ok(())
+}
+
+fn cmd_bench_cores(seconds: f64, json: bool) -> Result<()> {
+    check_bench_seconds(seconds)?;
+    let ns = simdnn::bench::core_round_trip_ns(seconds);
+    if json {
+        println!("{}", serde_json::json!({ "round_trip_ns": ns }));
+    } else {
+        println!(
+            "core-to-core round trip: {ns:.0} ns (median of samples of {} round trips)",
+            simdnn::bench::ROUND_TRIPS
         );
     }
     Ok(())

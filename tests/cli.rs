@@ -353,6 +353,18 @@ fn bench_gemm_prints_json() {
 }
 
 #[test]
+fn bench_cores_prints_json() {
+    let s = scratch();
+    let v = json_stdout(&s.ok_output(&["bench", "cores", "--seconds", "0.05", "--json"]));
+    let ns = number(&v, "round_trip_ns");
+    // A round trip takes tens of nanoseconds at least, and far less than a millisecond even
+    // where the two threads share one core (each hand-over then waits for a yield).
+    assert!(ns.is_finite() && ns > 1.0 && ns < 1e6, "{v}");
+    let stderr = s.fails(&["bench", "cores", "--seconds", "0"]);
+    assert!(stderr.contains("--seconds"), "{stderr}");
+}
+
+#[test]
 fn data_fetch_offline_points_at_the_data_flag() {
     let s = scratch();
     let dest = s.path("d");

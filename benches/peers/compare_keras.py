@@ -6,11 +6,18 @@ meaningful between runs made close together. Each round runs Keras for two epoch
 divides simdnn's second epoch by Keras's (both past their start-up: Keras's first epoch
 includes tracing the graph). Prints every round, then the median ratio and the range.
 
+Around each program, `simdnn bench cores` measures how long a cache line takes between the
+two cores. A VM host moves vCPUs between dies within seconds: at about 50 ns they share one,
+at 300 ns or more they do not and both programs run slower, by different amounts. Rounds
+where any probe read above 200 ns are marked "apart", and the median of the other rounds is
+printed too.
+
     python3 benches/peers/compare_keras.py --python v/bin/python \\
         --simdnn target/release/simdnn DATA_DIR 8a 5
 """
 import argparse
 import csv
+import json
 import os
 import shutil
 import statistics
@@ -48,6 +55,23 @@ def simdnn_second_epoch(simdnn, data_dir, preset):
     return float(rows[1]["seconds"])
 
 
+# Core-to-core round trips above this mean the vCPUs sat on different dies.
+APART_NS = 200.0
+
+
+def round_trip_ns(simdnn):
+    out = run([simdnn, "bench", "cores", "--seconds", "0.2", "--json"])
+    if out.returncode != 0:
+        sys.exit(f"{simdnn} bench cores failed:\n{out.stderr}")
+    return json.loads(out.stdout)["round_trip_ns"]
+
+
+def summary(label, ratios):
+    median = statistics.median(ratios)
+    return (f"{label}: median simdnn/Keras {median:.3f} (Keras/simdnn {1 / median:.2f}) over {len(ratios)} "
+            f"rounds, range {min(ratios):.3f}-{max(ratios):.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--python", default=sys.executable, help="a Python with tensorflow-cpu and keras")
@@ -63,16 +87,26 @@ def main():
     for flag, program in (("--python", args.python), ("--simdnn", args.simdnn)):
         if shutil.which(program) is None:
             parser.error(f"{flag} {program!r} is not an executable")
-    ratios = []
+    ratios, together = [], []
     for i in range(1, args.rounds + 1):
+        probes = [round_trip_ns(args.simdnn)]
         keras_s = keras_second_epoch(args.python, args.data_dir, args.preset)
+        probes.append(round_trip_ns(args.simdnn))
         simdnn_s = simdnn_second_epoch(args.simdnn, args.data_dir, args.preset)
-        ratios.append(simdnn_s / keras_s)
+        probes.append(round_trip_ns(args.simdnn))
+        ratio = simdnn_s / keras_s
+        ratios.append(ratio)
+        apart = max(probes) > APART_NS
+        if not apart:
+            together.append(ratio)
         print(f"{time.strftime('%H:%M:%S')} round {i}: Keras {keras_s:.2f} s, simdnn {simdnn_s:.3f} s, "
-              f"simdnn/Keras {ratios[-1]:.3f} (Keras/simdnn {keras_s / simdnn_s:.2f})", flush=True)
-    median = statistics.median(ratios)
-    print(f"{args.preset}: median simdnn/Keras {median:.3f} (Keras/simdnn {1 / median:.2f}) over {len(ratios)} "
-          f"rounds, range {min(ratios):.3f}-{max(ratios):.3f}")
+              f"simdnn/Keras {ratio:.3f} (Keras/simdnn {keras_s / simdnn_s:.2f}); core round trips "
+              f"{'/'.join(f'{p:.0f}' for p in probes)} ns{' (apart)' if apart else ''}", flush=True)
+    print(summary(f"{args.preset}, all rounds", ratios))
+    if together:
+        print(summary(f"{args.preset}, rounds with the vCPUs together", together))
+    else:
+        print(f"{args.preset}: no round had the vCPUs together (every one read a probe above {APART_NS:.0f} ns)")
 
 
 if __name__ == "__main__":
