@@ -30,34 +30,38 @@ fn trainer<'d>(
 fn sliced_steps_match_one_thread_including_a_batch_smaller_than_the_slices() {
     let dir = tempfile::tempdir().unwrap();
     common::write_cifar_dir(dir.path(), 20, 11);
-    // A small SELU network trained with plain SGD (no state carried between steps) on 1 and
-    // on 2 threads (threads take slices of at least 8 rows, so batch 16 makes 2 slices).
-    // 100 records, 35 validate: 65 train, so the epoch ends with a batch of one row, which
-    // only the first slice can take. Every step starts both trainers from the same
-    // parameters, so their results differ only by rounding (the first layer summed in two
-    // parts of its inputs, the slices' gradients added in another order): about 1e-6
-    // (relative) here. An earlier step's gradient left in the idle slice and added in would
-    // move them by 1e-3 or more. (Rounding differences grow as training goes on: after five
-    // steps without the reset, 1e-3 too, as much as changing the first layer's weights by one
-    // unit in the last place does on one thread.)
-    let pools = [1, 2].map(|threads| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap());
+    // A small SELU network trained with plain SGD (no state carried between steps) on one
+    // thread and on more (threads take slices of at least 8 rows: batch 16 makes 2 slices,
+    // batch 24 three). The validation size leaves a last batch of one row, which only the
+    // first slice can take. Every step starts the trainers from the same parameters, so their
+    // results differ only by rounding (the first layer summed in parts of its inputs, the
+    // slices' gradients added in another order): about 1e-6 (relative) here. An earlier
+    // step's gradient left in an idle slice and added in would move them by 1e-3 or more.
+    // (Rounding differences grow as training goes on: after five steps without the reset,
+    // 1e-3 too, as much as changing the first layer's weights by one unit in the last place
+    // does on one thread.)
     let data = Cifar10::open(dir.path()).unwrap();
     let mut cfg = TrainConfig::preset("8e").unwrap();
     (cfg.depth, cfg.width, cfg.alpha_dropout) = (3, 24, 0.0);
-    let mut trainers = pools.each_ref().map(|pool| pool.install(|| trainer(&data, &cfg, "sgd", 35, 16, 0.05)));
-    trainers.iter_mut().for_each(|t| t.shuffle(1));
-    let steps = trainers[0].steps_per_epoch();
-    assert_eq!((steps, 65 % 16), (5, 1), "the last batch has one row");
-    for step in 0..steps {
-        let start = trainers[0].model.params.clone();
-        trainers[1].model.params.copy_from_slice(&start);
-        for (trainer, pool) in trainers.iter_mut().zip(&pools) {
-            pool.install(|| trainer.step(1, step, 0.05, None).unwrap());
+    // (threads, batch, validation records): 100 records, so 65 and 49 train.
+    for (threads, batch, val_size) in [(2, 16, 35), (3, 24, 51)] {
+        let pools = [1, threads].map(|t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap());
+        let mut trainers =
+            pools.each_ref().map(|pool| pool.install(|| trainer(&data, &cfg, "sgd", val_size, batch, 0.05)));
+        trainers.iter_mut().for_each(|t| t.shuffle(1));
+        let steps = trainers[0].steps_per_epoch();
+        assert_eq!((100 - val_size) % batch, 1, "the last batch has one row");
+        for step in 0..steps {
+            let start = trainers[0].model.params.clone();
+            trainers[1].model.params.copy_from_slice(&start);
+            for (trainer, pool) in trainers.iter_mut().zip(&pools) {
+                pool.install(|| trainer.step(1, step, 0.05, None).unwrap());
+            }
+            let (one, many) = (&trainers[0].model.params, &trainers[1].model.params);
+            assert_ne!(one, &start, "step {step} changed nothing");
+            let worst = one.iter().zip(many).map(|(a, b)| (a - b).abs() / a.abs().max(1e-2)).fold(0f32, f32::max);
+            assert!(worst < 1e-5, "step {step}: 1 and {threads} threads differ by up to {worst} (relative)");
         }
-        let (one, two) = (&trainers[0].model.params, &trainers[1].model.params);
-        assert_ne!(one, &start, "step {step} changed nothing");
-        let worst = one.iter().zip(two).map(|(a, b)| (a - b).abs() / a.abs().max(1e-2)).fold(0f32, f32::max);
-        assert!(worst < 1e-5, "step {step}: 1 and 2 threads differ by up to {worst} (relative)");
     }
 }
 
