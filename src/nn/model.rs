@@ -333,6 +333,10 @@ impl Sequential {
         assert_eq!(grads.len(), self.params.len(), "gradient buffer does not match the model");
         let batch = labels.len();
         // With the first layer run by the caller, its output is already in the workspace.
+        assert!(
+            !options.first_layer_by_caller || matches!(self.layers[0], Layer::Dense(_)),
+            "the caller can only run a dense first layer"
+        );
         let from = usize::from(options.first_layer_by_caller);
         self.forward(x, from, batch, ws, Mode::Train, Some(options.noise));
         let n_out = self.output_dim();
