@@ -416,7 +416,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 // cifar_records
 
 /// `Split::from_records` over arbitrary bytes cut into 3073-byte CIFAR-10 records, then
-/// `fill_batch` on a few of them. Never panics.
+/// `fill_batch` and `fill_features` on a few of them. Never panics.
 ///
 /// Input: 4 control bytes (byte 0 picks the preprocessing, bytes 1..4 the batch's record
 /// indices, taken mod the record count), then the records; a short last chunk is passed on as a
@@ -425,7 +425,9 @@ fn crc32(bytes: &[u8]) -> u32 {
 ///
 /// Checked: `from_records` accepts exactly the lists whose records are all 3073 bytes with a
 /// label below 10; `fill_batch` copies the labels and converts each pixel as the scalar formula
-/// does (within a few roundings).
+/// does (within a few roundings); `fill_features` over a range of features (from control bytes
+/// 1 and 2) gives exactly those columns of the batch, as a data-parallel trainer's thread
+/// converts them.
 pub fn check_cifar_records(data: &[u8]) {
     let Some((control, rest)) = data.split_first_chunk::<4>() else { return };
     let records: Vec<&[u8]> = rest.chunks(RECORD_BYTES).collect();
@@ -477,6 +479,17 @@ pub fn check_cifar_records(data: &[u8]) {
                 "record {i} pixel {j} ({p}): {got}, expected {expected}"
             );
         }
+    }
+
+    let start = usize::from(control[1]) * IMAGE_BYTES / 256;
+    let features = start..(start + usize::from(control[2]) * 13).min(IMAGE_BYTES);
+    let width = features.len();
+    let mut part = vec![f32::NAN; indices.len() * width];
+    split.fill_features(&indices, &preprocess, &mut part, features.clone());
+    for (r, row) in x.chunks_exact(IMAGE_BYTES).enumerate() {
+        let got = &part[r * width..][..width];
+        let same = got.iter().zip(&row[features.clone()]).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "row {r}: features {features:?} differ from those columns of fill_batch");
     }
 }
 
