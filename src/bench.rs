@@ -35,17 +35,13 @@ pub fn gemm_timing(m: usize, k: usize, n: usize, transpose_a: bool, transpose_b:
         reps += 1;
     }
     let batch = reps.max(1);
-    let mut samples = Vec::new();
-    let begin = Instant::now();
-    while samples.len() < 5 || (begin.elapsed().as_secs_f64() < seconds && samples.len() < 1000) {
+    let median = median_sample(seconds, || {
         let t = Instant::now();
         for _ in 0..batch {
             call();
         }
-        samples.push(t.elapsed().as_secs_f64() / batch as f64);
-    }
-    samples.sort_by(f64::total_cmp);
-    let median = samples[samples.len() / 2];
+        t.elapsed().as_secs_f64() / batch as f64
+    });
     GemmTiming { gflops: 2.0 * (m * n * k) as f64 / median / 1e9, us_per_call: median * 1e6 }
 }
 
@@ -64,7 +60,6 @@ pub fn core_round_trip_ns(seconds: f64) -> f64 {
     /// Ends the echoing thread.
     const STOP: u64 = u64::MAX;
     let line = Line(AtomicU64::new(0));
-    let mut samples = Vec::new();
     std::thread::scope(|scope| {
         // Answers every odd value with the next even one.
         scope.spawn(|| {
@@ -79,17 +74,26 @@ pub fn core_round_trip_ns(seconds: f64) -> f64 {
             }
         });
         let mut sent = 0u64;
-        let begin = Instant::now();
-        while samples.len() < 5 || (begin.elapsed().as_secs_f64() < seconds && samples.len() < 1000) {
+        let median = median_sample(seconds, || {
             let t = Instant::now();
             for _ in 0..ROUND_TRIPS {
                 line.0.store(sent + 1, Ordering::Release);
                 sent = wait_for_change(&line.0, sent + 1);
             }
-            samples.push(t.elapsed().as_secs_f64() * 1e9 / ROUND_TRIPS as f64);
-        }
+            t.elapsed().as_secs_f64() * 1e9 / ROUND_TRIPS as f64
+        });
         line.0.store(STOP, Ordering::Release);
-    });
+        median
+    })
+}
+
+/// The median of `sample()` taken for about `seconds`: at least 5 samples, at most 1000.
+fn median_sample(seconds: f64, mut sample: impl FnMut() -> f64) -> f64 {
+    let mut samples = Vec::new();
+    let begin = Instant::now();
+    while samples.len() < 5 || (begin.elapsed().as_secs_f64() < seconds && samples.len() < 1000) {
+        samples.push(sample());
+    }
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
 }
