@@ -25,8 +25,9 @@
 //!   two beyond the first layer's weights (`two_shards`). With the state (8 MB for Nadam)
 //!   beyond the L2 caches, how close does the step come to the memory's speed?
 //! - `trainer_step/<preset>_batch<B>_<T>_threads`: `Trainer::step` as `simdnn train` runs it
-//!   (batch conversion from CIFAR records, the batch split across `T` threads, the first
-//!   layer's weight gradient, the gradient sum, the optimiser), for the 8a and 8f presets on
+//!   (batch conversion from CIFAR records, the first layer split by input features and the
+//!   rest of the batch split by rows across `T` threads, the first layer's weight gradient,
+//!   the gradient sum, the optimiser), for the 8a and 8f presets on
 //!   20,000 generated records (60 MB, beyond the L3 cache, as the real 150 MB are). What
 //!   does one optimisation step cost, and so an epoch without validation?
 //!
