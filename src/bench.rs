@@ -5,7 +5,9 @@ use std::hint::spin_loop;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::kernels::Precision;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
+use crate::kernels::gemm_bf16::gemm_bf16;
 use crate::rng::{normal, seeded};
 
 /// The median time of one call and the rate it implies.
@@ -16,16 +18,30 @@ pub struct GemmTiming {
 }
 
 /// Times `C = A B` for row-major `A` (`m x k`) and `B` (`k x n`), `op` transposing either,
-/// on the current rayon pool. Runs batches of calls for about `seconds` and reports the
-/// median batch.
-pub fn gemm_timing(m: usize, k: usize, n: usize, transpose_a: bool, transpose_b: bool, seconds: f64) -> GemmTiming {
+/// in `precision` (f32 on the current rayon pool, bf16 on the calling thread). Runs batches
+/// of calls for about `seconds` and reports the median batch.
+pub fn gemm_timing(
+    m: usize,
+    k: usize,
+    n: usize,
+    transpose_a: bool,
+    transpose_b: bool,
+    precision: Precision,
+    seconds: f64,
+) -> GemmTiming {
     let mut rng = seeded(0, 0);
     let a: Vec<f32> = (0..m * k).map(|_| normal(&mut rng) as f32).collect();
     let b: Vec<f32> = (0..k * n).map(|_| normal(&mut rng) as f32).collect();
     let mut c = vec![0f32; m * n];
     let a_view = if transpose_a { MatRef::new(&a, k, m).t() } else { MatRef::new(&a, m, k) };
     let b_view = if transpose_b { MatRef::new(&b, n, k).t() } else { MatRef::new(&b, k, n) };
-    let mut call = || gemm(1.0, a_view, b_view, 0.0, MatMut::new(&mut c, m, n), Epilogue::NONE);
+    let mut call = || {
+        let c = MatMut::new(&mut c, m, n);
+        match precision {
+            Precision::F32 => gemm(1.0, a_view, b_view, 0.0, c, Epilogue::NONE),
+            Precision::Bf16 => gemm_bf16(1.0, a_view, b_view, 0.0, c, Epilogue::NONE),
+        }
+    };
     // Size a batch to about 2 ms so timer overhead is negligible.
     let start = Instant::now();
     call();

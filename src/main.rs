@@ -14,7 +14,8 @@ use simdnn::data::Cifar10;
 use simdnn::data::fetch::{FetchOptions, fetch_cifar10, is_complete};
 use simdnn::format::{InputQuant, WeightType};
 use simdnn::fsutil::write_atomic;
-use simdnn::kernels::Activation;
+use simdnn::kernels::bf16::Bf16Kernel;
+use simdnn::kernels::{Activation, Precision};
 use simdnn::nn::Initializer;
 use simdnn::optim::OptimizerConfig;
 use simdnn::train::compare::{REPORT_FILE, SVG_FILE, write_report};
@@ -190,6 +191,10 @@ struct TrainArgs {
     /// Worker threads [default: one per core].
     #[arg(long, group = "settings")]
     threads: Option<usize>,
+    /// The first layer's products in training: f32 (default), or bf16 (operands rounded to
+    /// bf16, sums in f32: mixed precision, fast on CPUs with AVX-512 BF16).
+    #[arg(long, group = "settings", value_parser = parse_precision)]
+    precision: Option<Precision>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -258,6 +263,9 @@ enum BenchCommand {
         /// Read B transposed (stored n x k).
         #[arg(long)]
         transpose_b: bool,
+        /// f32, or bf16 (operands rounded to bf16, sums in f32; one thread).
+        #[arg(long, default_value = "f32", value_parser = parse_precision)]
+        precision: Precision,
         /// Measurement time.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
@@ -306,6 +314,10 @@ fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
     }
 }
 
+fn parse_precision(s: &str) -> std::result::Result<Precision, String> {
+    Precision::parse(s).ok_or_else(|| format!("unknown precision `{s}` (accepted: {})", Precision::NAMES))
+}
+
 fn parse_initializer(s: &str) -> std::result::Result<Initializer, String> {
     Initializer::parse(s).ok_or_else(|| format!("unknown initializer `{s}` (accepted: {})", Initializer::NAMES))
 }
@@ -326,8 +338,8 @@ fn main() -> ExitCode {
             print!("{}", comparison.to_terminal());
             println!("wrote {} and {}", out.join(SVG_FILE).display(), out.join(REPORT_FILE).display());
         }),
-        Command::Bench(BenchCommand::Gemm { m, k, n, threads, transpose_a, transpose_b, seconds, json }) => {
-            cmd_bench_gemm(m, k, n, threads, transpose_a, transpose_b, seconds, json)
+        Command::Bench(BenchCommand::Gemm { m, k, n, threads, transpose_a, transpose_b, precision, seconds, json }) => {
+            cmd_bench_gemm(m, k, n, threads, transpose_a, transpose_b, precision, seconds, json)
         }
         Command::Bench(BenchCommand::Cores { seconds, json }) => cmd_bench_cores(seconds, json),
         Command::Data(DataCommand::Fetch { data, url, md5 }) => {
@@ -379,7 +391,8 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
         seed,
         threads,
         dropout,
-        alpha_dropout
+        alpha_dropout,
+        precision
     );
     match args.lr.as_deref() {
         Some("auto") => cfg.lr_auto = true,
@@ -402,6 +415,11 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
     apply_optimizer_flags(&mut cfg.optimizer, args)?;
     cfg.restore_best_weights = !args.no_restore_best;
     cfg.standardise |= args.standardise;
+    if cfg.precision == Precision::Bf16 && !Bf16Kernel::Avx512Bf16.available() {
+        eprintln!(
+            "warning: this CPU has no AVX-512 BF16: --precision bf16 multiplies with the portable kernel, slower than f32"
+        );
+    }
     Ok(cfg)
 }
 
@@ -742,6 +760,7 @@ fn cmd_bench_gemm(
     threads: usize,
     ta: bool,
     tb: bool,
+    precision: Precision,
     seconds: f64,
     json: bool,
 ) -> Result<()> {
@@ -754,19 +773,23 @@ fn cmd_bench_gemm(
         return Err(Error::config("--m/--k/--n", "the matrices would need more than 1 GiB"));
     }
     check_bench_seconds(seconds)?;
+    if precision == Precision::Bf16 && threads > 1 {
+        return Err(Error::config("--threads", "the bf16 GEMM runs on one thread (training splits its work itself)"));
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .map_err(|e| Error::config("--threads", e.to_string()))?;
-    let t = pool.install(|| simdnn::bench::gemm_timing(m, k, n, ta, tb, seconds));
+    let t = pool.install(|| simdnn::bench::gemm_timing(m, k, n, ta, tb, precision, seconds));
+    let precision = precision.name();
     if json {
         println!(
             "{}",
-            serde_json::json!({ "m": m, "k": k, "n": n, "threads": threads, "gflops": t.gflops, "us_per_call": t.us_per_call })
+            serde_json::json!({ "m": m, "k": k, "n": n, "threads": threads, "precision": precision, "gflops": t.gflops, "us_per_call": t.us_per_call })
         );
     } else {
         println!(
-            "gemm m={m} k={k} n={n} threads={threads}: {:.1} GFLOP/s, {:.2} us per call (median)",
+            "gemm m={m} k={k} n={n} threads={threads} {precision}: {:.1} GFLOP/s, {:.2} us per call (median)",
             t.gflops, t.us_per_call
         );
     }

@@ -187,6 +187,7 @@ fn standardised_runs_store_their_preprocessing() {
     s.ok_output(&train);
     let config = json_file(&out.join("config.json"));
     assert_eq!(config["model"]["preprocess"], "standardise");
+    assert_eq!(config["precision"], "f32");
     assert_eq!(config["optimizer"]["name"], "adam");
     assert!((number(&config["optimizer"], "beta1") - 0.8).abs() < 1e-6, "{config}");
     let saved = simdnn::train::run::load_model(&out.join("best.simdnn")).unwrap();
@@ -231,6 +232,8 @@ fn bad_flags_are_named_without_panics() {
         (&["--init", "foo"], &["--init", "he_normal"]),
         (&["--width", "0"], &["--width"]),
         (&["--epochs", "many"], &["--epochs"]),
+        (&["--precision", "fp8"], &["--precision", "fp8", "f32, bf16"]),
+        (&["--precision", "bf16", "--batch-norm"], &["--precision", "batch normalisation"]),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["train", "--out", out, "--epochs", "1", "--depth", "1", "--width", "4", "--quiet"];
@@ -350,6 +353,34 @@ fn bench_gemm_prints_json() {
     assert!(stderr.contains("--m"), "{stderr}");
     let stderr = s.fails(&["bench", "gemm", "--m", "8", "--k", "16", "--n", "24", "--seconds", "nan"]);
     assert!(stderr.contains("--seconds"), "{stderr}");
+    // The bf16 GEMM: timed on one thread, more refused by name.
+    let bf16 = ["bench", "gemm", "--m", "8", "--k", "16", "--n", "24", "--precision", "bf16", "--seconds", "0.05"];
+    let v = json_stdout(&s.ok_output(&[&bf16[..], &["--json"]].concat()));
+    assert_eq!(v["precision"], "bf16");
+    assert!(number(&v, "gflops") > 0.0, "{v}");
+    let stderr = s.fails(&[&bf16[..], &["--threads", "2"]].concat());
+    assert!(stderr.contains("--threads"), "{stderr}");
+}
+
+/// `--precision bf16` trains (the first layer's products in bf16), is recorded in config.json
+/// and repeats exactly; its weights differ from f32's.
+#[test]
+fn bf16_precision_trains_and_is_recorded() {
+    let s = scratch();
+    let data = s.data.to_str().unwrap();
+    let run = |name: &str, precision: &str| {
+        let out = s.path(name);
+        let common = ["--data", data, "--epochs", "1", "--depth", "1", "--width", "8", "--val-size", VAL_SIZE];
+        let mut args = vec!["train", "--out", out.to_str().unwrap(), "--precision", precision, "--quiet"];
+        args.extend_from_slice(&common);
+        s.ok_output(&args);
+        out
+    };
+    let (a, b, f32_run) = (run("a", "bf16"), run("b", "bf16"), run("f", "f32"));
+    assert_eq!(json_file(&a.join("config.json"))["precision"], "bf16");
+    let model = |dir: &PathBuf| fs::read(dir.join("best.simdnn")).unwrap();
+    assert_eq!(model(&a), model(&b), "bf16 runs differ");
+    assert_ne!(model(&a), model(&f32_run), "bf16 and f32 runs are identical");
 }
 
 #[test]

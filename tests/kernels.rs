@@ -1,7 +1,9 @@
 //! SIMD kernels against their scalar twins (`simdnn::kernels::reference`) over awkward sizes.
 //! Every failure in a grid is collected before the test fails, so one run shows the pattern.
 
+use simdnn::kernels::bf16::Bf16Kernel;
 use simdnn::kernels::gemm::{A_PANEL_ROWS, Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
+use simdnn::kernels::gemm_bf16::gemm_bf16_with;
 use simdnn::kernels::softmax::{softmax_cross_entropy, softmax_cross_entropy_grad};
 use simdnn::kernels::vector::activation_backward_with_bias_grad;
 use simdnn::kernels::{Activation, reference};
@@ -231,6 +233,106 @@ fn parallel_gemm_is_bit_identical_to_serial() {
         let parallel = pool.install(|| product(0));
         assert_eq!(serial, parallel, "shape ({m},{k},{n})");
     }
+}
+
+/// The bf16 kernels this CPU runs: the portable one always, AVX-512 BF16 where present.
+fn bf16_kernels() -> Vec<Bf16Kernel> {
+    [Bf16Kernel::Portable, Bf16Kernel::Avx512Bf16].into_iter().filter(|k| k.available()).collect()
+}
+
+/// One bf16 product against its twin: bit for bit with the identity (the same sums in the same
+/// order), within the activation's error bound otherwise; and, as a check on the twin too,
+/// within bf16's rounding of the exact product: |err| <= 2^-7 (|A||B|)_ij + 4 k eps scale.
+#[allow(clippy::too_many_arguments)]
+fn check_gemm_bf16(
+    kernel: Bf16Kernel,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    alpha: f32,
+    beta: f32,
+    bias: bool,
+    act: Activation,
+    label: &str,
+    failures: &mut Vec<String>,
+) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    let bias_data = random(n, 5);
+    let bias = bias.then_some(&bias_data[..]);
+    let c0 = if beta == 0.0 { vec![f32::NAN; m * n] } else { random(m * n, 3) };
+    let mut twin = c0.clone();
+    reference::gemm_bf16(alpha, a, b, beta, &mut MatMut::new(&mut twin, m, n), bias, act);
+    let mut exact = c0.clone();
+    reference::gemm(alpha, a, b, beta, &mut MatMut::new(&mut exact, m, n), bias, act);
+    let mut got = c0.clone();
+    gemm_bf16_with(kernel, alpha, a, b, beta, MatMut::new(&mut got, m, n), Epilogue { bias, activation: act });
+    let label = format!("{kernel:?} {label} alpha={alpha} beta={beta} bias={} {act}", bias.is_some());
+    for i in 0..m {
+        for j in 0..n {
+            let (t, g, e) = (twin[i * n + j], got[i * n + j], exact[i * n + j]);
+            let same = if act == Activation::Identity {
+                t.to_bits() == g.to_bits()
+            } else {
+                (t - g).abs() <= 1e-6 * (1.0 + t.abs()) // false for NaN too
+            };
+            let abs: f64 = (0..k).map(|p| (a.at(i, p) as f64 * b.at(p, j) as f64).abs()).sum();
+            let c_term = if beta == 0.0 { 0.0 } else { (beta as f64 * c0[i * n + j] as f64).abs() };
+            let scale = alpha.abs() as f64 * abs + c_term + 1.0;
+            let near = (t as f64 - e as f64).abs()
+                <= alpha.abs() as f64 * abs / 128.0 + 4.0 * (k as f64 + 2.0) * f32::EPSILON as f64 * scale;
+            if !same || !near {
+                failures.push(format!("{label}: C[{i},{j}] = {g}, twin {t}, exact {e}"));
+                return;
+            }
+        }
+    }
+}
+
+/// Every kernel over awkward sizes (odd depths, tiles of 1-8 rows, 1-16 and 17-32 column
+/// panels, more than one 256-column block of B) and every transpose (A row-major is packed row
+/// by row, any other A pair by pair), C filled with NaN when beta is 0.
+#[test]
+fn gemm_bf16_matches_its_twin_over_awkward_sizes_and_transposes() {
+    let mut failures = Vec::new();
+    for kernel in bf16_kernels() {
+        for m in [0, 1, 2, 3, 4, 5, 8, 9, 17] {
+            for k in [0, 1, 2, 3, 16, 33] {
+                for n in [1, 15, 16, 17, 32, 33, 100, 2 * 256 + 5] {
+                    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                        let a_data = random(m * k, 1 + (m * 31 + k) as u64);
+                        let b_data = random(k * n, 2 + (k * 17 + n) as u64);
+                        let a = if ta { MatRef::new(&a_data, k, m).t() } else { MatRef::new(&a_data, m, k) };
+                        let b = if tb { MatRef::new(&b_data, n, k).t() } else { MatRef::new(&b_data, k, n) };
+                        let label = format!("m={m} k={k} n={n} ta={ta} tb={tb}");
+                        check_gemm_bf16(kernel, a, b, 1.0, 0.0, false, Activation::Identity, &label, &mut failures);
+                    }
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Alpha, beta, the bias and every activation, on the training shapes that use the kernel
+/// (the first layer's forward part and weight gradient part) and small ones.
+#[test]
+fn gemm_bf16_alpha_beta_bias_and_every_activation() {
+    let mut failures = Vec::new();
+    for kernel in bf16_kernels() {
+        for (m, k, n, ta) in [(32, 1536, 100, false), (1536, 32, 100, true), (9, 7, 33, false), (9, 7, 33, true)] {
+            let a_data = random(m * k, 7);
+            let b_data = random(k * n, 8);
+            let a = if ta { MatRef::new(&a_data, k, m).t() } else { MatRef::new(&a_data, m, k) };
+            let b = MatRef::new(&b_data, k, n);
+            let label = format!("m={m} k={k} n={n} ta={ta}");
+            for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0), (-2.0, 0.25)] {
+                check_gemm_bf16(kernel, a, b, alpha, beta, true, Activation::Identity, &label, &mut failures);
+            }
+            for act in Activation::ELEMENT_WISE {
+                check_gemm_bf16(kernel, a, b, 1.0, 0.0, true, act, &label, &mut failures);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// ULP distance between two finite floats of the same sign region.

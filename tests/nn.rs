@@ -1,7 +1,7 @@
 //! Layers and models: Keras's initialiser definitions, preprocessing, and that inference,
 //! evaluation and training agree on the same forward pass.
 
-use simdnn::kernels::Activation;
+use simdnn::kernels::{Activation, Precision};
 use simdnn::nn::{Initializer, LayerSpec, Noise, Preprocess, Sequential, StepOptions, Workspace};
 use simdnn::rng::{seeded, uniform_f32};
 
@@ -114,7 +114,7 @@ fn predict_evaluate_and_training_agree() {
         .zip(&x_parts)
         .map(|(f, xp)| {
             let mut partial = vec![f32::NAN; batch * 37];
-            first.forward_part(&model.params, xp, f.clone(), &mut partial, batch);
+            first.forward_part(&model.params, xp, f.clone(), &mut partial, batch, Precision::F32);
             partial
         })
         .collect();
@@ -144,7 +144,7 @@ fn predict_evaluate_and_training_agree() {
     let mut rest = &mut combined[..];
     for (f, xp) in features.iter().zip(&x_parts) {
         let (rows, tail) = rest.split_at_mut(f.len() * 37);
-        first.weight_grad_part(xp, f.clone(), &delta, rows, batch);
+        first.weight_grad_part(xp, f.clone(), &delta, rows, batch, Precision::F32);
         rest = tail;
     }
     for (i, g) in weights.zip(&combined) {

@@ -15,6 +15,7 @@ use simdnn::format::{
 use simdnn::infer;
 use simdnn::kernels::bf16::{Bf16Kernel, gemv_bf16_with, round_to_bf16};
 use simdnn::kernels::gemm::{Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
+use simdnn::kernels::gemm_bf16::gemm_bf16_with;
 use simdnn::kernels::int8::{
     Int8Kernel, U8Quant, gemv_u8_i8, gemv_u8_i8_with, min_max, pack_groups_of_4, packed_column_sum, packed_len,
     packed_padding_is_zero, quantize_u8, unpack_groups_of_4,
@@ -166,8 +167,9 @@ fn lipschitz(act: Activation) -> f64 {
 }
 
 /// `gemm_with` against the scalar twin `reference::gemm` over small shapes, transposes, row
-/// padding, alpha/beta, bias, every activation, tiny block sizes and packing modes (the input
-/// is a [`GemmInput`]).
+/// padding, alpha/beta, bias, every activation, tiny block sizes and packing modes, and
+/// `gemm_bf16_with` (each kernel this CPU runs) against `reference::gemm_bf16` on the same
+/// operands (the input is a [`GemmInput`]).
 ///
 /// Row padding of A, B and C is filled with NaN: a kernel that reads outside its views poisons
 /// the result, and one that writes outside C's view changes the padding.
@@ -220,38 +222,51 @@ pub fn check_gemm(data: &[u8]) {
         c0.fill(f32::NAN);
     }
 
+    let eps = f32::EPSILON as f64;
+    let compare = |kernel: &str, expected: &[f32], got: &[f32]| {
+        for i in 0..m {
+            // The padding after each row of C is not C's: it must be left alone.
+            for j in n..ldc {
+                assert!(
+                    got[i * ldc + j].to_bits() == c0[i * ldc + j].to_bits(),
+                    "{kernel}: C's padding at ({i}, {j}) was overwritten: {}",
+                    got[i * ldc + j]
+                );
+            }
+            for j in 0..n {
+                let abs: f64 = (0..k).map(|p| (a.at(i, p) as f64 * b.at(p, j) as f64).abs()).sum();
+                let c_term = if beta == 0.0 { 0.0 } else { (beta as f64 * c0[i * ldc + j] as f64).abs() };
+                let bias_term = bias.map_or(0.0, |b| b[j].abs() as f64);
+                let scale = alpha.abs() as f64 * abs + c_term + bias_term + 1.0;
+                let (e, g) = (expected[i * ldc + j], got[i * ldc + j]);
+                // The product's rounding, carried through the activation, plus the activation's
+                // own error (4 ULP or 1e-7, as tests/kernels.rs allows).
+                let tol = lipschitz(act) * 4.0 * (k as f64 + 2.0) * eps * scale + 4.0 * eps * (e as f64).abs() + 1e-7;
+                assert!(
+                    (e as f64 - g as f64).abs() <= tol,
+                    "{kernel}: C[{i},{j}] = {g}, reference {e} (|err| {} > tol {tol}); m={m} k={k} n={n} \
+                     alpha={alpha} beta={beta} {act} bias={} {blocking:?}",
+                    (e as f64 - g as f64).abs(),
+                    input.bias
+                );
+            }
+        }
+    };
+    let epi = Epilogue { bias, activation: act };
     let mut expected = c0.clone();
     reference::gemm(alpha, a, b, beta, &mut MatMut::strided(&mut expected, m, n, ldc), bias, act);
     let mut got = c0.clone();
-    gemm_with(&blocking, alpha, a, b, beta, MatMut::strided(&mut got, m, n, ldc), Epilogue { bias, activation: act });
+    gemm_with(&blocking, alpha, a, b, beta, MatMut::strided(&mut got, m, n, ldc), epi);
+    compare("f32", &expected, &got);
 
-    let eps = f32::EPSILON as f64;
-    for i in 0..m {
-        // The padding after each row of C is not C's: it must be left alone.
-        for j in n..ldc {
-            assert!(
-                got[i * ldc + j].to_bits() == c0[i * ldc + j].to_bits(),
-                "C's padding at ({i}, {j}) was overwritten: {}",
-                got[i * ldc + j]
-            );
-        }
-        for j in 0..n {
-            let abs: f64 = (0..k).map(|p| (a.at(i, p) as f64 * b.at(p, j) as f64).abs()).sum();
-            let c_term = if beta == 0.0 { 0.0 } else { (beta as f64 * c0[i * ldc + j] as f64).abs() };
-            let bias_term = bias.map_or(0.0, |b| b[j].abs() as f64);
-            let scale = alpha.abs() as f64 * abs + c_term + bias_term + 1.0;
-            let (e, g) = (expected[i * ldc + j], got[i * ldc + j]);
-            // The product's rounding, carried through the activation, plus the activation's
-            // own error (4 ULP or 1e-7, as tests/kernels.rs allows).
-            let tol = lipschitz(act) * 4.0 * (k as f64 + 2.0) * eps * scale + 4.0 * eps * (e as f64).abs() + 1e-7;
-            assert!(
-                (e as f64 - g as f64).abs() <= tol,
-                "C[{i},{j}] = {g}, reference {e} (|err| {} > tol {tol}); m={m} k={k} n={n} alpha={alpha} \
-                 beta={beta} {act} bias={} {blocking:?}",
-                (e as f64 - g as f64).abs(),
-                input.bias
-            );
-        }
+    // The bf16 GEMM against its own twin: the same sums in the same order, so they differ only
+    // by the activation's error (and subnormals, which the entries' magnitudes never make).
+    let mut expected = c0.clone();
+    reference::gemm_bf16(alpha, a, b, beta, &mut MatMut::strided(&mut expected, m, n, ldc), bias, act);
+    for kernel in [Bf16Kernel::Portable, Bf16Kernel::Avx512Bf16].into_iter().filter(|k| k.available()) {
+        let mut got = c0.clone();
+        gemm_bf16_with(kernel, alpha, a, b, beta, MatMut::strided(&mut got, m, n, ldc), epi);
+        compare(&format!("bf16 {kernel:?}"), &expected, &got);
     }
 }
 

@@ -49,12 +49,7 @@ pub fn round_to_bf16(x: &[f32], out: &mut [u16]) {
     let mut xs = x.chunks_exact(TILE);
     let mut os = out.chunks_exact_mut(TILE);
     for (c, o) in (&mut xs).zip(&mut os) {
-        let bits: u32x16 = wide::bytemuck::cast(f32x16::new(c.try_into().expect("16 lanes")));
-        // Adding 0x7FFF plus the lowest kept bit rounds to nearest, ties to even; NaN keeps
-        // its top bits with the quiet bit set.
-        let rounded: u32x16 = (bits + u32x16::splat(0x7FFF) + ((bits >> 16) & u32x16::splat(1))) >> 16;
-        let nan: u32x16 = (bits & u32x16::splat(0x7FFF_FFFF)).simd_gt(u32x16::splat(0x7F80_0000));
-        let halves = nan.select((bits >> 16) | u32x16::splat(0x40), rounded).to_array();
+        let halves = round_bits(f32x16::new(c.try_into().expect("16 lanes"))).to_array();
         for (o, h) in o.iter_mut().zip(halves) {
             *o = h as u16;
         }
@@ -62,6 +57,17 @@ pub fn round_to_bf16(x: &[f32], out: &mut [u16]) {
     for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
         *o = super::quant::bf16_from_f32(v);
     }
+}
+
+/// Each lane rounded to bf16 (nearest even; NaN stays NaN), its bits in the low half.
+#[inline(always)]
+pub(super) fn round_bits(x: f32x16) -> u32x16 {
+    let bits: u32x16 = wide::bytemuck::cast(x);
+    // Adding 0x7FFF plus the lowest kept bit rounds to nearest, ties to even; NaN keeps its
+    // top bits with the quiet bit set.
+    let rounded: u32x16 = (bits + u32x16::splat(0x7FFF) + ((bits >> 16) & u32x16::splat(1))) >> 16;
+    let nan: u32x16 = (bits & u32x16::splat(0x7FFF_FFFF)).simd_gt(u32x16::splat(0x7F80_0000));
+    nan.select((bits >> 16) | u32x16::splat(0x40), rounded)
 }
 
 /// `y[j] = sum_i x[i] w[i][j]` for bf16 inputs `x` and the little-endian bf16 weights `w` of

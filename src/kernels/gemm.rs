@@ -50,11 +50,11 @@ pub const NR: usize = NV * LANES;
 /// A read-only strided matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
+    pub(super) data: &'a [f32],
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) rs: usize,
+    pub(super) cs: usize,
 }
 
 impl<'a> MatRef<'a> {
@@ -97,7 +97,7 @@ impl<'a> MatRef<'a> {
     }
 
     /// The `rows x cols` sub-matrix starting at `(r0, c0)`.
-    fn sub(&self, r0: usize, c0: usize, rows: usize, cols: usize) -> Self {
+    pub(super) fn sub(&self, r0: usize, c0: usize, rows: usize, cols: usize) -> Self {
         debug_assert!(r0 + rows <= self.rows && c0 + cols <= self.cols);
         let offset = if rows > 0 && cols > 0 { r0 * self.rs + c0 * self.cs } else { 0 };
         MatRef { data: &self.data[offset..], rows, cols, rs: self.rs, cs: self.cs }
@@ -107,10 +107,10 @@ impl<'a> MatRef<'a> {
 /// A mutable row-major matrix view with leading dimension `ld`.
 #[derive(Debug)]
 pub struct MatMut<'a> {
-    data: &'a mut [f32],
-    rows: usize,
-    cols: usize,
-    ld: usize,
+    pub(super) data: &'a mut [f32],
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) ld: usize,
 }
 
 impl<'a> MatMut<'a> {
@@ -414,14 +414,14 @@ const PACK_A_MIN_COLS: usize = 256;
 /// Packing buffers, kept per thread (with `std`) so that the many small products of a
 /// training step do not allocate.
 #[derive(Default)]
-struct Scratch {
+pub(super) struct Scratch {
     a: AlignedBuffer,
     b: AlignedBuffer,
 }
 
 impl Scratch {
     /// Buffers of at least the given lengths (packing overwrites every element it reads).
-    fn get(&mut self, a_len: usize, b_len: usize) -> (&mut [f32], &mut [f32]) {
+    pub(super) fn get(&mut self, a_len: usize, b_len: usize) -> (&mut [f32], &mut [f32]) {
         (self.a.get(a_len), self.b.get(b_len))
     }
 }
@@ -447,7 +447,7 @@ impl AlignedBuffer {
     }
 }
 
-fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
     #[cfg(feature = "std")]
     {
         std::thread_local! {
@@ -1296,7 +1296,7 @@ unsafe fn store_columns(columns: &[f32x16; NARROW_COLS], to: *mut f32, ld: usize
 /// must hold at least `col0 + cols` values.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn store_tile<const V: usize, const R: usize>(
+pub(super) unsafe fn store_tile<const V: usize, const R: usize>(
     acc: &[[f32x16; V]; R],
     c: *mut f32,
     ldc: usize,

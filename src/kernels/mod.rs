@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod bf16;
 pub mod gemm;
+pub mod gemm_bf16;
 pub mod int8;
 pub mod quant;
 pub mod reference;
@@ -18,3 +19,4 @@ mod simd;
 
 pub use activation::Activation;
 pub use gemm::{Blocking, Epilogue, MatMut, MatRef, gemm};
+pub use gemm_bf16::Precision;

@@ -98,6 +98,45 @@ pub fn gemm(
     }
 }
 
+/// The twin of [`gemm_bf16`](super::gemm_bf16::gemm_bf16): A and B rounded to bf16, each
+/// element summed in one f32 accumulator over pairs of depths, `acc = (acc + a(i, 2p+1)
+/// b(2p+1, j)) + a(i, 2p) b(2p, j)` (an odd last depth paired with zero), then
+/// `act(beta C + alpha acc + bias)` with `beta C` fused into the sum. C is not read when
+/// `beta == 0`.
+pub fn gemm_bf16(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: &mut MatMut<'_>,
+    bias: Option<&[f32]>,
+    act: Activation,
+) {
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    assert_eq!(b.rows(), k, "reference gemm_bf16: inner dimensions differ");
+    let bf16 = |x: f32| super::quant::f32_from_bf16(super::quant::bf16_from_f32(x));
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0f32;
+            for p in 0..k.div_ceil(2) {
+                let (even, odd) = (2 * p, 2 * p + 1);
+                if odd < k {
+                    acc += bf16(a.at(i, odd)) * bf16(b.at(odd, j));
+                }
+                acc += bf16(a.at(i, even)) * bf16(b.at(even, j));
+            }
+            let mut v = alpha * acc;
+            if beta != 0.0 {
+                v = libm::fmaf(beta, c.at(i, j), v);
+            }
+            if let Some(bias) = bias {
+                v += bias[j];
+            }
+            *c.at_mut(i, j) = activation(act, v);
+        }
+    }
+}
+
 /// Row-wise softmax of `logits` (`rows x n`) fused with sparse cross-entropy, the twin of
 /// `softmax::softmax_cross_entropy`: writes the probabilities into `probs` and returns the
 /// summed loss and how many rows' arg-max equals their label. In f64 for a precise reference.

@@ -5,7 +5,8 @@
 use crate::kernels::Activation;
 use core::ops::Range;
 
-use crate::kernels::gemm::{Blocking, Epilogue, MatMut, MatRef, gemm, gemm_with};
+use crate::kernels::Precision;
+use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
 use crate::kernels::vector::activation_backward_with_bias_grad;
 
 /// A dense layer's shape and where its parameters sit in the model's parameter vector.
@@ -57,8 +58,9 @@ impl Dense {
 
     /// One thread's part of a forward pass split by input features: `partial = x_part
     /// W[features, :]`, where `x_part` (`[batch, features.len()]`) holds those columns of the
-    /// input; no bias, no activation; on the calling thread. [`Dense::forward_from_parts`]
-    /// finishes the pass from the parts' partial products (`[batch, n_out]` each).
+    /// input; no bias, no activation; on the calling thread, multiplying in `precision`.
+    /// [`Dense::forward_from_parts`] finishes the pass from the parts' partial products
+    /// (`[batch, n_out]` each).
     pub fn forward_part(
         &self,
         params: &[f32],
@@ -66,10 +68,10 @@ impl Dense {
         features: Range<usize>,
         partial: &mut [f32],
         batch: usize,
+        precision: Precision,
     ) {
         let w = &self.weights(params)[features.start * self.n_out..features.end * self.n_out];
-        gemm_with(
-            &Blocking::SERIAL,
+        precision.gemm_serial(
             1.0,
             MatRef::new(x_part, batch, features.len()),
             MatRef::new(w, features.len(), self.n_out),
@@ -145,29 +147,36 @@ impl Dense {
     /// `x`: `[batch, n_in]`, `dz`: `[batch, n_out]`.
     pub fn weight_grad(&self, x: &[f32], dz: &[f32], grads: &mut [f32], batch: usize) {
         let range = self.weight_range();
-        self.weight_rows_grad(&Blocking::DEFAULT, x, self.n_in, dz, &mut grads[range], batch);
+        let (x, dz) = self.weight_grad_operands(x, self.n_in, dz, batch);
+        gemm(1.0, x, dz, 0.0, MatMut::new(&mut grads[range], self.n_in, self.n_out), Epilogue::NONE);
     }
 
     /// One thread's part of the weight gradient split by input features, as
     /// [`Dense::forward_part`] splits the forward pass: the rows `features` of dL/dW (`dw`:
     /// `[features.len(), n_out]`) from those columns of the input (`x_part`: `[batch,
-    /// features.len()]`), on the calling thread.
-    pub fn weight_grad_part(&self, x_part: &[f32], features: Range<usize>, dz: &[f32], dw: &mut [f32], batch: usize) {
-        self.weight_rows_grad(&Blocking::SERIAL, x_part, features.len(), dz, dw, batch);
-    }
-
-    /// `dw = x^T dz` for `x` of `[batch, inputs]` and `dw` of `[inputs, n_out]`.
-    fn weight_rows_grad(
+    /// features.len()]`), on the calling thread, multiplying in `precision`.
+    pub fn weight_grad_part(
         &self,
-        blocking: &Blocking,
-        x: &[f32],
-        inputs: usize,
+        x_part: &[f32],
+        features: Range<usize>,
         dz: &[f32],
         dw: &mut [f32],
         batch: usize,
+        precision: Precision,
     ) {
-        let (x, dz) = (MatRef::new(x, batch, inputs).t(), MatRef::new(dz, batch, self.n_out));
-        gemm_with(blocking, 1.0, x, dz, 0.0, MatMut::new(dw, inputs, self.n_out), Epilogue::NONE);
+        let (x, dz) = self.weight_grad_operands(x_part, features.len(), dz, batch);
+        precision.gemm_serial(1.0, x, dz, 0.0, MatMut::new(dw, features.len(), self.n_out), Epilogue::NONE);
+    }
+
+    /// `x^T` and `dz` for `dw = x^T dz`, `x` being `[batch, inputs]`.
+    fn weight_grad_operands<'v>(
+        &self,
+        x: &'v [f32],
+        inputs: usize,
+        dz: &'v [f32],
+        batch: usize,
+    ) -> (MatRef<'v>, MatRef<'v>) {
+        (MatRef::new(x, batch, inputs).t(), MatRef::new(dz, batch, self.n_out))
     }
 
     /// dL/dx = dz W^T.

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::data::cifar::{CLASSES, IMAGE_BYTES};
-use crate::kernels::Activation;
+use crate::kernels::{Activation, Precision};
 use crate::nn::{Initializer, LayerSpec};
 use crate::optim::OptimizerConfig;
 use crate::optim::schedule::ScheduleSpec;
@@ -49,6 +49,10 @@ pub struct TrainConfig {
     pub lr_auto: bool,
     /// Write every step's rate, momentum and loss to `steps.csv`.
     pub step_log: bool,
+    /// How the first layer's products multiply in training (`--precision`): f32, or bf16
+    /// operands with f32 sums (mixed precision; the weights, the other layers, the optimiser
+    /// and evaluation stay f32).
+    pub precision: Precision,
 }
 
 impl TrainConfig {
@@ -117,6 +121,7 @@ impl TrainConfig {
             schedule: ScheduleSpec::Constant,
             lr_auto: false,
             step_log: false,
+            precision: Precision::F32,
         }
     }
 
@@ -216,6 +221,12 @@ impl TrainConfig {
         if self.schedule.cycles_momentum() && !matches!(self.optimizer, OptimizerConfig::Sgd { .. }) {
             return Err(Error::config("--schedule", "momentum cycling needs --optimizer sgd"));
         }
+        if self.precision == Precision::Bf16 && self.batch_norm {
+            return Err(Error::config(
+                "--precision",
+                "bf16 applies to a dense first layer; with --batch-norm the first layer is batch normalisation",
+            ));
+        }
         if self.activation.is_row_wise() {
             return Err(Error::config("--activation", "softmax is only for the output layer"));
         }
@@ -295,6 +306,7 @@ impl TrainConfig {
             "seed": self.seed,
             "threads": self.threads,
             "step_log": self.step_log,
+            "precision": self.precision.name(),
         })
     }
 
@@ -349,6 +361,11 @@ impl TrainConfig {
             schedule: text("schedule", v)?.parse()?,
             lr_auto,
             step_log: v["step_log"].as_bool().unwrap_or(false),
+            // Runs written before the setting existed multiplied in f32.
+            precision: match v.get("precision") {
+                None => Precision::F32,
+                Some(p) => p.as_str().and_then(Precision::parse).ok_or_else(|| bad("precision"))?,
+            },
         })
     }
 }

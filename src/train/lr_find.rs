@@ -54,6 +54,7 @@ pub fn range_test(
         cfg.lr,
         cfg.seed,
     )?;
+    trainer.precision = cfg.precision;
     let steps = settings.steps.min(trainer.steps_per_epoch());
     let mut test = LrRangeTest::new(settings.min_lr, settings.max_lr, steps)
         .map_err(|e| Error::config("--min-lr/--max-lr/--steps", e.to_string()))?;

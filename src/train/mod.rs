@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use crate::data::Split;
 use crate::data::cifar::IMAGE_BYTES;
+use crate::kernels::Precision;
 use crate::nn::{Layer, Noise, Preprocess, Sequential, StepOptions, Workspace};
 use crate::optim::schedule::{ReduceOnPlateau, Schedule};
 use crate::optim::{Gradient, Optimizer};
@@ -111,11 +112,12 @@ struct FirstLayerPart {
 struct StepBuffers {
     /// One per thread: each computes the gradient of its slice of every batch.
     shards: Vec<Shard>,
-    /// With more than one shard, one per shard; else empty.
+    /// With a dense first layer, one per shard; else empty.
     first_parts: Vec<FirstLayerPart>,
     /// dL/dz of the first layer for the whole batch, gathered from the shards.
     first_delta: Vec<f32>,
-    /// The converted batch (one shard only: shards convert their own features).
+    /// The converted batch, when the first layer is not dense (the parts convert their own
+    /// features otherwise).
     x: Vec<f32>,
     y: Vec<u8>,
 }
@@ -129,7 +131,8 @@ impl StepBuffers {
             })
             .collect();
         let first_width = model.layers()[0].n_out();
-        let first_parts = if threads == 1 {
+        let dense_first = model.layers()[0].as_dense().is_some();
+        let first_parts = if !dense_first {
             Vec::new()
         } else {
             (0..threads)
@@ -147,7 +150,7 @@ impl StepBuffers {
             shards,
             first_parts,
             first_delta: Vec::with_capacity(batch_size * first_width),
-            x: if threads == 1 { vec![0.0; batch_size * IMAGE_BYTES] } else { Vec::new() },
+            x: if dense_first { Vec::new() } else { vec![0.0; batch_size * IMAGE_BYTES] },
             y: vec![0; batch_size],
         }
     }
@@ -162,8 +165,8 @@ pub struct PhaseSeconds {
     /// Reading the batch, the first layer's forward pass, and every shard's forward and
     /// backward pass (all of the gradient when the model runs as one shard).
     pub gradient: f64,
-    /// The first layer's weight gradient over the whole batch, after the shards (sharded
-    /// models only).
+    /// The first layer's weight gradient over the whole batch, after the shards (models
+    /// whose first layer is dense).
     pub first_layer_weight_grad: f64,
     /// The optimiser's update.
     pub optimizer: f64,
@@ -176,9 +179,10 @@ pub struct PhaseSeconds {
 /// than all when the batch has fewer rows than there are shards: the others' buffers hold an
 /// earlier step's gradient).
 ///
-/// With one shard (one thread, or a model with batch norm, whose batch statistics need the
-/// whole batch in one place) it is a plain forward and backward pass. With more, data
-/// parallelism, except for the first layer, which is split by input features: each thread
+/// A model whose first layer is not dense runs as one shard, a plain forward and backward
+/// pass. Otherwise data parallelism (one shard per thread, or one for a model with batch
+/// norm, whose batch statistics need the whole batch in one place), except for the first
+/// layer, which is split by input features and multiplied in `precision`: each thread
 /// converts its features of the whole batch and multiplies them by those rows of the
 /// weights; then the batch is split into one contiguous slice of rows per shard, and each
 /// finishes the first layer for its rows (summing the partial products) and runs the other
@@ -194,6 +198,7 @@ fn step_gradient(
     model: &Sequential,
     batch: Batch<'_>,
     noise: Noise,
+    precision: Precision,
     buffers: &mut StepBuffers,
     phases: &mut PhaseSeconds,
 ) -> (f64, usize, usize) {
@@ -202,7 +207,7 @@ fn step_gradient(
     let scale = 1.0 / n as f32;
     let StepBuffers { shards, first_parts, first_delta, x, y } = buffers;
     let y = &mut y[..n];
-    if shards.len() == 1 {
+    if first_parts.is_empty() {
         let x = &mut x[..n * IMAGE_BYTES];
         batch.split.fill_batch(batch.indices, batch.preprocess, x, y);
         batch.split.prefetch(batch.next, 0..IMAGE_BYTES);
@@ -213,14 +218,14 @@ fn step_gradient(
         return (loss, correct, 1);
     }
     let Some(first) = model.layers()[0].as_dense() else {
-        unreachable!("sharded training needs a dense first layer (checked in Trainer::new)")
+        unreachable!("first layer parts exist only for a dense first layer (StepBuffers::new)")
     };
     let width = first.n_out;
     crate::parallel::map_parts(first_parts.iter_mut().collect(), |part| {
         let inputs = &mut part.inputs[..n * part.features.len()];
         batch.split.fill_features(batch.indices, batch.preprocess, inputs, part.features.clone());
         batch.split.prefetch(batch.next, part.features.clone());
-        first.forward_part(&model.params, inputs, part.features.clone(), &mut part.partial[..n * width], n);
+        first.forward_part(&model.params, inputs, part.features.clone(), &mut part.partial[..n * width], n, precision);
     });
     let parts = shards.len().min(n);
     let bounds: Vec<(usize, usize)> = (0..parts).map(|p| (n * p / parts, n * (p + 1) / parts)).collect();
@@ -244,7 +249,7 @@ fn step_gradient(
     let first_delta = &*first_delta;
     crate::parallel::map_parts(first_parts.iter().zip(weight_rows).collect(), |(part, dw)| {
         let inputs = &part.inputs[..n * part.features.len()];
-        first.weight_grad_part(inputs, part.features.clone(), first_delta, dw, n);
+        first.weight_grad_part(inputs, part.features.clone(), first_delta, dw, n, precision);
     });
     phases.first_layer_weight_grad += first_start.elapsed().as_secs_f64();
     let (loss, correct) = results.iter().fold((0.0, 0), |(l, c), &(l2, c2)| (l + l2, c + c2));
@@ -326,6 +331,9 @@ pub struct Trainer<'a> {
     pub step_log: Option<Vec<StepRecord>>,
     /// Where this trainer's time went so far.
     pub phases: PhaseSeconds,
+    /// How the first layer's products multiply (f32, or bf16 with f32 sums); the other
+    /// layers, the optimiser and evaluation always run in f32.
+    pub precision: Precision,
     buffers: StepBuffers,
     order: Vec<u32>,
 }
@@ -379,6 +387,7 @@ impl<'a> Trainer<'a> {
             global_step: 0,
             step_log: None,
             phases: PhaseSeconds::default(),
+            precision: Precision::F32,
             buffers,
             order,
         })
@@ -459,6 +468,7 @@ impl<'a> Trainer<'a> {
             &self.model,
             Batch { split: &self.train, indices: batch, preprocess: &self.preprocess, next },
             noise,
+            self.precision,
             &mut self.buffers,
             &mut self.phases,
         );

@@ -144,6 +144,7 @@ fn train_in_pool(
         optimizer.restore(&r.optimizer).map_err(|_| mismatch("optimizer state"))?;
     }
     let mut trainer = Trainer::new(model, optimizer, preprocess, train, val, cfg.batch_size, cfg.lr, cfg.seed)?;
+    trainer.precision = cfg.precision;
     (trainer.schedule, trainer.plateau) =
         cfg.schedule.resolve(cfg.lr, cfg.epochs as u64, trainer.steps_per_epoch() as u64)?;
     if cfg.step_log {
