@@ -22,6 +22,10 @@
 //! core), `simd_1_thread` and `simd_2_threads` inside dedicated pools (`pool.install`): the
 //! ratio of the last two is the parallel speed-up (products under
 //! `Blocking::DEFAULT.parallel_min_flops` run on one thread whatever the pool).
+//! `bf16_1_thread` is the mixed-precision GEMM (`gemm_bf16`, operands rounded to bf16 as
+//! they are packed, f32 sums; serial) on the same operands, for the shapes whose B is read in
+//! place: against `simd_1_thread`, what do `vdpbf16ps`'s 32 multiply-adds per instruction
+//! gain once the rounding pass is paid?
 //!
 //! Times default to a 1 s warm-up and 3 s of measurement per benchmark (about 1.5 min for
 //! the file); the command line's `--warm-up-time`, `--measurement-time` and `--sample-size`
@@ -33,6 +37,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use simdnn::kernels::Activation;
 use simdnn::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
+use simdnn::kernels::gemm_bf16::gemm_bf16;
 use simdnn::kernels::reference;
 use simdnn::rng::{normal, seeded};
 
@@ -146,6 +151,14 @@ fn bench_gemm(c: &mut Criterion) {
                         gemm(1.0, black_box(a), black_box(b), 0.0, MatMut::new(&mut c_data, m, n), Epilogue::NONE);
                         black_box(&mut c_data);
                     })
+                })
+            });
+        }
+        if !transpose_b {
+            group.bench_function("bf16_1_thread", |bench| {
+                bench.iter(|| {
+                    gemm_bf16(1.0, black_box(a), black_box(b), 0.0, MatMut::new(&mut c_data, m, n), Epilogue::NONE);
+                    black_box(&mut c_data);
                 })
             });
         }
