@@ -29,7 +29,8 @@
 //!   rest of the batch split by rows across `T` threads, the first layer's weight gradient,
 //!   the gradient sum, the optimiser), for the 8a and 8f presets on
 //!   20,000 generated records (60 MB, beyond the L3 cache, as the real 150 MB are). What
-//!   does one optimisation step cost, and so an epoch without validation?
+//!   does one optimisation step cost, and so an epoch without validation? The `_bf16`
+//!   variants multiply the first layer in bf16 (`--precision bf16`): what does that save?
 //!
 //! Times default to a 1 s warm-up and 3 s of measurement per benchmark (about 1.5 min for
 //! the file); the command line's `--warm-up-time`, `--measurement-time` and `--sample-size`
@@ -41,7 +42,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use simdnn::data::cifar::{CLASSES, IMAGE_BYTES, Preprocess, RECORD_BYTES};
 use simdnn::data::{Split, standardise_from};
-use simdnn::kernels::{Activation, reference};
+use simdnn::kernels::{Activation, Precision, reference};
 use simdnn::nn::{Sequential, Workspace};
 use simdnn::optim::{Gradient, OptimizerConfig};
 use simdnn::parallel::KeepWarm;
@@ -214,7 +215,13 @@ fn bench_trainer_step(c: &mut Criterion) {
         .collect();
     let split = || Split::from_records(records.iter().map(|r| &r[..]).collect()).expect("generated records are valid");
     let mut group = c.benchmark_group("trainer_step");
-    for (preset, threads) in [("8a", 2), ("8f", 2), ("8f", 1)] {
+    for (preset, threads, precision) in [
+        ("8a", 2, Precision::F32),
+        ("8a", 2, Precision::Bf16),
+        ("8f", 2, Precision::F32),
+        ("8f", 2, Precision::Bf16),
+        ("8f", 1, Precision::F32),
+    ] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
         let config = TrainConfig::preset(preset).expect("the preset exists");
         let (train, val) = (split(), split());
@@ -231,11 +238,13 @@ fn bench_trainer_step(c: &mut Criterion) {
                 Trainer::new(model, optimizer, preprocess, train, val, config.batch_size, config.lr, config.seed)
             })
             .expect("the trainer builds");
+        trainer.precision = precision;
         trainer.shuffle(1);
         let steps = trainer.steps_per_epoch();
         let mut step = 0;
         group.throughput(Throughput::Elements(config.batch_size as u64));
-        group.bench_function(format!("{preset}_batch{}_{threads}_threads", config.batch_size), |b| {
+        let suffix = if precision == Precision::Bf16 { "_bf16" } else { "" };
+        group.bench_function(format!("{preset}_batch{}_{threads}_threads{suffix}", config.batch_size), |b| {
             pool.install(|| {
                 // As in an epoch: the pool's other threads poll for the step's parts.
                 let _warm = KeepWarm::start();
