@@ -102,12 +102,13 @@ fn bench_layers(c: &mut Criterion) {
         });
         // `backward` turns dy into dz in place: every call starts from a fresh copy (made
         // outside the timed region).
+        let mut scratch = vec![0f32; BATCH * layer.n_in];
         group.bench_function("backward", |b| {
             b.iter_batched_ref(
                 || dy.clone(),
                 |dy| {
                     let dx = (index > 0).then_some(&mut dx[..]);
-                    layer.backward(params, black_box(&input), &y, dy, &mut grads, dx, BATCH);
+                    layer.backward(params, black_box(&input), &y, dy, &mut grads, dx, &mut scratch, BATCH);
                 },
                 BatchSize::SmallInput,
             );

@@ -12,6 +12,9 @@ at 300 ns or more they do not and both programs run slower, by different amounts
 where any probe read above 200 ns are marked "apart", and the median of the other rounds is
 printed too.
 
+`--precisions f32,bf16` runs simdnn once per precision in every round (`--precision`: bf16
+multiplies the first layer in bf16), each against the round's Keras epoch.
+
     python3 benches/peers/compare_keras.py --python v/bin/python \\
         --simdnn target/release/simdnn DATA_DIR 8a 5
 """
@@ -45,9 +48,10 @@ def keras_second_epoch(python, data_dir, preset):
     sys.exit(f"keras_exercise8.py printed no second epoch:\n{out.stdout}\n{out.stderr}")
 
 
-def simdnn_second_epoch(simdnn, data_dir, preset):
+def simdnn_second_epoch(simdnn, data_dir, preset, precision):
     with tempfile.TemporaryDirectory() as out_dir:
-        trained = run([simdnn, "train", "--preset", preset, "--epochs", "2", "--data", data_dir, "--out", out_dir])
+        trained = run([simdnn, "train", "--preset", preset, "--epochs", "2", "--precision", precision,
+                       "--data", data_dir, "--out", out_dir])
         if trained.returncode != 0:
             sys.exit(f"{simdnn} train failed:\n{trained.stderr}")
         with open(os.path.join(out_dir, "history.csv")) as f:
@@ -79,34 +83,45 @@ def main():
     parser.add_argument("data_dir", metavar="DATA_DIR")
     parser.add_argument("preset", choices=["8a", "8f"])
     parser.add_argument("rounds", type=int, metavar="ROUNDS")
+    parser.add_argument("--precisions", default="f32", help="simdnn's --precision values, comma-separated")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"ROUNDS must be at least 1, got {args.rounds}")
+    precisions = args.precisions.split(",")
+    for precision in precisions:
+        if precision not in ("f32", "bf16"):
+            parser.error(f"--precisions: unknown precision {precision!r} (accepted: f32, bf16)")
     if not os.path.isdir(args.data_dir):
         parser.error(f"DATA_DIR {args.data_dir!r} is not a directory")
     for flag, program in (("--python", args.python), ("--simdnn", args.simdnn)):
         if shutil.which(program) is None:
             parser.error(f"{flag} {program!r} is not an executable")
-    ratios, together = [], []
+    ratios = {p: [] for p in precisions}
+    together = {p: [] for p in precisions}
     for i in range(1, args.rounds + 1):
         probes = [round_trip_ns(args.simdnn)]
         keras_s = keras_second_epoch(args.python, args.data_dir, args.preset)
         probes.append(round_trip_ns(args.simdnn))
-        simdnn_s = simdnn_second_epoch(args.simdnn, args.data_dir, args.preset)
-        probes.append(round_trip_ns(args.simdnn))
-        ratio = simdnn_s / keras_s
-        ratios.append(ratio)
-        apart = max(probes) > APART_NS
-        if not apart:
-            together.append(ratio)
-        print(f"{time.strftime('%H:%M:%S')} round {i}: Keras {keras_s:.2f} s, simdnn {simdnn_s:.3f} s, "
-              f"simdnn/Keras {ratio:.3f} (Keras/simdnn {keras_s / simdnn_s:.2f}); core round trips "
-              f"{'/'.join(f'{p:.0f}' for p in probes)} ns{' (apart)' if apart else ''}", flush=True)
-    print(summary(f"{args.preset}, all rounds", ratios))
-    if together:
-        print(summary(f"{args.preset}, rounds with the vCPUs together", together))
-    else:
-        print(f"{args.preset}: no round had the vCPUs together (every one read a probe above {APART_NS:.0f} ns)")
+        for precision in precisions:
+            simdnn_s = simdnn_second_epoch(args.simdnn, args.data_dir, args.preset, precision)
+            probes.append(round_trip_ns(args.simdnn))
+            ratio = simdnn_s / keras_s
+            ratios[precision].append(ratio)
+            # A probe before Keras or after this run above the threshold marks the pair apart.
+            apart = max(probes[:2] + probes[-1:]) > APART_NS
+            if not apart:
+                together[precision].append(ratio)
+            print(f"{time.strftime('%H:%M:%S')} round {i}: Keras {keras_s:.2f} s, simdnn {precision} {simdnn_s:.3f} s, "
+                  f"simdnn/Keras {ratio:.3f} (Keras/simdnn {keras_s / simdnn_s:.2f}); core round trips "
+                  f"{'/'.join(f'{p:.0f}' for p in probes[:2] + probes[-1:])} ns{' (apart)' if apart else ''}",
+                  flush=True)
+    for precision in precisions:
+        label = f"{args.preset} {precision}"
+        print(summary(f"{label}, all rounds", ratios[precision]))
+        if together[precision]:
+            print(summary(f"{label}, rounds with the vCPUs together", together[precision]))
+        else:
+            print(f"{label}: no round had the vCPUs together (every one read a probe above {APART_NS:.0f} ns)")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,11 @@ use core::ops::Range;
 
 use crate::kernels::Precision;
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
+use crate::kernels::transpose::transpose;
+
+/// Batches of a multiple of this many rows take the transposed input gradient (see
+/// [`Dense::input_grad`]): one vector's lanes.
+const TRANSPOSED_BATCH: usize = 16;
 use crate::kernels::vector::activation_backward_with_bias_grad;
 
 /// A dense layer's shape and where its parameters sit in the model's parameter vector.
@@ -109,12 +114,13 @@ impl Dense {
 
     /// Backward pass. On entry `dy` holds dL/dy; on exit it holds dL/dz (the gradient
     /// before the activation). Writes dL/dW and dL/db into this layer's part of `grads`
-    /// (overwriting), and dL/dx into `dx` when given (the first layer needs none).
+    /// (overwriting), and dL/dx into `dx` when given (the first layer needs none), using
+    /// `scratch` as [`Dense::input_grad`] does.
     ///
     /// For softmax the caller passes dL/dz directly (softmax is fused with the loss).
     ///
     /// # Shapes
-    /// `x`: `[batch, n_in]`, `y` and `dy`: `[batch, n_out]`, `dx`: `[batch, n_in]`.
+    /// `x`: `[batch, n_in]`, `y` and `dy`: `[batch, n_out]`, `dx` and `scratch`: `[batch, n_in]`.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -124,12 +130,13 @@ impl Dense {
         dy: &mut [f32],
         grads: &mut [f32],
         dx: Option<&mut [f32]>,
+        scratch: &mut [f32],
         batch: usize,
     ) {
         self.backward_activation(y, dy, grads);
         self.weight_grad(x, dy, grads, batch);
         if let Some(dx) = dx {
-            self.input_grad(params, dy, dx, batch);
+            self.input_grad(params, dy, dx, batch, scratch);
         }
     }
 
@@ -181,11 +188,24 @@ impl Dense {
 
     /// dL/dx = dz W^T.
     ///
+    /// A batch that fills whole vectors (a multiple of 16 rows) takes the transposed product,
+    /// `dx^T = W dz^T`, into `scratch`, then transposes it into `dx`: that product packs
+    /// `dz^T` (`n_out x batch`) where this one packs `W^T` (`n_out x n_in`), in every layer
+    /// at every step. A 16-row slice of 8a's 100-wide layers, on Zen 4: 4.6 us for the
+    /// product, 3.3 us for the transposed one. Other batches waste lanes in that product's
+    /// columns (25 rows: 6.3 against 6.5 us).
+    ///
     /// # Shapes
-    /// `dz`: `[batch, n_out]`, `dx`: `[batch, n_in]`.
-    pub fn input_grad(&self, params: &[f32], dz: &[f32], dx: &mut [f32], batch: usize) {
+    /// `dz`: `[batch, n_out]`, `dx` and `scratch` (at least): `[batch, n_in]`.
+    pub fn input_grad(&self, params: &[f32], dz: &[f32], dx: &mut [f32], batch: usize, scratch: &mut [f32]) {
         let (n_in, n_out) = (self.n_in, self.n_out);
-        let w = MatRef::new(self.weights(params), n_in, n_out);
-        gemm(1.0, MatRef::new(dz, batch, n_out), w.t(), 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
+        let (w, dz) = (MatRef::new(self.weights(params), n_in, n_out), MatRef::new(dz, batch, n_out));
+        if batch.is_multiple_of(TRANSPOSED_BATCH) {
+            let dx_t = &mut scratch[..n_in * batch];
+            gemm(1.0, w, dz.t(), 0.0, MatMut::new(dx_t, n_in, batch), Epilogue::NONE);
+            transpose(dx_t, n_in, batch, dx);
+        } else {
+            gemm(1.0, dz, w.t(), 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
+        }
     }
 }

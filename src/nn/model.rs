@@ -342,7 +342,7 @@ impl Sequential {
         let n_out = self.output_dim();
         let probs = ws.output_mut(self, batch);
         let (loss, correct) = softmax_cross_entropy(probs, n_out, labels);
-        let Workspace { layers: bufs, delta, delta_prev, .. } = ws;
+        let Workspace { layers: bufs, delta, delta_prev, scratch, .. } = ws;
         let top = bufs.len() - 1;
         delta[..batch * n_out].copy_from_slice(&bufs[top].output[..batch * n_out]);
         softmax_cross_entropy_grad(&mut delta[..batch * n_out], n_out, labels, loss_scale);
@@ -360,7 +360,7 @@ impl Sequential {
                         d.weight_grad(input, dy, grads, batch);
                     }
                     if let Some(dx) = dx {
-                        d.input_grad(&self.params, dy, dx, batch);
+                        d.input_grad(&self.params, dy, dx, batch, scratch);
                     }
                 }
                 Layer::BatchNorm(b) => b.backward(&self.params, output, dy, &buf.stats, grads, dx, batch),
@@ -562,6 +562,8 @@ pub struct Workspace {
     /// dL/d(output) of the layer being differentiated, and dL/d(input) it produces.
     delta: Vec<f32>,
     delta_prev: Vec<f32>,
+    /// The transposed input gradient before it is transposed back (`Dense::input_grad`).
+    scratch: Vec<f32>,
     batch_capacity: usize,
 }
 
@@ -590,6 +592,7 @@ impl Workspace {
             .collect();
         self.delta = vec![0.0; batch * widest];
         self.delta_prev = vec![0.0; batch * widest];
+        self.scratch = vec![0.0; batch * widest];
         self.batch_capacity = batch;
     }
 
