@@ -108,7 +108,17 @@ fn bench_layers(c: &mut Criterion) {
                 || dy.clone(),
                 |dy| {
                     let dx = (index > 0).then_some(&mut dx[..]);
-                    layer.backward(params, black_box(&input), &y, dy, &mut grads, dx, &mut scratch, BATCH);
+                    layer.backward(
+                        params,
+                        black_box(&input),
+                        &y,
+                        dy,
+                        &mut grads,
+                        dx,
+                        &mut scratch,
+                        BATCH,
+                        Precision::F32,
+                    );
                 },
                 BatchSize::SmallInput,
             );

@@ -191,7 +191,7 @@ struct TrainArgs {
     /// Worker threads [default: one per core].
     #[arg(long, group = "settings")]
     threads: Option<usize>,
-    /// The first layer's products in training: f32 (default), or bf16 (operands rounded to
+    /// The dense layers' products in training: f32 (default), or bf16 (operands rounded to
     /// bf16, sums in f32: mixed precision, fast on CPUs with AVX-512 BF16).
     #[arg(long, group = "settings", value_parser = parse_precision)]
     precision: Option<Precision>,

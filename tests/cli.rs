@@ -233,7 +233,6 @@ fn bad_flags_are_named_without_panics() {
         (&["--width", "0"], &["--width"]),
         (&["--epochs", "many"], &["--epochs"]),
         (&["--precision", "fp8"], &["--precision", "fp8", "f32, bf16"]),
-        (&["--precision", "bf16", "--batch-norm"], &["--precision", "batch normalisation"]),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["train", "--out", out, "--epochs", "1", "--depth", "1", "--width", "4", "--quiet"];
@@ -362,7 +361,7 @@ fn bench_gemm_prints_json() {
     assert!(stderr.contains("--threads"), "{stderr}");
 }
 
-/// `--precision bf16` trains (the first layer's products in bf16), is recorded in config.json
+/// `--precision bf16` trains (the dense layers' products in bf16), is recorded in config.json
 /// and repeats exactly; its weights differ from f32's.
 #[test]
 fn bf16_precision_trains_and_is_recorded() {
@@ -381,6 +380,14 @@ fn bf16_precision_trains_and_is_recorded() {
     let model = |dir: &PathBuf| fs::read(dir.join("best.simdnn")).unwrap();
     assert_eq!(model(&a), model(&b), "bf16 runs differ");
     assert_ne!(model(&a), model(&f32_run), "bf16 and f32 runs are identical");
+    // A model whose first layer is batch norm trains as one shard, its dense layers in bf16.
+    let out = s.path("bn");
+    let args = ["train", "--out", out.to_str().unwrap(), "--precision", "bf16", "--batch-norm", "--quiet"];
+    s.ok_output(
+        &[&args[..], &["--data", data, "--epochs", "1", "--depth", "1", "--width", "8", "--val-size", VAL_SIZE]]
+            .concat(),
+    );
+    assert_eq!(json_file(&out.join("config.json"))["precision"], "bf16");
 }
 
 #[test]

@@ -126,7 +126,11 @@ fn predict_evaluate_and_training_agree() {
         let mut ws = Workspace::default();
         let out = ws.first_layer_output_mut(&model, rows.len());
         first.forward_from_parts(&model.params, partials.iter().map(|p| &p[..]), rows.clone(), out);
-        let options = StepOptions { first_layer_by_caller: true, noise: Noise { seed: 0, step: 0, first_row } };
+        let options = StepOptions {
+            first_layer_by_caller: true,
+            noise: Noise { seed: 0, step: 0, first_row },
+            precision: Precision::F32,
+        };
         let mut g = vec![f32::NAN; model.num_params()];
         let (l, c) = model.loss_and_grad_scaled(&[], &labels[rows.clone()], &mut ws, &mut g, scale, options);
         shard_grads.push((g, l, c));
@@ -204,7 +208,7 @@ fn input_gradient_matches_the_textbook_sum_in_both_orientations() {
         for batch in [1, 15, 16, 17, 32, 48] {
             let dz: Vec<f32> = (0..batch * n_out).map(|_| uniform_f32(&mut rng) - 0.5).collect();
             let (mut dx, mut scratch) = (vec![0f32; batch * n_in], vec![f32::NAN; batch * n_in]);
-            layer.input_grad(&model.params, &dz, &mut dx, batch, &mut scratch);
+            layer.input_grad(&model.params, &dz, &mut dx, batch, &mut scratch, Precision::F32);
             for r in 0..batch {
                 for i in 0..n_in {
                     let sum: f64 = (0..n_out).map(|j| dz[r * n_out + j] as f64 * w[i * n_out + j] as f64).sum();

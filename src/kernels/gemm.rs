@@ -417,12 +417,24 @@ const PACK_A_MIN_COLS: usize = 256;
 pub(super) struct Scratch {
     a: AlignedBuffer,
     b: AlignedBuffer,
+    /// The bf16 GEMM's staging area for a transposed B.
+    staging: AlignedBuffer,
 }
 
 impl Scratch {
     /// Buffers of at least the given lengths (packing overwrites every element it reads).
     pub(super) fn get(&mut self, a_len: usize, b_len: usize) -> (&mut [f32], &mut [f32]) {
         (self.a.get(a_len), self.b.get(b_len))
+    }
+
+    /// As [`Scratch::get`], and a third buffer.
+    pub(super) fn get_staged(
+        &mut self,
+        a_len: usize,
+        b_len: usize,
+        staging_len: usize,
+    ) -> (&mut [f32], &mut [f32], &mut [f32]) {
+        (self.a.get(a_len), self.b.get(b_len), self.staging.get(staging_len))
     }
 }
 

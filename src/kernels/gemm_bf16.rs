@@ -24,9 +24,10 @@
 use wide::{f32x16, u32x16};
 
 use super::bf16::{Bf16Kernel, round_bits};
-use super::gemm::{Blocking, Epilogue, MatMut, MatRef, gemm_with, store_tile, with_scratch};
+use super::gemm::{Blocking, Epilogue, MatMut, MatRef, gemm, gemm_with, store_tile, with_scratch};
 use super::quant::bf16_from_f32;
 use super::simd::{LANES, load_partial};
+use super::transpose::transpose_strided;
 
 /// Rows of C per tile.
 const MR: usize = 8;
@@ -62,6 +63,15 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// `C = act(alpha * A B + beta * C + bias)` in this precision: f32 across rayon's threads
+    /// where the product is large enough ([`gemm`]), bf16 on the calling thread.
+    pub fn gemm(self, alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>, epi: Epilogue<'_>) {
+        match self {
+            Precision::F32 => gemm(alpha, a, b, beta, c, epi),
+            Precision::Bf16 => gemm_bf16(alpha, a, b, beta, c, epi),
         }
     }
 
@@ -108,14 +118,16 @@ pub fn gemm_bf16_with(
     }
     let pairs = k.div_ceil(2);
     let panel_len = pairs * NR;
+    // A transposed B (columns contiguous) is staged as rows of words, then transposed.
+    let staging_len = if b.cs != 1 && b.rs == 1 { NC.min(n) * pairs } else { 0 };
     with_scratch(|scratch| {
-        let (a_buf, b_buf) = scratch.get(m * pairs, NC.min(n).div_ceil(NR) * panel_len);
+        let (a_buf, b_buf, staging) = scratch.get_staged(m * pairs, NC.min(n).div_ceil(NR) * panel_len, staging_len);
         let a_words: &mut [u32] = wide::bytemuck::cast_slice_mut(a_buf);
         let b_words: &mut [u32] = wide::bytemuck::cast_slice_mut(b_buf);
         let a_packed = pack_a(kernel, a, pairs, a_words);
         for jc in (0..n).step_by(NC) {
             let cols = NC.min(n - jc);
-            pack_b_panels(kernel, b.sub(0, jc, k, cols), pairs, b_words);
+            pack_b_panels(kernel, b.sub(0, jc, k, cols), pairs, b_words, staging);
             for jr in (0..cols).step_by(NR) {
                 let panel = &b_words[jr / NR * panel_len..][..panel_len];
                 for ir in (0..m).step_by(MR) {
@@ -236,10 +248,30 @@ fn pack_row_pairs(kernel: Bf16Kernel, row: &[f32], words: &mut [u32]) {
 }
 
 /// Packs `block` (`k x n`) into `NR`-column panels of `pairs * NR` words; columns past `n`
-/// are zero.
-fn pack_b_panels(kernel: Bf16Kernel, block: MatRef<'_>, pairs: usize, buf: &mut [u32]) {
+/// are zero. A transposed block (columns contiguous: the input gradient's `W^T` or `dz^T`)
+/// goes through `staging` (`n pairs` floats): each column packed as a row of words, then
+/// the words transposed into the panels.
+fn pack_b_panels(kernel: Bf16Kernel, block: MatRef<'_>, pairs: usize, buf: &mut [u32], staging: &mut [f32]) {
     let (k, n) = (block.rows, block.cols);
     if pairs == 0 {
+        return;
+    }
+    if block.cs != 1 && block.rs == 1 {
+        let rows: &mut [u32] = wide::bytemuck::cast_slice_mut(&mut staging[..n * pairs]);
+        for (j, words) in rows.chunks_exact_mut(pairs).enumerate() {
+            pack_row_pairs(kernel, &block.data[j * block.cs..][..k], words);
+        }
+        // Words are moved as f32 bit patterns: the transpose does no arithmetic on them.
+        let rows: &[f32] = wide::bytemuck::cast_slice(rows);
+        for (panel_index, panel) in buf.chunks_exact_mut(pairs * NR).take(n.div_ceil(NR)).enumerate() {
+            let j0 = panel_index * NR;
+            let width = NR.min(n - j0);
+            if width < NR {
+                panel.fill(0);
+            }
+            let panel: &mut [f32] = wide::bytemuck::cast_slice_mut(panel);
+            transpose_strided(&rows[j0 * pairs..], pairs, width, pairs, panel, NR);
+        }
         return;
     }
     for (panel_index, panel) in buf.chunks_exact_mut(pairs * NR).take(n.div_ceil(NR)).enumerate() {

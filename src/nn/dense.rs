@@ -6,7 +6,7 @@ use crate::kernels::Activation;
 use core::ops::Range;
 
 use crate::kernels::Precision;
-use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
+use crate::kernels::gemm::{Epilogue, MatMut, MatRef};
 use crate::kernels::transpose::transpose;
 
 /// Batches of a multiple of this many rows take the transposed input gradient (see
@@ -50,8 +50,13 @@ impl Dense {
     /// # Shapes
     /// `x`: `[batch, n_in]`, `y`: `[batch, n_out]`.
     pub fn forward(&self, params: &[f32], x: &[f32], y: &mut [f32], batch: usize) {
+        self.forward_with(Precision::F32, params, x, y, batch)
+    }
+
+    /// [`Dense::forward`], multiplying in `precision`.
+    pub fn forward_with(&self, precision: Precision, params: &[f32], x: &[f32], y: &mut [f32], batch: usize) {
         let epilogue = Epilogue { bias: Some(self.bias(params)), activation: self.activation };
-        gemm(
+        precision.gemm(
             1.0,
             MatRef::new(x, batch, self.n_in),
             MatRef::new(self.weights(params), self.n_in, self.n_out),
@@ -115,7 +120,7 @@ impl Dense {
     /// Backward pass. On entry `dy` holds dL/dy; on exit it holds dL/dz (the gradient
     /// before the activation). Writes dL/dW and dL/db into this layer's part of `grads`
     /// (overwriting), and dL/dx into `dx` when given (the first layer needs none), using
-    /// `scratch` as [`Dense::input_grad`] does.
+    /// `scratch` as [`Dense::input_grad`] does; every product multiplies in `precision`.
     ///
     /// For softmax the caller passes dL/dz directly (softmax is fused with the loss).
     ///
@@ -132,11 +137,12 @@ impl Dense {
         dx: Option<&mut [f32]>,
         scratch: &mut [f32],
         batch: usize,
+        precision: Precision,
     ) {
         self.backward_activation(y, dy, grads);
-        self.weight_grad(x, dy, grads, batch);
+        self.weight_grad(x, dy, grads, batch, precision);
         if let Some(dx) = dx {
-            self.input_grad(params, dy, dx, batch, scratch);
+            self.input_grad(params, dy, dx, batch, scratch, precision);
         }
     }
 
@@ -148,14 +154,15 @@ impl Dense {
         activation_backward_with_bias_grad(self.activation, y, dy, self.n_out, b_grad);
     }
 
-    /// dL/dW = x^T dz, overwriting this layer's weight part of `grads`.
+    /// dL/dW = x^T dz, overwriting this layer's weight part of `grads`, multiplying in
+    /// `precision`.
     ///
     /// # Shapes
     /// `x`: `[batch, n_in]`, `dz`: `[batch, n_out]`.
-    pub fn weight_grad(&self, x: &[f32], dz: &[f32], grads: &mut [f32], batch: usize) {
+    pub fn weight_grad(&self, x: &[f32], dz: &[f32], grads: &mut [f32], batch: usize, precision: Precision) {
         let range = self.weight_range();
         let (x, dz) = self.weight_grad_operands(x, self.n_in, dz, batch);
-        gemm(1.0, x, dz, 0.0, MatMut::new(&mut grads[range], self.n_in, self.n_out), Epilogue::NONE);
+        precision.gemm(1.0, x, dz, 0.0, MatMut::new(&mut grads[range], self.n_in, self.n_out), Epilogue::NONE);
     }
 
     /// One thread's part of the weight gradient split by input features, as
@@ -186,7 +193,7 @@ impl Dense {
         (MatRef::new(x, batch, inputs).t(), MatRef::new(dz, batch, self.n_out))
     }
 
-    /// dL/dx = dz W^T.
+    /// dL/dx = dz W^T, multiplying in `precision`.
     ///
     /// A batch that fills whole vectors (a multiple of 16 rows) takes the transposed product,
     /// `dx^T = W dz^T`, into `scratch`, then transposes it into `dx`: that product packs
@@ -197,15 +204,23 @@ impl Dense {
     ///
     /// # Shapes
     /// `dz`: `[batch, n_out]`, `dx` and `scratch` (at least): `[batch, n_in]`.
-    pub fn input_grad(&self, params: &[f32], dz: &[f32], dx: &mut [f32], batch: usize, scratch: &mut [f32]) {
+    pub fn input_grad(
+        &self,
+        params: &[f32],
+        dz: &[f32],
+        dx: &mut [f32],
+        batch: usize,
+        scratch: &mut [f32],
+        precision: Precision,
+    ) {
         let (n_in, n_out) = (self.n_in, self.n_out);
         let (w, dz) = (MatRef::new(self.weights(params), n_in, n_out), MatRef::new(dz, batch, n_out));
         if batch.is_multiple_of(TRANSPOSED_BATCH) {
             let dx_t = &mut scratch[..n_in * batch];
-            gemm(1.0, w, dz.t(), 0.0, MatMut::new(dx_t, n_in, batch), Epilogue::NONE);
+            precision.gemm(1.0, w, dz.t(), 0.0, MatMut::new(dx_t, n_in, batch), Epilogue::NONE);
             transpose(dx_t, n_in, batch, dx);
         } else {
-            gemm(1.0, dz, w.t(), 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
+            precision.gemm(1.0, dz, w.t(), 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
         }
     }
 }

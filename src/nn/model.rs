@@ -12,9 +12,9 @@ use super::batch_norm::{BatchNorm, BatchStats, DEFAULT_EPSILON, DEFAULT_MOMENTUM
 use super::dense::Dense;
 use super::dropout::{Dropout, DropoutKind, Noise};
 use super::init::Initializer;
-use crate::kernels::Activation;
 use crate::kernels::int8::min_max;
 use crate::kernels::softmax::{softmax_cross_entropy, softmax_cross_entropy_grad, softmax_rows};
+use crate::kernels::{Activation, Precision};
 use crate::rng::seeded;
 use crate::{Error, Result};
 
@@ -252,7 +252,7 @@ impl Sequential {
     /// # Shapes
     /// `x`: `[batch, input_dim]`; returns `[batch, output_dim]`.
     pub fn predict<'w>(&self, x: &[f32], batch: usize, ws: &'w mut Workspace) -> &'w [f32] {
-        self.forward(x, 0, batch, ws, Mode::Eval, None);
+        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32);
         let out = ws.output_mut(self, batch);
         softmax_rows(out, self.output_dim());
         out
@@ -277,7 +277,7 @@ impl Sequential {
         let n = batch * self.output_dim();
         assert!(mean.len() == n && std.len() == n, "MC output buffers must hold {n} values");
         let start = self.first_dropout().unwrap_or(self.layers.len());
-        self.forward(x, 0, batch, ws, Mode::Eval, None);
+        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32);
         mean.fill(0.0);
         std.fill(0.0);
         if samples == 0 || start == self.layers.len() {
@@ -288,7 +288,15 @@ impl Sequential {
             return;
         }
         for s in 0..samples {
-            self.forward(x, start, batch, ws, Mode::MonteCarlo, Some(Noise { seed, step: s as u64, first_row: 0 }));
+            self.forward(
+                x,
+                start,
+                batch,
+                ws,
+                Mode::MonteCarlo,
+                Some(Noise { seed, step: s as u64, first_row: 0 }),
+                Precision::F32,
+            );
             let probs = ws.output_mut(self, batch);
             softmax_rows(probs, self.output_dim());
             for ((m, q), &p) in mean.iter_mut().zip(std.iter_mut()).zip(probs.iter()) {
@@ -306,7 +314,7 @@ impl Sequential {
     /// Summed loss and number of correct predictions for a labelled batch (inference mode).
     pub fn evaluate_batch(&self, x: &[f32], labels: &[u8], ws: &mut Workspace) -> (f64, usize) {
         let batch = labels.len();
-        self.forward(x, 0, batch, ws, Mode::Eval, None);
+        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32);
         softmax_cross_entropy(ws.output_mut(self, batch), self.output_dim(), labels)
     }
 
@@ -338,7 +346,7 @@ impl Sequential {
             "the caller can only run a dense first layer"
         );
         let from = usize::from(options.first_layer_by_caller);
-        self.forward(x, from, batch, ws, Mode::Train, Some(options.noise));
+        self.forward(x, from, batch, ws, Mode::Train, Some(options.noise), options.precision);
         let n_out = self.output_dim();
         let probs = ws.output_mut(self, batch);
         let (loss, correct) = softmax_cross_entropy(probs, n_out, labels);
@@ -357,10 +365,10 @@ impl Sequential {
                     d.backward_activation(output, dy, grads);
                     if l > 0 || !options.first_layer_by_caller {
                         let input = if l == 0 { &x[..batch * d.n_in] } else { &before[l - 1].output[..batch * d.n_in] };
-                        d.weight_grad(input, dy, grads, batch);
+                        d.weight_grad(input, dy, grads, batch, options.precision);
                     }
                     if let Some(dx) = dx {
-                        d.input_grad(&self.params, dy, dx, batch, scratch);
+                        d.input_grad(&self.params, dy, dx, batch, scratch, options.precision);
                     }
                 }
                 Layer::BatchNorm(b) => b.backward(&self.params, output, dy, &buf.stats, grads, dx, batch),
@@ -465,9 +473,19 @@ impl Sequential {
     }
 
     /// Runs layers `from..` (reading layer `from - 1`'s output in `ws`, or `x` when `from` is
-    /// 0); the last layer's output is left as logits (softmax is applied by the caller,
-    /// fused with the loss where there is one).
-    fn forward(&self, x: &[f32], from: usize, batch: usize, ws: &mut Workspace, mode: Mode, noise: Option<Noise>) {
+    /// 0), dense layers multiplying in `precision`; the last layer's output is left as logits
+    /// (softmax is applied by the caller, fused with the loss where there is one).
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &[f32],
+        from: usize,
+        batch: usize,
+        ws: &mut Workspace,
+        mode: Mode,
+        noise: Option<Noise>,
+        precision: Precision,
+    ) {
         if from == 0 {
             assert_eq!(x.len(), batch * self.input_dim, "input is not {batch} rows of {}", self.input_dim);
             ws.reserve(self, batch);
@@ -480,7 +498,7 @@ impl Sequential {
             let buf = &mut rest[0];
             let out = &mut buf.output[..batch * layer.n_out()];
             match (layer, mode) {
-                (Layer::Dense(d), _) => d.forward(&self.params, input, out, batch),
+                (Layer::Dense(d), _) => d.forward_with(precision, &self.params, input, out, batch),
                 (Layer::BatchNorm(b), Mode::Train) => b.forward_train(&self.params, input, out, batch, &mut buf.stats),
                 (Layer::BatchNorm(b), _) => b.forward_inference(&self.params, &self.state, input, out),
                 (Layer::Dropout(_), Mode::Eval) => out.copy_from_slice(input),
@@ -495,7 +513,7 @@ impl Sequential {
     /// The smallest and largest value of each layer's input over a batch in inference mode
     /// (what quantising the inputs to 8 bits is calibrated with). NaN is ignored.
     pub fn input_ranges(&self, x: &[f32], batch: usize, ws: &mut Workspace) -> Vec<(f32, f32)> {
-        self.forward(x, 0, batch, ws, Mode::Eval, None);
+        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32);
         (0..self.layers.len())
             .map(|l| min_max(if l == 0 { x } else { &ws.layers[l - 1].output[..batch * self.layers[l].n_in()] }))
             .collect()
@@ -542,6 +560,8 @@ pub struct StepOptions {
     pub first_layer_by_caller: bool,
     /// Where dropout masks come from.
     pub noise: Noise,
+    /// How the dense layers' products multiply (the caller's first layer aside).
+    pub precision: Precision,
 }
 
 /// One layer's buffers.

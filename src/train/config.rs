@@ -49,9 +49,9 @@ pub struct TrainConfig {
     pub lr_auto: bool,
     /// Write every step's rate, momentum and loss to `steps.csv`.
     pub step_log: bool,
-    /// How the first layer's products multiply in training (`--precision`): f32, or bf16
-    /// operands with f32 sums (mixed precision; the weights, the other layers, the optimiser
-    /// and evaluation stay f32).
+    /// How the dense layers' products multiply in training (`--precision`): f32, or bf16
+    /// operands with f32 sums (mixed precision; the weights, the element-wise work, the
+    /// optimiser and evaluation stay f32).
     pub precision: Precision,
 }
 
@@ -220,12 +220,6 @@ impl TrainConfig {
         }
         if self.schedule.cycles_momentum() && !matches!(self.optimizer, OptimizerConfig::Sgd { .. }) {
             return Err(Error::config("--schedule", "momentum cycling needs --optimizer sgd"));
-        }
-        if self.precision == Precision::Bf16 && self.batch_norm {
-            return Err(Error::config(
-                "--precision",
-                "bf16 applies to a dense first layer; with --batch-norm the first layer is batch normalisation",
-            ));
         }
         if self.activation.is_row_wise() {
             return Err(Error::config("--activation", "softmax is only for the output layer"));

@@ -182,7 +182,7 @@ pub struct PhaseSeconds {
 /// A model whose first layer is not dense runs as one shard, a plain forward and backward
 /// pass. Otherwise data parallelism (one shard per thread, or one for a model with batch
 /// norm, whose batch statistics need the whole batch in one place), except for the first
-/// layer, which is split by input features and multiplied in `precision`: each thread
+/// layer, which is split by input features: each thread
 /// converts its features of the whole batch and multiplies them by those rows of the
 /// weights; then the batch is split into one contiguous slice of rows per shard, and each
 /// finishes the first layer for its rows (summing the partial products) and runs the other
@@ -193,7 +193,7 @@ pub struct PhaseSeconds {
 /// parameters) and their gradient stay on one core: shared between cores, every update had
 /// to invalidate the other core's copies and every forward pass fetch them back. The splits
 /// and the order of the sums depend only on the thread count, so a given thread count always
-/// gives the same bits.
+/// gives the same bits. Every dense layer's products multiply in `precision`.
 fn step_gradient(
     model: &Sequential,
     batch: Batch<'_>,
@@ -211,7 +211,7 @@ fn step_gradient(
         let x = &mut x[..n * IMAGE_BYTES];
         batch.split.fill_batch(batch.indices, batch.preprocess, x, y);
         batch.split.prefetch(batch.next, 0..IMAGE_BYTES);
-        let options = StepOptions { noise, ..StepOptions::default() };
+        let options = StepOptions { noise, precision, ..StepOptions::default() };
         let shard = &mut shards[0];
         let (loss, correct) = model.loss_and_grad_scaled(x, y, &mut shard.ws, &mut shard.grads, scale, options);
         phases.gradient += start.elapsed().as_secs_f64();
@@ -235,7 +235,7 @@ fn step_gradient(
         batch.split.fill_labels(&batch.indices[lo..hi], ys);
         let partials = first_parts.iter().map(|part| &part.partial[..n * width]);
         first.forward_from_parts(&model.params, partials, lo..hi, shard.ws.first_layer_output_mut(model, hi - lo));
-        let options = StepOptions { first_layer_by_caller: true, noise: Noise { first_row: lo, ..noise } };
+        let options = StepOptions { first_layer_by_caller: true, noise: Noise { first_row: lo, ..noise }, precision };
         model.loss_and_grad_scaled(&[], ys, &mut shard.ws, &mut shard.grads, scale, options)
     });
     let first_start = Instant::now();
@@ -331,8 +331,8 @@ pub struct Trainer<'a> {
     pub step_log: Option<Vec<StepRecord>>,
     /// Where this trainer's time went so far.
     pub phases: PhaseSeconds,
-    /// How the first layer's products multiply (f32, or bf16 with f32 sums); the other
-    /// layers, the optimiser and evaluation always run in f32.
+    /// How the dense layers' products multiply in training steps (f32, or bf16 with f32
+    /// sums); the optimiser and evaluation always run in f32.
     pub precision: Precision,
     buffers: StepBuffers,
     order: Vec<u32>,
