@@ -30,7 +30,7 @@
 //!   the gradient sum, the optimiser), for the 8a and 8f presets on
 //!   20,000 generated records (60 MB, beyond the L3 cache, as the real 150 MB are). What
 //!   does one optimisation step cost, and so an epoch without validation? The `_bf16`
-//!   variants multiply the first layer in bf16 (`--precision bf16`): what does that save?
+//!   variants multiply every dense layer in bf16 (`--precision bf16`): what does that save?
 //!
 //! Times default to a 1 s warm-up and 3 s of measurement per benchmark (about 1.5 min for
 //! the file); the command line's `--warm-up-time`, `--measurement-time` and `--sample-size`
