@@ -115,15 +115,19 @@ pub fn gemm_bf16(
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
     assert_eq!(b.rows(), k, "reference gemm_bf16: inner dimensions differ");
     let bf16 = |x: f32| super::quant::f32_from_bf16(super::quant::bf16_from_f32(x));
+    // The operands rounded once, row-major (the fuzz target runs this on every input).
+    let a_bf16: alloc::vec::Vec<f32> = (0..m * k).map(|e| bf16(a.at(e / k, e % k))).collect();
+    let b_bf16: alloc::vec::Vec<f32> = (0..k * n).map(|e| bf16(b.at(e / n, e % n))).collect();
     for i in 0..m {
         for j in 0..n {
+            let (a, b) = (|p: usize| a_bf16[i * k + p], |p: usize| b_bf16[p * n + j]);
             let mut acc = 0f32;
             for p in 0..k.div_ceil(2) {
                 let (even, odd) = (2 * p, 2 * p + 1);
                 if odd < k {
-                    acc += bf16(a.at(i, odd)) * bf16(b.at(odd, j));
+                    acc += a(odd) * b(odd);
                 }
-                acc += bf16(a.at(i, even)) * bf16(b.at(even, j));
+                acc += a(even) * b(even);
             }
             let mut v = alpha * acc;
             if beta != 0.0 {
