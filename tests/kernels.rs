@@ -289,12 +289,13 @@ fn check_gemm_bf16(
 
 /// Every kernel over awkward sizes (odd depths, tiles of 1-8 rows, 1-16 and 17-32 column
 /// panels, more than one 256-column block of B) and every transpose (A row-major is packed row
-/// by row, any other A pair by pair), C filled with NaN when beta is 0.
+/// by row, any other A pair by pair, and then a last panel of 1-4 columns is computed along m,
+/// in 64-row blocks and a partial 16), C filled with NaN when beta is 0.
 #[test]
 fn gemm_bf16_matches_its_twin_over_awkward_sizes_and_transposes() {
     let mut failures = Vec::new();
     for kernel in bf16_kernels() {
-        for m in [0, 1, 2, 3, 4, 5, 8, 9, 17] {
+        for m in [0, 1, 2, 3, 4, 5, 8, 9, 17, 70] {
             for k in [0, 1, 2, 3, 16, 33] {
                 for n in [1, 15, 16, 17, 32, 33, 100, 2 * 256 + 5] {
                     for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {

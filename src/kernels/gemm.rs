@@ -165,7 +165,7 @@ impl Epilogue<'_> {
     /// Store `alpha * AB + beta * C` as it is.
     pub const NONE: Epilogue<'static> = Epilogue { bias: None, activation: Activation::Identity };
 
-    fn is_none(&self) -> bool {
+    pub(super) fn is_none(&self) -> bool {
         self.bias.is_none() && self.activation == Activation::Identity
     }
 }
@@ -1180,17 +1180,18 @@ unsafe fn dots_rows<const R: usize>(
 }
 
 /// Row vectors (of 16) and columns of one [`narrow_panel_by_rows`] block.
-const NARROW_VECTORS: usize = 4;
-const NARROW_COLS: usize = 4;
+pub(super) const NARROW_VECTORS: usize = 4;
+pub(super) const NARROW_COLS: usize = 4;
 
 /// Where a narrow panel's results go, and how they are finished.
-struct NarrowStore<'e, 'b> {
-    c: *mut f32,
-    ldc: usize,
-    alpha: f32,
-    beta: f32,
-    epi: Option<&'e Epilogue<'b>>,
-    col0: usize,
+pub(super) struct NarrowStore<'e, 'b> {
+    pub(super) c: *mut f32,
+    pub(super) ldc: usize,
+    pub(super) alpha: f32,
+    pub(super) beta: f32,
+    /// `None` when there is nothing to apply ([`Epilogue::is_none`]).
+    pub(super) epi: Option<&'e Epilogue<'b>>,
+    pub(super) col0: usize,
 }
 
 /// Rows `i0..i0 + rows` (at most `16 RV`) and columns `g0..g0 + cols` (at most 4) of a
@@ -1225,6 +1226,25 @@ unsafe fn narrow_block<const RV: usize>(
             }
         }
     }
+    // SAFETY: forwarded from this function's contract.
+    unsafe { store_narrow_block(&acc, i0, rows, g0, cols, out) }
+}
+
+/// Finishes a narrow block's sums (`acc[v][j]`: rows `i0 + 16 v ..` of column `g0 + j`) with
+/// alpha, beta and the epilogue, and stores its `rows x cols` values.
+///
+/// # Safety
+/// Rows `i0..i0 + rows` and columns `g0..g0 + cols` must lie in the writable C rectangle that
+/// `out.c` starts, with the bias (if any) holding `out.col0 + g0 + cols` values.
+#[inline(always)]
+pub(super) unsafe fn store_narrow_block<const RV: usize>(
+    acc: &[[f32x16; NARROW_COLS]; RV],
+    i0: usize,
+    rows: usize,
+    g0: usize,
+    cols: usize,
+    out: &NarrowStore<'_, '_>,
+) {
     // Finish each column's vectors, then store them row by row.
     let mut finished = [[f32x16::ZERO; NARROW_COLS]; RV];
     for (j, col) in (g0..g0 + cols).enumerate() {

@@ -24,7 +24,10 @@
 use wide::{f32x16, u32x16};
 
 use super::bf16::{Bf16Kernel, round_bits};
-use super::gemm::{Blocking, Epilogue, MatMut, MatRef, gemm, gemm_with, store_tile, with_scratch};
+use super::gemm::{
+    Blocking, Epilogue, MatMut, MatRef, NARROW_COLS, NARROW_VECTORS, NarrowStore, gemm, gemm_with, store_narrow_block,
+    store_tile, with_scratch,
+};
 use super::quant::bf16_from_f32;
 use super::simd::{LANES, load_partial};
 use super::transpose::transpose_strided;
@@ -130,6 +133,22 @@ pub fn gemm_bf16_with(
             pack_b_panels(kernel, b.sub(0, jc, k, cols), pairs, b_words, staging);
             for jr in (0..cols).step_by(NR) {
                 let panel = &b_words[jr / NR * panel_len..][..panel_len];
+                let width = NR.min(cols - jr);
+                if width <= NARROW_COLS && matches!(a_packed.layout, ALayout::PairMajor) {
+                    let store = NarrowStore {
+                        // SAFETY: column jc + jr < n of row 0 lies inside C.
+                        c: unsafe { c.data.as_mut_ptr().add(jc + jr) },
+                        ldc: c.ld,
+                        alpha,
+                        beta,
+                        epi: Some(&epi).filter(|e| !e.is_none()),
+                        col0: jc + jr,
+                    };
+                    // SAFETY: the m x width rectangle of C from `store.c` is inside the C
+                    // borrowed mutably here; the bias, if any, holds n >= col0 + width values.
+                    unsafe { narrow_panel_by_rows(kernel, a_packed, panel, width, &store) };
+                    continue;
+                }
                 for ir in (0..m).step_by(MR) {
                     let tile = Tile { a: a_packed, first_row: ir, rows: MR.min(m - ir), b: panel, pairs };
                     let store = TileStore {
@@ -149,6 +168,67 @@ pub fn gemm_bf16_with(
             }
         }
     })
+}
+
+/// A last panel of at most 4 columns against a pair-major A (the weight gradients' `x^T`):
+/// vectors along m, 16 rows of one column each, fed by 16 words of A at a time and one
+/// broadcast word of B per column, in blocks of 64 rows x 4 columns (16 accumulators). A
+/// whole-width tile would spend 16 lanes on these few columns (100-wide layers: 4 of 100
+/// columns, 14 % of the first layer's weight-gradient call). The sums are the tile's, bit for
+/// bit.
+///
+/// # Safety
+/// `store.c` must start a writable `a.m x width` rectangle of C (rows `store.ldc` apart);
+/// the bias, if any, must hold `store.col0 + width` values; `kernel` must run on this CPU.
+unsafe fn narrow_panel_by_rows(kernel: Bf16Kernel, a: PackedA<'_>, panel: &[u32], width: usize, store: &NarrowStore) {
+    const BLOCK_ROWS: usize = NARROW_VECTORS * LANES;
+    let m = a.m;
+    let full = m - m % BLOCK_ROWS;
+    for i0 in (0..full).step_by(BLOCK_ROWS) {
+        let acc = narrow_sums::<NARROW_VECTORS>(kernel, a, panel, i0, BLOCK_ROWS);
+        // SAFETY: rows i0..i0+64 < m and columns 0..width of the caller's rectangle.
+        unsafe { store_narrow_block(&acc, i0, BLOCK_ROWS, 0, width, store) };
+    }
+    for i0 in (full..m).step_by(LANES) {
+        let rows = LANES.min(m - i0);
+        let acc = narrow_sums::<1>(kernel, a, panel, i0, rows);
+        // SAFETY: as above, for the last rows.
+        unsafe { store_narrow_block(&acc, i0, rows, 0, width, store) };
+    }
+}
+
+/// The sums of rows `i0..i0 + rows` (at most `16 RV`; lanes past them are zero) for the
+/// first 4 columns of a B panel.
+fn narrow_sums<const RV: usize>(
+    kernel: Bf16Kernel,
+    a: PackedA<'_>,
+    panel: &[u32],
+    i0: usize,
+    rows: usize,
+) -> [[f32x16; NARROW_COLS]; RV] {
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Bf16Kernel::Avx512Bf16 {
+        // SAFETY: the caller checked that the kernel runs on this CPU.
+        return unsafe { avx512::narrow_sums::<RV>(a, panel, i0, rows) };
+    }
+    let mut acc = [[f32x16::ZERO; NARROW_COLS]; RV];
+    for p in 0..a.pairs {
+        let column = &a.words[p * a.m + i0..][..rows];
+        let av: [(f32x16, f32x16); RV] = core::array::from_fn(|v| {
+            let words = column.get(v * LANES..).unwrap_or(&[]);
+            let lanes: [u32; LANES] = core::array::from_fn(|l| words.get(l).copied().unwrap_or(0));
+            let w = u32x16::new(lanes);
+            (wide::bytemuck::cast(w << 16), wide::bytemuck::cast(w & u32x16::splat(0xFFFF_0000)))
+        });
+        for (j, &word) in panel[p * NR..][..NARROW_COLS].iter().enumerate() {
+            let even = f32x16::splat(f32::from_bits(word << 16));
+            let odd = f32x16::splat(f32::from_bits(word & 0xFFFF_0000));
+            for (acc, &(a_even, a_odd)) in acc.iter_mut().zip(&av) {
+                acc[j] = even.mul_add(a_even, odd.mul_add(a_odd, acc[j]));
+            }
+        }
+    }
+    acc
 }
 
 /// How the packed A addresses word `(i, p)`.
@@ -475,6 +555,39 @@ mod avx512 {
             // SAFETY: the mask covers the `out` words.
             unsafe { _mm512_mask_storeu_epi32(out.as_mut_ptr().cast(), mask(out.len()), words) };
         }
+    }
+
+    /// [`narrow_sums`](super::narrow_sums) with `vdpbf16ps`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F, BW, VL and BF16; rows `i0..i0 + rows` must lie in A.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+    pub(super) unsafe fn narrow_sums<const RV: usize>(
+        a: PackedA<'_>,
+        panel: &[u32],
+        i0: usize,
+        rows: usize,
+    ) -> [[f32x16; NARROW_COLS]; RV] {
+        let mut acc = [[_mm512_setzero_ps(); NARROW_COLS]; RV];
+        for p in 0..a.pairs {
+            let column = &a.words[p * a.m + i0..][..rows];
+            // SAFETY: each mask covers the words of `column` from 16 v (none past its end:
+            // no access); __m512i and __m512bh are both 64 bytes of vector register.
+            let av: [__m512bh; RV] = core::array::from_fn(|v| unsafe {
+                let start = (v * LANES).min(rows);
+                let words = _mm512_maskz_loadu_epi32(mask(rows - start), column.as_ptr().add(start).cast());
+                core::mem::transmute::<__m512i, __m512bh>(words)
+            });
+            for (j, &word) in panel[p * NR..][..NARROW_COLS].iter().enumerate() {
+                // SAFETY: as above.
+                let bj = unsafe { core::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(word as i32)) };
+                for (acc, &av) in acc.iter_mut().zip(&av) {
+                    acc[j] = _mm512_dpbf16_ps(acc[j], av, bj);
+                }
+            }
+        }
+        // SAFETY: __m512 and f32x16 are both 16 f32 lanes.
+        unsafe { core::ptr::read((&raw const acc).cast()) }
     }
 
     /// Per pair: `V` loads of B, `R` broadcasts of A, `R V` `vdpbf16ps` (8 x 32 tiles keep 16
