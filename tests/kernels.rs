@@ -57,19 +57,15 @@ fn check_views(
     failures: &mut Vec<String>,
 ) {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
-    let bias_data = random(n, 5);
+    let (bias_data, c0) = bias_and_c(m, n, beta);
     let bias = bias.then_some(&bias_data[..]);
-    // beta == 0 must not read C: fill it with NaN.
-    let c0 = if beta == 0.0 { vec![f32::NAN; m * n] } else { random(m * n, 3) };
     let mut expected = c0.clone();
     reference::gemm(alpha, a, b, beta, &mut MatMut::new(&mut expected, m, n), bias, act);
     let mut got = c0.clone();
     gemm_with(blocking, alpha, a, b, beta, MatMut::new(&mut got, m, n), Epilogue { bias, activation: act });
     for i in 0..m {
         for j in 0..n {
-            let abs: f64 = (0..k).map(|p| (a.at(i, p) as f64 * b.at(p, j) as f64).abs()).sum();
-            let c_term = if beta == 0.0 { 0.0 } else { (beta as f64 * c0[i * n + j] as f64).abs() };
-            let scale = alpha.abs() as f64 * abs + c_term + 1.0;
+            let (_, scale) = magnitudes(a, b, i, j, alpha, beta, c0[i * n + j]);
             let tol = 4.0 * (k as f64 + 2.0) * f32::EPSILON as f64 * scale;
             let (e, g) = (expected[i * n + j], got[i * n + j]);
             let within = (e as f64 - g as f64).abs() <= tol; // false for NaN too
@@ -79,6 +75,19 @@ fn check_views(
             }
         }
     }
+}
+
+/// A bias of `n` values and C's starting contents (NaN when beta is 0: C must not be read).
+fn bias_and_c(m: usize, n: usize, beta: f32) -> (Vec<f32>, Vec<f32>) {
+    (random(n, 5), if beta == 0.0 { vec![f32::NAN; m * n] } else { random(m * n, 3) })
+}
+
+/// `(sum_p |a(i,p) b(p,j)|, |alpha| that + |beta c| + 1)`: the scale a product's error bound
+/// grows with.
+fn magnitudes(a: MatRef<'_>, b: MatRef<'_>, i: usize, j: usize, alpha: f32, beta: f32, c: f32) -> (f64, f64) {
+    let abs: f64 = (0..a.cols()).map(|p| (a.at(i, p) as f64 * b.at(p, j) as f64).abs()).sum();
+    let c_term = if beta == 0.0 { 0.0 } else { (beta as f64 * c as f64).abs() };
+    (abs, alpha.abs() as f64 * abs + c_term + 1.0)
 }
 
 fn awkward(block: usize) -> Vec<usize> {
@@ -256,9 +265,8 @@ fn check_gemm_bf16(
     failures: &mut Vec<String>,
 ) {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
-    let bias_data = random(n, 5);
+    let (bias_data, c0) = bias_and_c(m, n, beta);
     let bias = bias.then_some(&bias_data[..]);
-    let c0 = if beta == 0.0 { vec![f32::NAN; m * n] } else { random(m * n, 3) };
     let mut twin = c0.clone();
     reference::gemm_bf16(alpha, a, b, beta, &mut MatMut::new(&mut twin, m, n), bias, act);
     let mut exact = c0.clone();
@@ -274,9 +282,7 @@ fn check_gemm_bf16(
             } else {
                 (t - g).abs() <= 1e-6 * (1.0 + t.abs()) // false for NaN too
             };
-            let abs: f64 = (0..k).map(|p| (a.at(i, p) as f64 * b.at(p, j) as f64).abs()).sum();
-            let c_term = if beta == 0.0 { 0.0 } else { (beta as f64 * c0[i * n + j] as f64).abs() };
-            let scale = alpha.abs() as f64 * abs + c_term + 1.0;
+            let (abs, scale) = magnitudes(a, b, i, j, alpha, beta, c0[i * n + j]);
             let near = (t as f64 - e as f64).abs()
                 <= alpha.abs() as f64 * abs / 128.0 + 4.0 * (k as f64 + 2.0) * f32::EPSILON as f64 * scale;
             if !same || !near {

@@ -26,12 +26,13 @@ fn scratch() -> CliScratch {
     CliScratch::new(2000, 21)
 }
 
-/// A run with batch norm off, alpha dropout on (so masks matter) and a schedule (so the step
-/// counter matters): everything resuming has to restore.
+/// A run with batch norm off, alpha dropout on (so masks matter), a schedule (so the step
+/// counter matters) and bf16 products (so the precision must come back from config.json):
+/// everything resuming has to restore.
 fn train_args(out: &Path) -> Vec<String> {
     let flags = "train --epochs 8 --depth 3 --width 48 --batch-size 8 --val-size 40 --threads 2 --quiet --seed 3 \
                  --activation selu --init lecun_normal --standardise --alpha-dropout 0.1 --schedule 1cycle:0.02 \
-                 --optimizer sgd --step-log --patience 20";
+                 --optimizer sgd --step-log --patience 20 --precision bf16";
     let mut args: Vec<String> = flags.split_whitespace().map(String::from).collect();
     args.extend(["--out".into(), out.display().to_string()]);
     args

@@ -253,12 +253,7 @@ pub fn gemm_with(
     epi: Epilogue<'_>,
 ) {
     let blocking = blocking.checked();
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "gemm: A is {m}x{k} but B has {} rows", b.rows);
-    assert!(c.rows == m && c.cols == n, "gemm: C is {}x{}, expected {m}x{n}", c.rows, c.cols);
-    if let Some(bias) = epi.bias {
-        assert_eq!(bias.len(), n, "gemm: bias has {} values for {n} columns", bias.len());
-    }
+    let (m, n) = check_shapes("gemm", &a, &b, &c, &epi);
     if m == 0 || n == 0 {
         return;
     }
@@ -270,6 +265,24 @@ pub fn gemm_with(
     }
     // SAFETY: the target covers exactly the m x n view `c`, which we borrow mutably.
     unsafe { gemm_serial(&blocking, product) }
+}
+
+/// Panics unless A (`m x k`), B (`k x n`), C (`m x n`) and the bias (`n`) agree; returns
+/// `(m, n)`.
+pub(super) fn check_shapes(
+    name: &str,
+    a: &MatRef<'_>,
+    b: &MatRef<'_>,
+    c: &MatMut<'_>,
+    epi: &Epilogue<'_>,
+) -> (usize, usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "{name}: A is {m}x{k} but B has {} rows", b.rows);
+    assert!(c.rows == m && c.cols == n, "{name}: C is {}x{}, expected {m}x{n}", c.rows, c.cols);
+    if let Some(bias) = epi.bias {
+        assert_eq!(bias.len(), n, "{name}: bias has {} values for {n} columns", bias.len());
+    }
+    (m, n)
 }
 
 /// One product, `C = act(alpha * A B + beta * C + bias)`, as the levels below [`gemm_with`]

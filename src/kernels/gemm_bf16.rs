@@ -1,9 +1,8 @@
 //! Mixed-precision GEMM: `C = act(alpha * op(A) op(B) + beta * C + bias)` with A and B
 //! rounded to bf16 (nearest even) as they are packed, and every sum in f32. Where the CPU has
 //! AVX-512 BF16, one `vdpbf16ps` does 32 multiply-adds where an f32 FMA does 16, at the same
-//! rate (one 512-bit instruction per cycle on Zen 4, measured for both). Training uses it, when
-//! asked, for the first layer's two products, whose operands are reused enough to repay the
-//! rounding pass (see `nn::Precision`).
+//! rate (one 512-bit instruction per cycle on Zen 4, measured for both). Training uses it for
+//! every dense product with `--precision bf16` ([`Precision`]).
 //!
 //! The arithmetic, which the scalar twin [`reference::gemm_bf16`](super::reference::gemm_bf16)
 //! repeats: the depth is taken in pairs `(2p, 2p + 1)`, an odd last depth paired with zero, and
@@ -19,14 +18,15 @@
 //! `NR`-column panels, word `(p, j)` at `p NR + j`, so one 16-word vector meets one broadcast
 //! word of A. A is packed once per call: a row-major A row by row (`(i, p)` at `i pairs + p`),
 //! any other view pair by pair (`(i, p)` at `p m + i`; vectorised along m when A's columns are
-//! contiguous, as in the weight gradient's `x^T`). Serial: callers split work across threads.
+//! contiguous, as in the weight gradient's `x^T`). A transposed B is staged as rows of words and
+//! transposed into its panels. Serial: callers split work across threads.
 
 use wide::{f32x16, u32x16};
 
 use super::bf16::{Bf16Kernel, round_bits};
 use super::gemm::{
-    Blocking, Epilogue, MatMut, MatRef, NARROW_COLS, NARROW_VECTORS, NarrowStore, gemm, gemm_with, store_narrow_block,
-    store_tile, with_scratch,
+    Blocking, Epilogue, MatMut, MatRef, NARROW_COLS, NARROW_VECTORS, NarrowStore, check_shapes, gemm, gemm_with,
+    store_narrow_block, store_tile, with_scratch,
 };
 use super::quant::bf16_from_f32;
 use super::simd::{LANES, load_partial};
@@ -109,12 +109,8 @@ pub fn gemm_bf16_with(
     c: MatMut<'_>,
     epi: Epilogue<'_>,
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "gemm_bf16: A is {m}x{k} but B has {} rows", b.rows);
-    assert!(c.rows == m && c.cols == n, "gemm_bf16: C is {}x{}, expected {m}x{n}", c.rows, c.cols);
-    if let Some(bias) = epi.bias {
-        assert_eq!(bias.len(), n, "gemm_bf16: bias has {} values for {n} columns", bias.len());
-    }
+    let (m, n) = check_shapes("gemm_bf16", &a, &b, &c, &epi);
+    let k = a.cols;
     assert!(kernel.available(), "the {kernel:?} bf16 kernel does not run on this CPU");
     if m == 0 || n == 0 {
         return;
