@@ -191,8 +191,10 @@ fn preprocessing_scales_or_standardises() {
 }
 
 /// The input gradient `dz W^T`, taken as the transposed product `W dz^T` for batches of a
-/// multiple of 16 rows and directly for others, against the textbook sum, for layers wider,
-/// narrower and as wide as they are deep; the scratch's old contents (NaN) must not leak.
+/// multiple of 16 rows (and every batch in bf16) and directly for others, against the
+/// textbook sum (in bf16 within its rounding: 2^-7 of the sum of magnitudes), for layers
+/// wider, narrower and as wide as they are deep; the scratch's old contents (NaN) must not
+/// leak.
 #[test]
 fn input_gradient_matches_the_textbook_sum_in_both_orientations() {
     let mut rng = seeded(3, 1);
@@ -205,18 +207,21 @@ fn input_gradient_matches_the_textbook_sum_in_both_orientations() {
         .unwrap();
         let layer = dense(&model, 0);
         let w = layer.weights(&model.params);
-        for batch in [1, 15, 16, 17, 32, 48] {
+        for (batch, precision) in
+            [1, 15, 16, 17, 32, 48].into_iter().flat_map(|b| [(b, Precision::F32), (b, Precision::Bf16)])
+        {
             let dz: Vec<f32> = (0..batch * n_out).map(|_| uniform_f32(&mut rng) - 0.5).collect();
             let (mut dx, mut scratch) = (vec![0f32; batch * n_in], vec![f32::NAN; batch * n_in]);
-            layer.input_grad(&model.params, &dz, &mut dx, batch, &mut scratch, Precision::F32);
+            layer.input_grad(&model.params, &dz, &mut dx, batch, &mut scratch, precision);
+            let rounding = if precision == Precision::Bf16 { 1.0 / 128.0 } else { 0.0 };
             for r in 0..batch {
                 for i in 0..n_in {
                     let sum: f64 = (0..n_out).map(|j| dz[r * n_out + j] as f64 * w[i * n_out + j] as f64).sum();
                     let abs: f64 = (0..n_out).map(|j| (dz[r * n_out + j] * w[i * n_out + j]).abs() as f64).sum();
                     let got = dx[r * n_in + i] as f64;
                     assert!(
-                        (got - sum).abs() <= 4.0 * n_out as f64 * f32::EPSILON as f64 * abs + 1e-30,
-                        "{n_in}x{n_out}, batch {batch}: dx[{r}][{i}] = {got}, expected {sum}"
+                        (got - sum).abs() <= (rounding + 4.0 * n_out as f64 * f32::EPSILON as f64) * abs + 1e-30,
+                        "{n_in}x{n_out}, batch {batch}, {precision:?}: dx[{r}][{i}] = {got}, expected {sum}"
                     );
                 }
             }
