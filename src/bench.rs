@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::kernels::Precision;
-use crate::kernels::gemm::{Epilogue, MatMut, MatRef, gemm};
-use crate::kernels::gemm_bf16::gemm_bf16;
+use crate::kernels::gemm::{Epilogue, MatMut, MatRef};
 use crate::rng::{normal, seeded};
 
 /// The median time of one call and the rate it implies.
@@ -35,13 +34,7 @@ pub fn gemm_timing(
     let mut c = vec![0f32; m * n];
     let a_view = if transpose_a { MatRef::new(&a, k, m).t() } else { MatRef::new(&a, m, k) };
     let b_view = if transpose_b { MatRef::new(&b, n, k).t() } else { MatRef::new(&b, k, n) };
-    let mut call = || {
-        let c = MatMut::new(&mut c, m, n);
-        match precision {
-            Precision::F32 => gemm(1.0, a_view, b_view, 0.0, c, Epilogue::NONE),
-            Precision::Bf16 => gemm_bf16(1.0, a_view, b_view, 0.0, c, Epilogue::NONE),
-        }
-    };
+    let mut call = || precision.gemm(1.0, a_view, b_view, 0.0, MatMut::new(&mut c, m, n), Epilogue::NONE);
     // Size a batch to about 2 ms so timer overhead is negligible.
     let start = Instant::now();
     call();

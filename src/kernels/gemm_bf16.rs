@@ -117,8 +117,7 @@ pub fn gemm_bf16_with(
     }
     let pairs = k.div_ceil(2);
     let panel_len = pairs * NR;
-    // A transposed B (columns contiguous) is staged as rows of words, then transposed.
-    let staging_len = if b.cs != 1 && b.rs == 1 { NC.min(n) * pairs } else { 0 };
+    let staging_len = if staged(&b) { NC.min(n) * pairs } else { 0 };
     with_scratch(|scratch| {
         let (a_buf, b_buf, staging) = scratch.get_staged(m * pairs, NC.min(n).div_ceil(NR) * panel_len, staging_len);
         let a_words: &mut [u32] = wide::bytemuck::cast_slice_mut(a_buf);
@@ -213,18 +212,35 @@ fn narrow_sums<const RV: usize>(
         let av: [(f32x16, f32x16); RV] = core::array::from_fn(|v| {
             let words = column.get(v * LANES..).unwrap_or(&[]);
             let lanes: [u32; LANES] = core::array::from_fn(|l| words.get(l).copied().unwrap_or(0));
-            let w = u32x16::new(lanes);
-            (wide::bytemuck::cast(w << 16), wide::bytemuck::cast(w & u32x16::splat(0xFFFF_0000)))
+            widen(u32x16::new(lanes))
         });
         for (j, &word) in panel[p * NR..][..NARROW_COLS].iter().enumerate() {
-            let even = f32x16::splat(f32::from_bits(word << 16));
-            let odd = f32x16::splat(f32::from_bits(word & 0xFFFF_0000));
-            for (acc, &(a_even, a_odd)) in acc.iter_mut().zip(&av) {
-                acc[j] = even.mul_add(a_even, odd.mul_add(a_odd, acc[j]));
+            let b = splat_word(word);
+            for (acc, &a) in acc.iter_mut().zip(&av) {
+                acc[j] = pair_dot(acc[j], a, b);
             }
         }
     }
     acc
+}
+
+/// The values each word of `w` stands for, `(even, odd)` (a bf16 is the top half of an f32).
+#[inline(always)]
+fn widen(w: u32x16) -> (f32x16, f32x16) {
+    (wide::bytemuck::cast(w << 16), wide::bytemuck::cast(w & u32x16::splat(0xFFFF_0000)))
+}
+
+/// One word's two values, `(even, odd)`, each in every lane.
+#[inline(always)]
+fn splat_word(word: u32) -> (f32x16, f32x16) {
+    (f32x16::splat(f32::from_bits(word << 16)), f32x16::splat(f32::from_bits(word & 0xFFFF_0000)))
+}
+
+/// `(acc + a_odd b_odd) + a_even b_even`, `vdpbf16ps`'s order (the products are exact, so
+/// fusing rounds as the instruction does).
+#[inline(always)]
+fn pair_dot(acc: f32x16, (a_even, a_odd): (f32x16, f32x16), (b_even, b_odd): (f32x16, f32x16)) -> f32x16 {
+    a_even.mul_add(b_even, a_odd.mul_add(b_odd, acc))
 }
 
 /// How the packed A addresses word `(i, p)`.
@@ -323,6 +339,12 @@ fn pack_row_pairs(kernel: Bf16Kernel, row: &[f32], words: &mut [u32]) {
     }
 }
 
+/// Whether B is a transposed matrix (columns contiguous), which [`pack_b_panels`] stages as
+/// rows of words and transposes.
+fn staged(b: &MatRef<'_>) -> bool {
+    b.cs != 1 && b.rs == 1
+}
+
 /// Packs `block` (`k x n`) into `NR`-column panels of `pairs * NR` words; columns past `n`
 /// are zero. A transposed block (columns contiguous: the input gradient's `W^T` or `dz^T`)
 /// goes through `staging` (`n pairs` floats): each column packed as a row of words, then
@@ -332,7 +354,7 @@ fn pack_b_panels(kernel: Bf16Kernel, block: MatRef<'_>, pairs: usize, buf: &mut 
     if pairs == 0 {
         return;
     }
-    if block.cs != 1 && block.rs == 1 {
+    if staged(&block) {
         let rows: &mut [u32] = wide::bytemuck::cast_slice_mut(&mut staging[..n * pairs]);
         for (j, words) in rows.chunks_exact_mut(pairs).enumerate() {
             pack_row_pairs(kernel, &block.data[j * block.cs..][..k], words);
@@ -460,9 +482,6 @@ unsafe fn portable_tile<const V: usize, const R: usize, const PAIR_MAJOR: bool>(
     tile: &Tile<'_>,
     to: &TileStore<'_, '_>,
 ) {
-    let widen = |w: u32x16| -> (f32x16, f32x16) {
-        (wide::bytemuck::cast(w << 16), wide::bytemuck::cast(w & u32x16::splat(0xFFFF_0000)))
-    };
     // Rows past the tile's last repeat it: in bounds, never stored.
     let rows: [usize; R] = core::array::from_fn(|i| tile.first_row + i.min(tile.rows - 1));
     let mut acc = [[f32x16::ZERO; V]; R];
@@ -472,11 +491,9 @@ unsafe fn portable_tile<const V: usize, const R: usize, const PAIR_MAJOR: bool>(
             widen(u32x16::new(lanes))
         });
         for (acc_row, &i) in acc.iter_mut().zip(&rows) {
-            let word = tile.a.words[tile.a.index(i, p)];
-            let even = f32x16::splat(f32::from_bits(word << 16));
-            let odd = f32x16::splat(f32::from_bits(word & 0xFFFF_0000));
-            for (acc, &(b_even, b_odd)) in acc_row.iter_mut().zip(&b) {
-                *acc = even.mul_add(b_even, odd.mul_add(b_odd, *acc));
+            let a = splat_word(tile.a.words[tile.a.index(i, p)]);
+            for (acc, &b) in acc_row.iter_mut().zip(&b) {
+                *acc = pair_dot(*acc, a, b);
             }
         }
     }
