@@ -44,7 +44,7 @@ use simdnn::data::cifar::{CLASSES, IMAGE_BYTES, Preprocess, RECORD_BYTES};
 use simdnn::data::{Split, standardise_from};
 use simdnn::kernels::{Activation, Precision, reference};
 use simdnn::nn::{Sequential, Workspace};
-use simdnn::optim::{Gradient, OptimizerConfig};
+use simdnn::optim::{Gradient, OptimizerConfig, Params};
 use simdnn::parallel::KeepWarm;
 use simdnn::rng::{below, normal, seeded, uniform_f32};
 use simdnn::train::{TrainConfig, Trainer};
@@ -194,23 +194,33 @@ fn bench_optimizer(c: &mut Criterion) {
     let others = [&shards[1][..]];
     let mut group = c.benchmark_group("optimizer");
     group.throughput(Throughput::Elements(n as u64));
-    for name in ["nadam", "sgd"] {
-        for two_shards in [false, true] {
-            let mut params = model.params.clone();
-            let mut optimizer = OptimizerConfig::keras_default(name).expect("a Keras optimiser").build(n);
-            let gradient = if two_shards {
-                Gradient { first: &shards[0], others: &others, summed_from: first_layer_weights }
-            } else {
-                Gradient::from(&shards[0][..])
-            };
-            let label = if two_shards { "two_shards" } else { "one_buffer" };
-            group.bench_function(format!("{name}_{label}"), |b| {
-                pool.install(|| {
-                    let _warm = KeepWarm::start();
-                    b.iter(|| optimizer.apply(black_box(&mut params), gradient, 1e-4))
+    // `_bf16_copy`: also rewriting the parameters' bf16 copy, as in `--precision bf16` training.
+    for (name, two_shards, bf16_copy) in [
+        ("nadam", false, false),
+        ("nadam", true, false),
+        ("nadam", true, true),
+        ("sgd", false, false),
+        ("sgd", true, false),
+    ] {
+        let mut params = model.params.clone();
+        let mut rounded = vec![0u16; n];
+        let mut optimizer = OptimizerConfig::keras_default(name).expect("a Keras optimiser").build(n);
+        let gradient = if two_shards {
+            Gradient { first: &shards[0], others: &others, summed_from: first_layer_weights }
+        } else {
+            Gradient::from(&shards[0][..])
+        };
+        let label = if two_shards { "two_shards" } else { "one_buffer" };
+        let suffix = if bf16_copy { "_bf16_copy" } else { "" };
+        group.bench_function(format!("{name}_{label}{suffix}"), |b| {
+            pool.install(|| {
+                let _warm = KeepWarm::start();
+                b.iter(|| {
+                    let rounded = bf16_copy.then_some(&mut rounded[..]);
+                    optimizer.apply(Params { values: black_box(&mut params), rounded }, gradient, 1e-4)
                 })
-            });
-        }
+            })
+        });
     }
     group.finish();
 }

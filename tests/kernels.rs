@@ -3,7 +3,8 @@
 
 use simdnn::kernels::bf16::Bf16Kernel;
 use simdnn::kernels::gemm::{A_PANEL_ROWS, Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
-use simdnn::kernels::gemm_bf16::gemm_bf16_with;
+use simdnn::kernels::gemm_bf16::{Bf16Ref, Operand, gemm_bf16_with};
+use simdnn::kernels::quant::bf16_from_f32;
 use simdnn::kernels::softmax::{softmax_cross_entropy, softmax_cross_entropy_grad};
 use simdnn::kernels::vector::activation_backward_with_bias_grad;
 use simdnn::kernels::{Activation, reference};
@@ -274,6 +275,30 @@ fn check_gemm_bf16(
     let mut got = c0.clone();
     gemm_bf16_with(kernel, alpha, a, b, beta, MatMut::new(&mut got, m, n), Epilogue { bias, activation: act });
     let label = format!("{kernel:?} {label} alpha={alpha} beta={beta} bias={} {act}", bias.is_some());
+    // Operands given already rounded (row-major, as a trainer keeps its weights) take other
+    // packing paths to the same words: the same bits.
+    let rounded = |x: MatRef<'_>| -> Vec<u16> {
+        (0..x.rows() * x.cols()).map(|e| bf16_from_f32(x.at(e / x.cols(), e % x.cols()))).collect()
+    };
+    let (a16, b16) = (rounded(a), rounded(b));
+    for (ra, rb) in [(true, false), (false, true), (true, true)] {
+        let a_op: Operand<'_> = if ra { Bf16Ref::new(&a16, m, k).into() } else { a.into() };
+        let b_op: Operand<'_> = if rb { Bf16Ref::new(&b16, k, n).into() } else { b.into() };
+        let mut pre = c0.clone();
+        gemm_bf16_with(
+            kernel,
+            alpha,
+            a_op,
+            b_op,
+            beta,
+            MatMut::new(&mut pre, m, n),
+            Epilogue { bias, activation: act },
+        );
+        if let Some(e) = (0..m * n).find(|&e| pre[e].to_bits() != got[e].to_bits()) {
+            failures.push(format!("{label}, rounded A {ra} B {rb}: C[{e}] = {}, from f32 {}", pre[e], got[e]));
+            return;
+        }
+    }
     for i in 0..m {
         for j in 0..n {
             let (t, g, e) = (twin[i * n + j], got[i * n + j], exact[i * n + j]);

@@ -1,8 +1,9 @@
 //! Layers and models: Keras's initialiser definitions, preprocessing, and that inference,
 //! evaluation and training agree on the same forward pass.
 
+use simdnn::kernels::bf16::round_to_bf16;
 use simdnn::kernels::{Activation, Precision};
-use simdnn::nn::{Initializer, LayerSpec, Noise, Preprocess, Sequential, StepOptions, Workspace};
+use simdnn::nn::{Initializer, LayerSpec, Noise, ParamsRef, Preprocess, Sequential, StepOptions, Workspace};
 use simdnn::rng::{seeded, uniform_f32};
 
 fn dense(model: &Sequential, l: usize) -> &simdnn::nn::Dense {
@@ -130,6 +131,7 @@ fn predict_evaluate_and_training_agree() {
             first_layer_by_caller: true,
             noise: Noise { seed: 0, step: 0, first_row },
             precision: Precision::F32,
+            rounded: None,
         };
         let mut g = vec![f32::NAN; model.num_params()];
         let (l, c) = model.loss_and_grad_scaled(&[], &labels[rows.clone()], &mut ws, &mut g, scale, options);
@@ -226,5 +228,44 @@ fn input_gradient_matches_the_textbook_sum_in_both_orientations() {
                 }
             }
         }
+    }
+}
+
+/// A bf16 step reads the weights from the rounded copy when given one (a trainer's, kept by
+/// its optimiser) and gets the same bits as when it rounds them itself: odd widths (a row's
+/// last pair padded), batches that fill vectors and not, the first layer split by features.
+/// A copy that does not match the parameters changes the result, so it is what is read.
+#[test]
+fn bf16_steps_read_the_rounded_copy_of_the_weights() {
+    let spec = LayerSpec::Dense { units: 37, activation: Activation::Tanh, init: Initializer::HeNormal };
+    let out = LayerSpec::Dense { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform };
+    let model = Sequential::new(51, &[spec, spec, out], 5).unwrap();
+    let mut rounded = vec![0u16; model.num_params()];
+    round_to_bf16(&model.params, &mut rounded);
+    let stale = vec![0x3F80u16; model.num_params()]; // every weight 1.0
+    let mut rng = seeded(4, 0);
+    for batch in [13, 16] {
+        let x: Vec<f32> = (0..batch * 51).map(|_| uniform_f32(&mut rng) - 0.5).collect();
+        let labels: Vec<u8> = (0..batch).map(|i| (i * 3 % 10) as u8).collect();
+        let step = |copy: Option<&[u16]>| {
+            let options = StepOptions { precision: Precision::Bf16, rounded: copy, ..StepOptions::default() };
+            let mut grads = vec![f32::NAN; model.num_params()];
+            let (loss, _) =
+                model.loss_and_grad_scaled(&x, &labels, &mut Workspace::default(), &mut grads, 0.1, options);
+            (loss.to_bits(), grads.iter().map(|g| g.to_bits()).collect::<Vec<_>>())
+        };
+        assert_eq!(step(Some(&rounded)), step(None), "batch {batch}");
+        assert_ne!(step(Some(&stale)), step(None), "batch {batch}: the copy was not read");
+
+        let first = dense(&model, 0);
+        let x_part: Vec<f32> = x.chunks_exact(51).flat_map(|row| row[20..51].to_vec()).collect();
+        let part = |copy: Option<&[u16]>| {
+            let mut partial = vec![f32::NAN; batch * 37];
+            let params = ParamsRef { values: &model.params, rounded: copy };
+            first.forward_part(params, &x_part, 20..51, &mut partial, batch, Precision::Bf16);
+            partial.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(part(Some(&rounded)), part(None), "batch {batch}, first layer part");
+        assert_ne!(part(Some(&stale)), part(None), "batch {batch}, first layer part: the copy was not read");
     }
 }

@@ -2,7 +2,8 @@
 //! struct in `src/optim/mod.rs` states it), computed here by hand in f64, written out
 //! literally; plus the Keras defaults, the step counter, and thread-count independence.
 
-use simdnn::optim::{AdaGrad, Adam, Gradient, Nadam, Optimizer, OptimizerConfig, RmsProp, Sgd};
+use simdnn::kernels::quant::bf16_from_f32;
+use simdnn::optim::{AdaGrad, Adam, Gradient, Nadam, Optimizer, OptimizerConfig, Params, RmsProp, Sgd};
 
 const P0: [f32; 3] = [0.5, -1.25, 2.0];
 /// Fixed gradients for three steps: mixed signs and magnitudes, one of them tiny so that the
@@ -355,6 +356,9 @@ fn shard_grad(s: usize, t: usize, n: usize) -> Vec<f32> {
     (0..n).map(|i| (((i * 7919 + t * 104_729 + s * 31) % 2003) as f32 + 1.0) / 1000.0).collect()
 }
 
+/// The sharded step also keeps the rounded copy a bf16 trainer reads: it must not change the
+/// update, and must equal each parameter rounded to nearest even, whichever thread and chunk
+/// of the loop wrote it.
 #[test]
 fn sharded_gradients_match_the_summed_gradient() {
     use OptimizerConfig as C;
@@ -375,6 +379,7 @@ fn sharded_gradients_match_the_summed_gradient() {
                 for config in configs {
                     let start: Vec<f32> = (0..n).map(|i| ((i * 37 % 1001) as f32 - 500.0) / 250.0).collect();
                     let (mut summed, mut sharded) = (start.clone(), start.clone());
+                    let mut rounded = vec![0u16; n];
                     let (mut a, mut b) = (config.build(n), config.build(n));
                     pool.install(|| {
                         for t in 0..2 {
@@ -386,13 +391,16 @@ fn sharded_gradients_match_the_summed_gradient() {
                             }
                             a.step(&mut summed, &total, 1e-2);
                             let others: Vec<&[f32]> = grads[1..].iter().map(|g| &g[..]).collect();
-                            b.apply(&mut sharded, Gradient { first: &grads[0], others: &others, summed_from }, 1e-2);
+                            let params = Params { values: &mut sharded, rounded: Some(&mut rounded) };
+                            b.apply(params, Gradient { first: &grads[0], others: &others, summed_from }, 1e-2);
                         }
                     });
                     let case =
                         format!("{config:?}, n {n}, {threads} threads, summed from {summed_from}, {shards} shards");
                     let first_diff = summed.iter().zip(&sharded).position(|(x, y)| x.to_bits() != y.to_bits());
                     assert_eq!(first_diff, None, "{case}");
+                    let stale = rounded.iter().zip(&sharded).position(|(&r, &p)| r != bf16_from_f32(p));
+                    assert_eq!(stale, None, "{case}: the rounded copy differs from the parameters");
                     let unmoved = sharded.iter().zip(&start).position(|(x, y)| x == y);
                     assert_eq!(unmoved, None, "{case}: a parameter was not updated");
                 }

@@ -52,12 +52,12 @@ fn sliced_steps_match_one_thread_including_a_batch_smaller_than_the_slices() {
         let steps = trainers[0].steps_per_epoch();
         assert_eq!((100 - val_size) % batch, 1, "the last batch has one row");
         for step in 0..steps {
-            let start = trainers[0].model.params.clone();
-            trainers[1].model.params.copy_from_slice(&start);
+            let start = trainers[0].model().params.clone();
+            trainers[1].model_mut().params.copy_from_slice(&start);
             for (trainer, pool) in trainers.iter_mut().zip(&pools) {
                 pool.install(|| trainer.step(1, step, 0.05, None).unwrap());
             }
-            let (one, many) = (&trainers[0].model.params, &trainers[1].model.params);
+            let (one, many) = (&trainers[0].model().params, &trainers[1].model().params);
             assert_ne!(one, &start, "step {step} changed nothing");
             let worst = one.iter().zip(many).map(|(a, b)| (a - b).abs() / a.abs().max(1e-2)).fold(0f32, f32::max);
             assert!(worst < 1e-5, "step {step}: 1 and {threads} threads differ by up to {worst} (relative)");
@@ -67,7 +67,9 @@ fn sliced_steps_match_one_thread_including_a_batch_smaller_than_the_slices() {
 
 /// With every dense product in bf16 each step's update stays near the f32 update (operands
 /// with 8-bit significands, sums in f32), differs from it (the bf16 kernels did run), and
-/// repeats bit for bit, on one thread and on two. The network is smooth (tanh): with SELU, a
+/// repeats bit for bit, on one thread and on two: a trainer made for the step gets the same
+/// bits as one that has trained and had its parameters replaced (`model_mut`), so its rounded
+/// copy of the weights follows such a change. The network is smooth (tanh): with SELU, a
 /// pre-activation within rounding of 0 takes the other branch's slope (1.05 against 1.76) and
 /// moves its unit's gradients by far more than rounding (14 % of the largest update in one
 /// step here). Largest difference seen with tanh: 1/280 of the largest update; bound 1/64.
@@ -81,18 +83,20 @@ fn bf16_updates_stay_near_f32_and_repeat_exactly() {
     (cfg.depth, cfg.width, cfg.alpha_dropout, cfg.activation) = (3, 24, 0.0, Activation::Tanh);
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        let mut trainers = [Precision::F32, Precision::Bf16, Precision::Bf16].map(|precision| {
+        let new_trainer = |precision| {
             let mut t = pool.install(|| trainer(&data, &cfg, "sgd", 36, 16, 0.05));
             t.precision = precision;
             t.shuffle(1);
             t
-        });
+        };
+        let mut trainers = [Precision::F32, Precision::Bf16].map(new_trainer);
         for step in 0..trainers[0].steps_per_epoch() {
-            let start = trainers[0].model.params.clone();
-            let updates = trainers.each_mut().map(|t| {
-                t.model.params.copy_from_slice(&start);
+            let start = trainers[0].model().params.clone();
+            let [f32_trainer, bf16_trainer] = &mut trainers;
+            let updates = [f32_trainer, bf16_trainer, &mut new_trainer(Precision::Bf16)].map(|t| {
+                t.model_mut().params.copy_from_slice(&start);
                 pool.install(|| t.step(1, step, 0.05, None).unwrap());
-                t.model.params.iter().zip(&start).map(|(p, s)| p - s).collect::<Vec<f32>>()
+                t.model().params.iter().zip(&start).map(|(p, s)| p - s).collect::<Vec<f32>>()
             });
             let [f32_update, bf16_update, again] = &updates;
             assert_eq!(bf16_update, again, "{threads} threads, step {step}: bf16 steps differ between runs");

@@ -15,7 +15,7 @@ use simdnn::format::{
 use simdnn::infer;
 use simdnn::kernels::bf16::{Bf16Kernel, gemv_bf16_with, round_to_bf16};
 use simdnn::kernels::gemm::{Blocking, Epilogue, MR, MatMut, MatRef, NR, Packing, gemm_with};
-use simdnn::kernels::gemm_bf16::gemm_bf16_with;
+use simdnn::kernels::gemm_bf16::{Bf16Ref, gemm_bf16_with};
 use simdnn::kernels::int8::{
     Int8Kernel, U8Quant, gemv_u8_i8, gemv_u8_i8_with, min_max, pack_groups_of_4, packed_column_sum, packed_len,
     packed_padding_is_zero, quantize_u8, unpack_groups_of_4,
@@ -168,8 +168,8 @@ fn lipschitz(act: Activation) -> f64 {
 
 /// `gemm_with` against the scalar twin `reference::gemm` over small shapes, transposes, row
 /// padding, alpha/beta, bias, every activation, tiny block sizes and packing modes, and
-/// `gemm_bf16_with` (each kernel this CPU runs) against `reference::gemm_bf16` on the same
-/// operands (the input is a [`GemmInput`]).
+/// `gemm_bf16_with` (each kernel this CPU runs, with f32 operands and with operands already
+/// rounded) against `reference::gemm_bf16` on the same operands (the input is a [`GemmInput`]).
 ///
 /// Row padding of A, B and C is filled with NaN: a kernel that reads outside its views poisons
 /// the result, and one that writes outside C's view changes the padding.
@@ -263,10 +263,19 @@ pub fn check_gemm(data: &[u8]) {
     // by the activation's error (and subnormals, which the entries' magnitudes never make).
     let mut expected = c0.clone();
     reference::gemm_bf16(alpha, a, b, beta, &mut MatMut::strided(&mut expected, m, n, ldc), bias, act);
+    // And with A and B given already rounded (row-major), as a bf16 trainer passes its weights.
+    let rounded = |x: MatRef<'_>| -> Vec<u16> {
+        (0..x.rows() * x.cols()).map(|e| bf16_from_f32(x.at(e / x.cols(), e % x.cols()))).collect()
+    };
+    let (a16, b16) = (rounded(a), rounded(b));
     for kernel in [Bf16Kernel::Portable, Bf16Kernel::Avx512Bf16].into_iter().filter(|k| k.available()) {
         let mut got = c0.clone();
         gemm_bf16_with(kernel, alpha, a, b, beta, MatMut::strided(&mut got, m, n, ldc), epi);
         compare(&format!("bf16 {kernel:?}"), &expected, &got);
+        let mut got = c0.clone();
+        let (a16, b16) = (Bf16Ref::new(&a16, m, k), Bf16Ref::new(&b16, k, n));
+        gemm_bf16_with(kernel, alpha, a16, b16, beta, MatMut::strided(&mut got, m, n, ldc), epi);
+        compare(&format!("bf16 {kernel:?}, operands rounded"), &expected, &got);
     }
 }
 

@@ -253,7 +253,7 @@ pub fn gemm_with(
     epi: Epilogue<'_>,
 ) {
     let blocking = blocking.checked();
-    let (m, n) = check_shapes("gemm", &a, &b, &c, &epi);
+    let (m, n) = check_shapes("gemm", (a.rows, a.cols), (b.rows, b.cols), &c, &epi);
     if m == 0 || n == 0 {
         return;
     }
@@ -271,13 +271,12 @@ pub fn gemm_with(
 /// `(m, n)`.
 pub(super) fn check_shapes(
     name: &str,
-    a: &MatRef<'_>,
-    b: &MatRef<'_>,
+    (m, k): (usize, usize),
+    (b_rows, n): (usize, usize),
     c: &MatMut<'_>,
     epi: &Epilogue<'_>,
 ) -> (usize, usize) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "{name}: A is {m}x{k} but B has {} rows", b.rows);
+    assert_eq!(b_rows, k, "{name}: A is {m}x{k} but B has {b_rows} rows");
     assert!(c.rows == m && c.cols == n, "{name}: C is {}x{}, expected {m}x{n}", c.rows, c.cols);
     if let Some(bias) = epi.bias {
         assert_eq!(bias.len(), n, "{name}: bias has {} values for {n} columns", bias.len());

@@ -19,7 +19,10 @@
 //! word of A. A is packed once per call: a row-major A row by row (`(i, p)` at `i pairs + p`),
 //! any other view pair by pair (`(i, p)` at `p m + i`; vectorised along m when A's columns are
 //! contiguous, as in the weight gradient's `x^T`). A transposed B is staged as rows of words and
-//! transposed into its panels. Serial: callers split work across threads.
+//! transposed into its panels. Either operand may come already rounded ([`Bf16Ref`], row-major:
+//! a trainer's weights, rounded once per step by its optimiser): packing it moves bits without
+//! rounding, and an A's rows are its words as they lie. Serial: callers split work across
+//! threads.
 
 use wide::{f32x16, u32x16};
 
@@ -71,18 +74,115 @@ impl Precision {
 
     /// `C = act(alpha * A B + beta * C + bias)` in this precision: f32 across rayon's threads
     /// where the product is large enough ([`gemm`]), bf16 on the calling thread.
-    pub fn gemm(self, alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>, epi: Epilogue<'_>) {
+    ///
+    /// # Panics
+    /// As [`gemm`] and [`gemm_bf16`], and if an f32 product is given an operand already
+    /// rounded to bf16 (a programming error).
+    pub fn gemm<'a>(
+        self,
+        alpha: f32,
+        a: impl Into<Operand<'a>>,
+        b: impl Into<Operand<'a>>,
+        beta: f32,
+        c: MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
         match self {
-            Precision::F32 => gemm(alpha, a, b, beta, c, epi),
+            Precision::F32 => gemm(alpha, a.into().f32(), b.into().f32(), beta, c, epi),
             Precision::Bf16 => gemm_bf16(alpha, a, b, beta, c, epi),
         }
     }
 
     /// `C = act(alpha * A B + beta * C + bias)` in this precision, on the calling thread.
-    pub fn gemm_serial(self, alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>, epi: Epilogue<'_>) {
+    ///
+    /// # Panics
+    /// As [`Precision::gemm`].
+    pub fn gemm_serial<'a>(
+        self,
+        alpha: f32,
+        a: impl Into<Operand<'a>>,
+        b: impl Into<Operand<'a>>,
+        beta: f32,
+        c: MatMut<'_>,
+        epi: Epilogue<'_>,
+    ) {
         match self {
-            Precision::F32 => gemm_with(&Blocking::SERIAL, alpha, a, b, beta, c, epi),
+            Precision::F32 => gemm_with(&Blocking::SERIAL, alpha, a.into().f32(), b.into().f32(), beta, c, epi),
             Precision::Bf16 => gemm_bf16(alpha, a, b, beta, c, epi),
+        }
+    }
+}
+
+/// A row-major matrix whose values are already rounded to bf16 (their bits, rows `ld` apart),
+/// which [`gemm_bf16`] reads without rounding them again. A trainer keeps its weights so,
+/// rounded once per step by the optimiser, instead of rounding them in every product.
+#[derive(Clone, Copy, Debug)]
+pub struct Bf16Ref<'a> {
+    bits: &'a [u16],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+}
+
+impl<'a> Bf16Ref<'a> {
+    /// A contiguous row-major `rows x cols` matrix; panics if it does not fit in `bits` (a
+    /// programming error).
+    pub fn new(bits: &'a [u16], rows: usize, cols: usize) -> Self {
+        assert!(
+            rows.checked_mul(cols).is_some_and(|len| len <= bits.len()),
+            "Bf16Ref {rows}x{cols} does not fit in {} values",
+            bits.len()
+        );
+        Bf16Ref { bits, rows, cols, ld: cols }
+    }
+
+    /// Row `i`.
+    fn row(&self, i: usize) -> &'a [u16] {
+        &self.bits[i * self.ld..][..self.cols]
+    }
+
+    /// Columns `c0..c0 + cols`.
+    fn columns(&self, c0: usize, cols: usize) -> Self {
+        debug_assert!(c0 + cols <= self.cols);
+        let offset = if self.rows > 0 && cols > 0 { c0 } else { 0 };
+        Bf16Ref { bits: &self.bits[offset..], cols, ..*self }
+    }
+}
+
+/// An operand of a product: f32 values (a bf16 product rounds them as it packs them), or
+/// values already rounded to bf16.
+#[derive(Clone, Copy, Debug)]
+pub enum Operand<'a> {
+    F32(MatRef<'a>),
+    Bf16(Bf16Ref<'a>),
+}
+
+impl<'a> From<MatRef<'a>> for Operand<'a> {
+    fn from(m: MatRef<'a>) -> Self {
+        Operand::F32(m)
+    }
+}
+
+impl<'a> From<Bf16Ref<'a>> for Operand<'a> {
+    fn from(m: Bf16Ref<'a>) -> Self {
+        Operand::Bf16(m)
+    }
+}
+
+impl<'a> Operand<'a> {
+    /// `(rows, cols)`.
+    fn shape(&self) -> (usize, usize) {
+        match self {
+            Operand::F32(m) => (m.rows, m.cols),
+            Operand::Bf16(m) => (m.rows, m.cols),
+        }
+    }
+
+    /// The f32 view; panics for rounded values, which an f32 product cannot take.
+    fn f32(self) -> MatRef<'a> {
+        match self {
+            Operand::F32(m) => m,
+            Operand::Bf16(_) => panic!("an f32 product was given an operand rounded to bf16"),
         }
     }
 }
@@ -92,7 +192,14 @@ impl Precision {
 ///
 /// # Panics
 /// If the shapes do not agree or `bias` is not `n` long (programming errors).
-pub fn gemm_bf16(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<'_>, epi: Epilogue<'_>) {
+pub fn gemm_bf16<'a>(
+    alpha: f32,
+    a: impl Into<Operand<'a>>,
+    b: impl Into<Operand<'a>>,
+    beta: f32,
+    c: MatMut<'_>,
+    epi: Epilogue<'_>,
+) {
     gemm_bf16_with(Bf16Kernel::detect(), alpha, a, b, beta, c, epi)
 }
 
@@ -100,24 +207,25 @@ pub fn gemm_bf16(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: MatMut<
 ///
 /// # Panics
 /// As [`gemm_bf16`], and if `kernel` does not run on this CPU.
-pub fn gemm_bf16_with(
+pub fn gemm_bf16_with<'a>(
     kernel: Bf16Kernel,
     alpha: f32,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
+    a: impl Into<Operand<'a>>,
+    b: impl Into<Operand<'a>>,
     beta: f32,
     c: MatMut<'_>,
     epi: Epilogue<'_>,
 ) {
-    let (m, n) = check_shapes("gemm_bf16", &a, &b, &c, &epi);
-    let k = a.cols;
+    let (a, b) = (a.into(), b.into());
+    let (m, n) = check_shapes("gemm_bf16", a.shape(), b.shape(), &c, &epi);
+    let k = a.shape().1;
     assert!(kernel.available(), "the {kernel:?} bf16 kernel does not run on this CPU");
     if m == 0 || n == 0 {
         return;
     }
     let pairs = k.div_ceil(2);
     let panel_len = pairs * NR;
-    let staging_len = if staged(&b) { NC.min(n) * pairs } else { 0 };
+    let staging_len = if matches!(&b, Operand::F32(b) if staged(b)) { NC.min(n) * pairs } else { 0 };
     with_scratch(|scratch| {
         let (a_buf, b_buf, staging) = scratch.get_staged(m * pairs, NC.min(n).div_ceil(NR) * panel_len, staging_len);
         let a_words: &mut [u32] = wide::bytemuck::cast_slice_mut(a_buf);
@@ -125,7 +233,11 @@ pub fn gemm_bf16_with(
         let a_packed = pack_a(kernel, a, pairs, a_words);
         for jc in (0..n).step_by(NC) {
             let cols = NC.min(n - jc);
-            pack_b_panels(kernel, b.sub(0, jc, k, cols), pairs, b_words, staging);
+            let block = match b {
+                Operand::F32(b) => Operand::F32(b.sub(0, jc, k, cols)),
+                Operand::Bf16(b) => Operand::Bf16(b.columns(jc, cols)),
+            };
+            pack_b_panels(kernel, block, pairs, b_words, staging);
             for jr in (0..cols).step_by(NR) {
                 let panel = &b_words[jr / NR * panel_len..][..panel_len];
                 let width = NR.min(cols - jr);
@@ -296,9 +408,20 @@ fn pair_words(kernel: Bf16Kernel, even: &[f32], odd: Option<&[f32]>, out: &mut [
 }
 
 /// Packs A (`m x k`) into `buf` (`m pairs` words).
-fn pack_a<'w>(kernel: Bf16Kernel, a: MatRef<'_>, pairs: usize, buf: &'w mut [u32]) -> PackedA<'w> {
-    let (m, k) = (a.rows, a.cols);
+fn pack_a<'w>(kernel: Bf16Kernel, a: Operand<'_>, pairs: usize, buf: &'w mut [u32]) -> PackedA<'w> {
+    let (m, k) = a.shape();
     let buf = &mut buf[..m * pairs];
+    let a = match a {
+        Operand::F32(a) => a,
+        Operand::Bf16(a) => {
+            if pairs > 0 {
+                for (i, words) in buf.chunks_exact_mut(pairs).enumerate() {
+                    row_words(a.row(i), words);
+                }
+            }
+            return PackedA { words: buf, layout: ALayout::RowMajor, m, pairs };
+        }
+    };
     let layout = if a.cs == 1 {
         if pairs > 0 {
             for (i, words) in buf.chunks_exact_mut(pairs).enumerate() {
@@ -339,6 +462,32 @@ fn pack_row_pairs(kernel: Bf16Kernel, row: &[f32], words: &mut [u32]) {
     }
 }
 
+/// One row of rounded values as pair words (`words.len() = row.len().div_ceil(2)`): on a
+/// little-endian machine, the row's bytes.
+fn row_words(row: &[u16], words: &mut [u32]) {
+    let halves: &mut [u16] = wide::bytemuck::cast_slice_mut(words);
+    halves[..row.len()].copy_from_slice(row);
+    halves[row.len()..].fill(0);
+    if cfg!(target_endian = "big") {
+        words.iter_mut().for_each(|w| *w = w.rotate_left(16));
+    }
+}
+
+/// `out[j] = even[j] | odd[j] << 16` for rounded values; past the end of `even` or `odd` (all
+/// of `odd` when there is none), zero.
+fn pair_bits(even: &[u16], odd: Option<&[u16]>, out: &mut [u32]) {
+    let width = even.len();
+    match odd {
+        Some(odd) => {
+            for ((word, &e), &o) in out.iter_mut().zip(even).zip(odd) {
+                *word = u32::from(e) | u32::from(o) << 16;
+            }
+        }
+        None => out.iter_mut().zip(even).for_each(|(word, &e)| *word = u32::from(e)),
+    }
+    out[width..].fill(0);
+}
+
 /// Whether B is a transposed matrix (columns contiguous), which [`pack_b_panels`] stages as
 /// rows of words and transposes.
 fn staged(b: &MatRef<'_>) -> bool {
@@ -349,11 +498,25 @@ fn staged(b: &MatRef<'_>) -> bool {
 /// are zero. A transposed block (columns contiguous: the input gradient's `W^T` or `dz^T`)
 /// goes through `staging` (`n pairs` floats): each column packed as a row of words, then
 /// the words transposed into the panels.
-fn pack_b_panels(kernel: Bf16Kernel, block: MatRef<'_>, pairs: usize, buf: &mut [u32], staging: &mut [f32]) {
-    let (k, n) = (block.rows, block.cols);
+fn pack_b_panels(kernel: Bf16Kernel, block: Operand<'_>, pairs: usize, buf: &mut [u32], staging: &mut [f32]) {
+    let (k, n) = block.shape();
     if pairs == 0 {
         return;
     }
+    let block = match block {
+        Operand::F32(block) => block,
+        Operand::Bf16(block) => {
+            for (panel_index, panel) in buf.chunks_exact_mut(pairs * NR).take(n.div_ceil(NR)).enumerate() {
+                let j0 = panel_index * NR;
+                let width = NR.min(n - j0);
+                for (p, words) in panel.chunks_exact_mut(NR).enumerate() {
+                    let row = |kk: usize| &block.row(kk)[j0..j0 + width];
+                    pair_bits(row(2 * p), (2 * p + 1 < k).then(|| row(2 * p + 1)), words);
+                }
+            }
+            return;
+        }
+    };
     if staged(&block) {
         let rows: &mut [u32] = wide::bytemuck::cast_slice_mut(&mut staging[..n * pairs]);
         for (j, words) in rows.chunks_exact_mut(pairs).enumerate() {

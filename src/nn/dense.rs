@@ -5,6 +5,7 @@
 use core::ops::Range;
 
 use crate::kernels::gemm::{Epilogue, MatMut, MatRef};
+use crate::kernels::gemm_bf16::{Bf16Ref, Operand};
 use crate::kernels::transpose::transpose;
 use crate::kernels::vector::activation_backward_with_bias_grad;
 use crate::kernels::{Activation, Precision};
@@ -12,6 +13,28 @@ use crate::kernels::{Activation, Precision};
 /// In f32, batches of a multiple of this many rows (one vector's lanes) take the transposed
 /// input gradient (see [`Dense::input_grad`]).
 const TRANSPOSED_BATCH: usize = 16;
+
+/// The parameters a layer reads: the model's f32 values and, optionally, the same values
+/// rounded to bf16 (a trainer's copy, kept by its optimiser: `optim::Params`), which bf16
+/// products read instead of rounding the weights themselves.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamsRef<'p> {
+    pub values: &'p [f32],
+    /// As long as `values`.
+    pub rounded: Option<&'p [u16]>,
+}
+
+impl<'p> From<&'p [f32]> for ParamsRef<'p> {
+    fn from(values: &'p [f32]) -> Self {
+        ParamsRef { values, rounded: None }
+    }
+}
+
+impl<'p> From<&'p alloc::vec::Vec<f32>> for ParamsRef<'p> {
+    fn from(values: &'p alloc::vec::Vec<f32>) -> Self {
+        ParamsRef { values, rounded: None }
+    }
+}
 
 /// A dense layer's shape and where its parameters sit in the model's parameter vector.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,13 +75,31 @@ impl Dense {
         self.forward_with(Precision::F32, params, x, y, batch)
     }
 
+    /// The weight rows `rows` (`[rows.len(), n_out]`) as a product in `precision` reads them:
+    /// the rounded copy, when the product is bf16 and `params` carry one.
+    fn weights_operand<'p>(&self, params: ParamsRef<'p>, rows: Range<usize>, precision: Precision) -> Operand<'p> {
+        let span = self.w_offset + rows.start * self.n_out..self.w_offset + rows.end * self.n_out;
+        match (precision, params.rounded) {
+            (Precision::Bf16, Some(rounded)) => Bf16Ref::new(&rounded[span], rows.len(), self.n_out).into(),
+            _ => MatRef::new(&params.values[span], rows.len(), self.n_out).into(),
+        }
+    }
+
     /// [`Dense::forward`], multiplying in `precision`.
-    pub fn forward_with(&self, precision: Precision, params: &[f32], x: &[f32], y: &mut [f32], batch: usize) {
-        let epilogue = Epilogue { bias: Some(self.bias(params)), activation: self.activation };
+    pub fn forward_with<'p>(
+        &self,
+        precision: Precision,
+        params: impl Into<ParamsRef<'p>>,
+        x: &[f32],
+        y: &mut [f32],
+        batch: usize,
+    ) {
+        let params = params.into();
+        let epilogue = Epilogue { bias: Some(self.bias(params.values)), activation: self.activation };
         precision.gemm(
             1.0,
             MatRef::new(x, batch, self.n_in),
-            MatRef::new(self.weights(params), self.n_in, self.n_out),
+            self.weights_operand(params, 0..self.n_in, precision),
             0.0,
             MatMut::new(y, batch, self.n_out),
             epilogue,
@@ -70,20 +111,19 @@ impl Dense {
     /// input; no bias, no activation; on the calling thread, multiplying in `precision`.
     /// [`Dense::forward_from_parts`] finishes the pass from the parts' partial products
     /// (`[batch, n_out]` each).
-    pub fn forward_part(
+    pub fn forward_part<'p>(
         &self,
-        params: &[f32],
+        params: impl Into<ParamsRef<'p>>,
         x_part: &[f32],
         features: Range<usize>,
         partial: &mut [f32],
         batch: usize,
         precision: Precision,
     ) {
-        let w = &self.weights(params)[features.start * self.n_out..features.end * self.n_out];
         precision.gemm_serial(
             1.0,
             MatRef::new(x_part, batch, features.len()),
-            MatRef::new(w, features.len(), self.n_out),
+            self.weights_operand(params.into(), features, precision),
             0.0,
             MatMut::new(partial, batch, self.n_out),
             Epilogue::NONE,
@@ -126,9 +166,9 @@ impl Dense {
     /// # Shapes
     /// `x`: `[batch, n_in]`, `y` and `dy`: `[batch, n_out]`, `dx` and `scratch`: `[batch, n_in]`.
     #[allow(clippy::too_many_arguments)]
-    pub fn backward(
+    pub fn backward<'p>(
         &self,
-        params: &[f32],
+        params: impl Into<ParamsRef<'p>>,
         x: &[f32],
         y: &[f32],
         dy: &mut [f32],
@@ -204,9 +244,9 @@ impl Dense {
     ///
     /// # Shapes
     /// `dz`: `[batch, n_out]`, `dx` and `scratch` (at least): `[batch, n_in]`.
-    pub fn input_grad(
+    pub fn input_grad<'p>(
         &self,
-        params: &[f32],
+        params: impl Into<ParamsRef<'p>>,
         dz: &[f32],
         dx: &mut [f32],
         batch: usize,
@@ -214,12 +254,14 @@ impl Dense {
         precision: Precision,
     ) {
         let (n_in, n_out) = (self.n_in, self.n_out);
-        let (w, dz) = (MatRef::new(self.weights(params), n_in, n_out), MatRef::new(dz, batch, n_out));
+        let (params, dz) = (params.into(), MatRef::new(dz, batch, n_out));
         if precision == Precision::Bf16 || batch.is_multiple_of(TRANSPOSED_BATCH) {
             let dx_t = &mut scratch[..n_in * batch];
+            let w = self.weights_operand(params, 0..n_in, precision);
             precision.gemm(1.0, w, dz.t(), 0.0, MatMut::new(dx_t, n_in, batch), Epilogue::NONE);
             transpose(dx_t, n_in, batch, dx);
         } else {
+            let w = MatRef::new(self.weights(params.values), n_in, n_out);
             precision.gemm(1.0, dz, w.t(), 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
         }
     }

@@ -12,7 +12,7 @@ pub mod init;
 pub mod model;
 pub mod preprocess;
 
-pub use dense::Dense;
+pub use dense::{Dense, ParamsRef};
 pub use dropout::Noise;
 pub use init::Initializer;
 pub use model::{Layer, LayerSpec, Mode, Sequential, StepOptions, Workspace};

@@ -10,6 +10,8 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
+use crate::kernels::bf16::round_to_bf16;
+
 pub mod lr_range;
 pub mod schedule;
 
@@ -17,10 +19,11 @@ pub mod schedule;
 pub trait Optimizer: Send {
     /// `params -= update(grads)` at learning rate `lr`; advances the step counter.
     fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
-        self.apply(params, grads.into(), lr);
+        self.apply(params.into(), grads.into(), lr);
     }
-    /// [`Optimizer::step`] on a gradient that may come in data-parallel shards.
-    fn apply(&mut self, params: &mut [f32], grads: Gradient<'_>, lr: f32);
+    /// [`Optimizer::step`] on a gradient that may come in data-parallel shards, keeping a
+    /// rounded copy of the parameters when [`Params::rounded`] is given.
+    fn apply(&mut self, params: Params<'_>, grads: Gradient<'_>, lr: f32);
     /// Steps taken so far.
     fn iterations(&self) -> u64;
     /// Sets the momentum for the next steps (1cycle's momentum cycling). Only SGD has a
@@ -167,6 +170,22 @@ impl OptimizerConfig {
     }
 }
 
+/// What an optimiser step writes: the parameters and, when given, a copy of them rounded to
+/// bf16 (nearest even), which the step rewrites as it updates them. bf16 training reads its
+/// weights from that copy: rounded once per step, by the thread that updated them, instead
+/// of in every product that reads them; and the other core reads half the bytes.
+pub struct Params<'a> {
+    pub values: &'a mut [f32],
+    /// As long as `values`.
+    pub rounded: Option<&'a mut [u16]>,
+}
+
+impl<'a> From<&'a mut [f32]> for Params<'a> {
+    fn from(values: &'a mut [f32]) -> Self {
+        Params { values, rounded: None }
+    }
+}
+
 /// The gradient an optimiser step reads.
 ///
 /// In data-parallel training each shard of the batch leaves its own gradient; the step adds
@@ -207,12 +226,17 @@ const PARALLEL_MIN: usize = 1 << 15;
 /// apart, moving gradients between cores made this loop several times slower, and
 /// invalidating another core's copies of the weights about twice as slow.
 fn for_each_param<const S: usize>(
-    params: &mut [f32],
+    params: Params<'_>,
     state: &mut [f32],
     grads: Gradient<'_>,
     update: impl Fn(&mut f32, f32, &mut [f32; S]) + Sync,
 ) {
+    let Params { values: params, rounded } = params;
     let n = params.len();
+    if let Some(r) = &rounded {
+        assert_eq!(r.len(), n, "optimizer: {n} parameters but a rounded copy of {}", r.len());
+    }
+    let mut rest_r = rounded;
     assert!(
         grads.first.len() == n && grads.others.iter().all(|g| g.len() == n),
         "optimizer: {n} parameters but gradients of {} floats",
@@ -231,15 +255,20 @@ fn for_each_param<const S: usize>(
             let end = lo + (hi - lo) * (t + 1) / threads;
             let (p, tail_p) = core::mem::take(&mut rest_p).split_at_mut(end - offset);
             let (s, tail_s) = core::mem::take(&mut rest_s).split_at_mut((end - offset) * S);
+            let r = rest_r.as_mut().map(|rest| {
+                let (r, tail_r) = core::mem::take(rest).split_at_mut(end - offset);
+                *rest = tail_r;
+                r
+            });
             if !p.is_empty() {
-                part.push((offset, p, s));
+                part.push(Piece { offset, params: p, rounded: r, state: s });
             }
             (rest_p, rest_s, offset) = (tail_p, tail_s, end);
         }
     }
     let run = |part: Vec<Piece<'_>>| {
-        for (offset, p, s) in part {
-            update_range(offset, p, s, grads, &update);
+        for piece in part {
+            update_range(piece, grads, &update);
         }
     };
     #[cfg(feature = "std")]
@@ -250,13 +279,37 @@ fn for_each_param<const S: usize>(
     parts.into_iter().for_each(run);
 }
 
-/// A run of parameters for one thread: the index of its first parameter, the parameters and
-/// their state.
-type Piece<'p> = (usize, &'p mut [f32], &'p mut [f32]);
+/// A run of parameters for one thread: the index of its first parameter, the parameters,
+/// their rounded copy (if kept) and their state.
+struct Piece<'p> {
+    offset: usize,
+    params: &'p mut [f32],
+    rounded: Option<&'p mut [u16]>,
+    state: &'p mut [f32],
+}
 
-/// [`for_each_param`]'s loop over the parameters `offset..offset + params.len()`, which lie
-/// on one side of `grads.summed_from`.
-fn update_range<const S: usize>(
+/// Parameters updated before their rounded copy is written: few enough that they are still
+/// in L1 when it is.
+const ROUNDING_CHUNK: usize = 2048;
+
+/// [`for_each_param`]'s loop over one piece, which lies on one side of `grads.summed_from`.
+fn update_range<const S: usize>(piece: Piece<'_>, grads: Gradient<'_>, update: &impl Fn(&mut f32, f32, &mut [f32; S])) {
+    let Piece { offset, params, rounded: Some(rounded), state } = piece else {
+        let Piece { offset, params, state, .. } = piece;
+        return update_values(offset, params, state, grads, update);
+    };
+    let mut state = state;
+    for (c, (params, rounded)) in params.chunks_mut(ROUNDING_CHUNK).zip(rounded.chunks_mut(ROUNDING_CHUNK)).enumerate()
+    {
+        let (chunk_state, rest) = core::mem::take(&mut state).split_at_mut(params.len() * S);
+        state = rest;
+        update_values(offset + c * ROUNDING_CHUNK, params, chunk_state, grads, update);
+        round_to_bf16(params, rounded);
+    }
+}
+
+/// The update of the parameters `offset..offset + params.len()`.
+fn update_values<const S: usize>(
     offset: usize,
     params: &mut [f32],
     state: &mut [f32],
@@ -296,7 +349,7 @@ fn update_each<const S: usize>(
 }
 
 /// [`for_each_param`] for optimisers without state.
-fn for_each_stateless(params: &mut [f32], grads: Gradient<'_>, update: impl Fn(&mut f32, f32) + Sync) {
+fn for_each_stateless(params: Params<'_>, grads: Gradient<'_>, update: impl Fn(&mut f32, f32) + Sync) {
     for_each_param::<0>(params, &mut [], grads, |p, g, _| update(p, g));
 }
 
@@ -314,7 +367,7 @@ impl<const S: usize> Slots<S> {
     /// Calls `update(param, grad, state)` for every parameter.
     fn for_each(
         &mut self,
-        params: &mut [f32],
+        params: Params<'_>,
         grads: Gradient<'_>,
         update: impl Fn(&mut f32, f32, &mut [f32; S]) + Sync,
     ) {
@@ -349,11 +402,17 @@ impl Optimizer for Sgd {
         self.momentum = momentum;
     }
 
-    fn apply(&mut self, params: &mut [f32], grads: Gradient<'_>, lr: f32) {
+    fn apply(&mut self, params: Params<'_>, grads: Gradient<'_>, lr: f32) {
         self.t += 1;
         let (momentum, nesterov) = (self.momentum, self.nesterov);
         if momentum == 0.0 {
-            assert_eq!(params.len(), self.n, "optimizer: built for {} parameters, given {}", self.n, params.len());
+            assert_eq!(
+                params.values.len(),
+                self.n,
+                "optimizer: built for {} parameters, given {}",
+                self.n,
+                params.values.len()
+            );
             for_each_stateless(params, grads, |p, g| *p -= lr * g);
             return;
         }
@@ -400,7 +459,7 @@ impl Adam {
 }
 
 impl Optimizer for Adam {
-    fn apply(&mut self, params: &mut [f32], grads: Gradient<'_>, lr: f32) {
+    fn apply(&mut self, params: Params<'_>, grads: Gradient<'_>, lr: f32) {
         self.t += 1;
         let t = self.t as f64;
         let (b1, b2, eps) = (self.beta1, self.beta2, self.epsilon);
@@ -459,7 +518,7 @@ impl Nadam {
 }
 
 impl Optimizer for Nadam {
-    fn apply(&mut self, params: &mut [f32], grads: Gradient<'_>, lr: f32) {
+    fn apply(&mut self, params: Params<'_>, grads: Gradient<'_>, lr: f32) {
         self.t += 1;
         let (b1, b2, eps) = (self.beta1, self.beta2, self.epsilon);
         let u_t = Self::momentum_schedule(b1, self.t);
@@ -510,7 +569,7 @@ impl RmsProp {
 }
 
 impl Optimizer for RmsProp {
-    fn apply(&mut self, params: &mut [f32], grads: Gradient<'_>, lr: f32) {
+    fn apply(&mut self, params: Params<'_>, grads: Gradient<'_>, lr: f32) {
         self.t += 1;
         let (rho, eps) = (self.rho, self.epsilon);
         self.mean_square.for_each(params, grads, |p, g, [v]| {
@@ -550,7 +609,7 @@ impl AdaGrad {
 }
 
 impl Optimizer for AdaGrad {
-    fn apply(&mut self, params: &mut [f32], grads: Gradient<'_>, lr: f32) {
+    fn apply(&mut self, params: Params<'_>, grads: Gradient<'_>, lr: f32) {
         self.t += 1;
         let eps = self.epsilon;
         self.accumulator.for_each(params, grads, |p, g, [a]| {

@@ -19,9 +19,10 @@ use std::time::Instant;
 use crate::data::Split;
 use crate::data::cifar::IMAGE_BYTES;
 use crate::kernels::Precision;
-use crate::nn::{Layer, Noise, Preprocess, Sequential, StepOptions, Workspace};
+use crate::kernels::bf16::round_to_bf16;
+use crate::nn::{Layer, Noise, ParamsRef, Preprocess, Sequential, StepOptions, Workspace};
 use crate::optim::schedule::{ReduceOnPlateau, Schedule};
-use crate::optim::{Gradient, Optimizer};
+use crate::optim::{Gradient, Optimizer, Params};
 use crate::rng::{seeded, shuffle};
 use crate::{Error, Result};
 
@@ -194,11 +195,13 @@ pub struct PhaseSeconds {
 /// to invalidate the other core's copies and every forward pass fetch them back. The splits
 /// and the order of the sums depend only on the thread count, so a given thread count always
 /// gives the same bits. Every dense layer's products multiply in `precision`.
+#[allow(clippy::too_many_arguments)]
 fn step_gradient(
     model: &Sequential,
     batch: Batch<'_>,
     noise: Noise,
     precision: Precision,
+    rounded: Option<&[u16]>,
     buffers: &mut StepBuffers,
     phases: &mut PhaseSeconds,
 ) -> (f64, usize, usize) {
@@ -211,7 +214,7 @@ fn step_gradient(
         let x = &mut x[..n * IMAGE_BYTES];
         batch.split.fill_batch(batch.indices, batch.preprocess, x, y);
         batch.split.prefetch(batch.next, 0..IMAGE_BYTES);
-        let options = StepOptions { noise, precision, ..StepOptions::default() };
+        let options = StepOptions { noise, precision, rounded, ..StepOptions::default() };
         let shard = &mut shards[0];
         let (loss, correct) = model.loss_and_grad_scaled(x, y, &mut shard.ws, &mut shard.grads, scale, options);
         phases.gradient += start.elapsed().as_secs_f64();
@@ -225,7 +228,8 @@ fn step_gradient(
         let inputs = &mut part.inputs[..n * part.features.len()];
         batch.split.fill_features(batch.indices, batch.preprocess, inputs, part.features.clone());
         batch.split.prefetch(batch.next, part.features.clone());
-        first.forward_part(&model.params, inputs, part.features.clone(), &mut part.partial[..n * width], n, precision);
+        let params = ParamsRef { values: &model.params, rounded };
+        first.forward_part(params, inputs, part.features.clone(), &mut part.partial[..n * width], n, precision);
     });
     let parts = shards.len().min(n);
     let bounds: Vec<(usize, usize)> = (0..parts).map(|p| (n * p / parts, n * (p + 1) / parts)).collect();
@@ -235,7 +239,8 @@ fn step_gradient(
         batch.split.fill_labels(&batch.indices[lo..hi], ys);
         let partials = first_parts.iter().map(|part| &part.partial[..n * width]);
         first.forward_from_parts(&model.params, partials, lo..hi, shard.ws.first_layer_output_mut(model, hi - lo));
-        let options = StepOptions { first_layer_by_caller: true, noise: Noise { first_row: lo, ..noise }, precision };
+        let noise = Noise { first_row: lo, ..noise };
+        let options = StepOptions { first_layer_by_caller: true, noise, precision, rounded };
         model.loss_and_grad_scaled(&[], ys, &mut shard.ws, &mut shard.grads, scale, options)
     });
     let first_start = Instant::now();
@@ -312,7 +317,8 @@ pub fn steps_csv(steps: &[StepRecord]) -> String {
 
 /// The state of one training run, between epochs.
 pub struct Trainer<'a> {
-    pub model: Sequential,
+    /// Read with [`Trainer::model`], changed with [`Trainer::model_mut`].
+    model: Sequential,
     pub optimizer: Box<dyn Optimizer>,
     pub preprocess: Preprocess,
     pub train: Split<'a>,
@@ -334,6 +340,10 @@ pub struct Trainer<'a> {
     /// How the dense layers' products multiply in training steps (f32, or bf16 with f32
     /// sums); the optimiser and evaluation always run in f32.
     pub precision: Precision,
+    /// In bf16 steps, the parameters rounded to bf16, which the products read and the
+    /// optimiser rewrites as it updates the parameters (`optim::Params`); made at the first
+    /// bf16 step, dropped when the parameters change otherwise.
+    rounded: Option<Vec<u16>>,
     buffers: StepBuffers,
     order: Vec<u32>,
 }
@@ -388,6 +398,7 @@ impl<'a> Trainer<'a> {
             step_log: None,
             phases: PhaseSeconds::default(),
             precision: Precision::F32,
+            rounded: None,
             buffers,
             order,
         })
@@ -456,6 +467,18 @@ impl<'a> Trainer<'a> {
         shuffle(&mut seeded(self.seed, 1_000_000 + epoch as u64), &mut self.order);
     }
 
+    /// The model being trained.
+    pub fn model(&self) -> &Sequential {
+        &self.model
+    }
+
+    /// The model, to change its parameters or state between steps.
+    pub fn model_mut(&mut self) -> &mut Sequential {
+        // The rounded copy may no longer match: the next bf16 step rounds the parameters again.
+        self.rounded = None;
+        &mut self.model
+    }
+
     /// One optimisation step on batch `step` of the current order, at rate `lr` (and SGD
     /// momentum, when scheduled). Returns the batch's summed loss, correct count and size.
     pub fn step(&mut self, epoch: usize, step: usize, lr: f32, momentum: Option<f32>) -> Result<(f64, usize, usize)> {
@@ -464,11 +487,19 @@ impl<'a> Trainer<'a> {
         let (batch, next) = (&self.order[lo..end], &self.order[end..(end + self.batch_size).min(self.order.len())]);
         let n = batch.len();
         let noise = Noise { seed: self.seed, step: ((epoch as u64) << 32) + step as u64, first_row: 0 };
+        if self.precision != Precision::Bf16 {
+            self.rounded = None;
+        } else if self.rounded.is_none() {
+            let mut rounded = vec![0; self.model.params.len()];
+            round_to_bf16(&self.model.params, &mut rounded);
+            self.rounded = Some(rounded);
+        }
         let (loss, ok, shards_used) = step_gradient(
             &self.model,
             Batch { split: &self.train, indices: batch, preprocess: &self.preprocess, next },
             noise,
             self.precision,
+            self.rounded.as_deref(),
             &mut self.buffers,
             &mut self.phases,
         );
@@ -482,7 +513,8 @@ impl<'a> Trainer<'a> {
         let shards = &self.buffers.shards;
         let others: Vec<&[f32]> = shards[1..shards_used].iter().map(|s| &s.grads[..]).collect();
         let gradient = shards_gradient(&self.model, &shards[0].grads, &others);
-        self.optimizer.apply(&mut self.model.params, gradient, lr);
+        let params = Params { values: &mut self.model.params, rounded: self.rounded.as_deref_mut() };
+        self.optimizer.apply(params, gradient, lr);
         self.phases.optimizer += optimizer_start.elapsed().as_secs_f64();
         if shards.len() == 1 {
             self.model.update_moving_stats(&shards[0].ws);

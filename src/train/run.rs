@@ -153,7 +153,7 @@ fn train_in_pool(
     let mut early = EarlyStopping::new(cfg.patience, cfg.min_delta, cfg.restore_best_weights);
     // Batch norm's moving averages at the best epoch: restored with the weights, as Keras's
     // restore_best_weights restores non-trainable weights too.
-    let mut best_state = trainer.model.state.clone();
+    let mut best_state = trainer.model().state.clone();
     let mut save_best = SaveBest::default();
     let mut history: Vec<EpochRecord> = Vec::new();
     let (mut first_epoch, mut progress, mut stopped_early) = (1, EpochProgress::default(), false);
@@ -186,8 +186,8 @@ fn train_in_pool(
         early_best_params: early.best_params.clone(),
         best_state: best_state.to_vec(),
         checkpoint_best: save_best.best,
-        params: trainer.model.params.clone(),
-        state: trainer.model.state.clone(),
+        params: trainer.model().params.clone(),
+        state: trainer.model().state.clone(),
         optimizer: trainer.optimizer.state(),
         history: history.to_vec(),
         steps: trainer.step_log.clone(),
@@ -208,11 +208,11 @@ fn train_in_pool(
             write_atomic(&out.join("steps.csv"), steps_csv(steps).as_bytes())?;
         }
         if save_best.should_save(record.val_loss) {
-            save_model(&out.join("best.simdnn"), &trainer.model, &trainer.preprocess)?;
+            save_model(&out.join("best.simdnn"), trainer.model(), &trainer.preprocess)?;
         }
-        let verdict = early.update(epoch, record.val_loss, &trainer.model.params);
+        let verdict = early.update(epoch, record.val_loss, &trainer.model().params);
         if verdict == Verdict::Improved {
-            best_state.copy_from_slice(&trainer.model.state);
+            best_state.copy_from_slice(&trainer.model().state);
         }
         stopped_early = verdict == Verdict::Stop;
         snapshot(
@@ -230,8 +230,8 @@ fn train_in_pool(
         epoch += 1;
     }
     if let Some(best) = early.best_params() {
-        trainer.model.params.copy_from_slice(best);
-        trainer.model.state.copy_from_slice(&best_state);
+        trainer.model_mut().params.copy_from_slice(best);
+        trainer.model_mut().state.copy_from_slice(&best_state);
     }
     let best = history.iter().rfind(|r| r.epoch == early.best_epoch());
     let train_seconds: f64 = history.iter().map(|r| r.seconds).sum();
