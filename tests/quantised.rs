@@ -2,7 +2,7 @@
 //! runs, over awkward shapes: `kernels::int8` (exact equality of the i32 accumulators) and
 //! `kernels::bf16` (bit-for-bit equality of the f32 sums on normal numbers).
 
-use simdnn::kernels::bf16::{Bf16Kernel, gemv_bf16_with, round_to_bf16};
+use simdnn::kernels::bf16::{Bf16Kernel, gemv_bf16_with, round_to_bf16, round_to_bf16_with};
 use simdnn::kernels::int8::{
     Int8Kernel, U8Quant, gemv_u8_i8, gemv_u8_i8_with, min_max, pack_groups_of_4, packed_len, quantize_u8,
 };
@@ -134,6 +134,33 @@ fn bf16_gemv_equals_the_twin_for_every_kernel_and_awkward_shape() {
         }
     }
     assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// Each kernel's rounding (the trainer's copy of its weights) is the scalar conversion, except
+/// that AVX-512 BF16 flushes subnormals to a zero of their sign, as its products read them.
+#[test]
+fn rounding_for_each_kernel_equals_the_scalar_conversion_but_for_subnormals() {
+    let kernels = [Bf16Kernel::Portable, Bf16Kernel::Avx512Bf16].into_iter().filter(|k| k.available());
+    for kernel in kernels {
+        for len in [0, 1, 15, 16, 17, 100] {
+            let mut rng = seeded(len as u64, 4);
+            let mut x: Vec<f32> = (0..len).map(|_| normal(&mut rng) as f32 * 1e3).collect();
+            let specials = [f32::NAN, f32::INFINITY, f32::MAX, 1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, 1e-40, -1e-40];
+            for (v, s) in x.iter_mut().step_by(3).zip(specials.iter().cycle()) {
+                *v = *s;
+            }
+            let mut got = vec![0u16; len];
+            round_to_bf16_with(kernel, &x, &mut got);
+            let want: Vec<u16> = x
+                .iter()
+                .map(|&v| match kernel {
+                    Bf16Kernel::Avx512Bf16 if v.is_subnormal() => bf16_from_f32(0f32.copysign(v)),
+                    _ => bf16_from_f32(v),
+                })
+                .collect();
+            assert_eq!(got, want, "{kernel:?}, length {len}: {x:?}");
+        }
+    }
 }
 
 #[test]

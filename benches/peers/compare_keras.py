@@ -13,7 +13,7 @@ where any probe read above 200 ns are marked "apart", and the median of the othe
 printed too.
 
 `--precisions f32,bf16` runs simdnn once per precision in every round (`--precision`: bf16
-multiplies the first layer in bf16), each against the round's Keras epoch.
+multiplies every dense layer in bf16, sums in f32), each against the round's Keras epoch.
 
     python3 benches/peers/compare_keras.py --python v/bin/python \\
         --simdnn target/release/simdnn DATA_DIR 8a 5

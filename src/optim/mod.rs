@@ -10,7 +10,7 @@
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::kernels::bf16::round_to_bf16;
+use crate::kernels::bf16::{Bf16Kernel, round_to_bf16_with};
 
 pub mod lr_range;
 pub mod schedule;
@@ -171,7 +171,8 @@ impl OptimizerConfig {
 }
 
 /// What an optimiser step writes: the parameters and, when given, a copy of them rounded to
-/// bf16 (nearest even), which the step rewrites as it updates them. bf16 training reads its
+/// bf16 as this CPU's bf16 products read them (`kernels::bf16::round_to_bf16_with`), which
+/// the step rewrites as it updates them. bf16 training reads its
 /// weights from that copy: rounded once per step, by the thread that updated them, instead
 /// of in every product that reads them; and the other core reads half the bytes.
 pub struct Params<'a> {
@@ -298,13 +299,13 @@ fn update_range<const S: usize>(piece: Piece<'_>, grads: Gradient<'_>, update: &
         let Piece { offset, params, state, .. } = piece;
         return update_values(offset, params, state, grads, update);
     };
-    let mut state = state;
+    let (kernel, mut state) = (Bf16Kernel::detect(), state);
     for (c, (params, rounded)) in params.chunks_mut(ROUNDING_CHUNK).zip(rounded.chunks_mut(ROUNDING_CHUNK)).enumerate()
     {
         let (chunk_state, rest) = core::mem::take(&mut state).split_at_mut(params.len() * S);
         state = rest;
         update_values(offset + c * ROUNDING_CHUNK, params, chunk_state, grads, update);
-        round_to_bf16(params, rounded);
+        round_to_bf16_with(kernel, params, rounded);
     }
 }
 

@@ -19,7 +19,7 @@ use std::time::Instant;
 use crate::data::Split;
 use crate::data::cifar::IMAGE_BYTES;
 use crate::kernels::Precision;
-use crate::kernels::bf16::round_to_bf16;
+use crate::kernels::bf16::{Bf16Kernel, round_to_bf16_with};
 use crate::nn::{Layer, Noise, ParamsRef, Preprocess, Sequential, StepOptions, Workspace};
 use crate::optim::schedule::{ReduceOnPlateau, Schedule};
 use crate::optim::{Gradient, Optimizer, Params};
@@ -491,7 +491,7 @@ impl<'a> Trainer<'a> {
             self.rounded = None;
         } else if self.rounded.is_none() {
             let mut rounded = vec![0; self.model.params.len()];
-            round_to_bf16(&self.model.params, &mut rounded);
+            round_to_bf16_with(Bf16Kernel::detect(), &self.model.params, &mut rounded);
             self.rounded = Some(rounded);
         }
         let (loss, ok, shards_used) = step_gradient(
