@@ -44,7 +44,7 @@ use simdnn::data::cifar::{CLASSES, IMAGE_BYTES, Preprocess, RECORD_BYTES};
 use simdnn::data::{Split, standardise_from};
 use simdnn::kernels::{Activation, Precision, reference};
 use simdnn::nn::{Sequential, Workspace};
-use simdnn::optim::{Gradient, OptimizerConfig, Params};
+use simdnn::optim::{Gradient, OptimizerConfig, Params, ParamsCopy};
 use simdnn::parallel::KeepWarm;
 use simdnn::rng::{below, normal, seeded, uniform_f32};
 use simdnn::train::{TrainConfig, Trainer};
@@ -194,16 +194,18 @@ fn bench_optimizer(c: &mut Criterion) {
     let others = [&shards[1][..]];
     let mut group = c.benchmark_group("optimizer");
     group.throughput(Throughput::Elements(n as u64));
-    // `_bf16_copy`: also rewriting the parameters' bf16 copy, as in `--precision bf16` training.
-    for (name, two_shards, bf16_copy) in [
-        ("nadam", false, false),
-        ("nadam", true, false),
-        ("nadam", true, true),
-        ("sgd", false, false),
-        ("sgd", true, false),
+    // Also rewriting a copy of the parameters, as in training with two threads: `_bf16_copy`
+    // all of them rounded (`--precision bf16`), `_f32_copy` those after the first layer's weights.
+    for (name, two_shards, copy) in [
+        ("nadam", false, ""),
+        ("nadam", true, ""),
+        ("nadam", true, "_bf16_copy"),
+        ("nadam", true, "_f32_copy"),
+        ("sgd", false, ""),
+        ("sgd", true, ""),
     ] {
         let mut params = model.params.clone();
-        let mut rounded = vec![0u16; n];
+        let (mut rounded, mut copied) = (vec![0u16; n], vec![0f32; n - first_layer_weights]);
         let mut optimizer = OptimizerConfig::keras_default(name).expect("a Keras optimiser").build(n);
         let gradient = if two_shards {
             Gradient { first: &shards[0], others: &others, summed_from: first_layer_weights }
@@ -211,13 +213,16 @@ fn bench_optimizer(c: &mut Criterion) {
             Gradient::from(&shards[0][..])
         };
         let label = if two_shards { "two_shards" } else { "one_buffer" };
-        let suffix = if bf16_copy { "_bf16_copy" } else { "" };
-        group.bench_function(format!("{name}_{label}{suffix}"), |b| {
+        group.bench_function(format!("{name}_{label}{copy}"), |b| {
             pool.install(|| {
                 let _warm = KeepWarm::start();
                 b.iter(|| {
-                    let rounded = bf16_copy.then_some(&mut rounded[..]);
-                    optimizer.apply(Params { values: black_box(&mut params), rounded }, gradient, 1e-4)
+                    let copy = match copy {
+                        "_bf16_copy" => Some(ParamsCopy::Bf16(&mut rounded)),
+                        "_f32_copy" => Some(ParamsCopy::F32 { from: first_layer_weights, values: &mut copied }),
+                        _ => None,
+                    };
+                    optimizer.apply(Params { values: black_box(&mut params), copy }, gradient, 1e-4)
                 })
             })
         });

@@ -131,7 +131,7 @@ fn predict_evaluate_and_training_agree() {
             first_layer_by_caller: true,
             noise: Noise { seed: 0, step: 0, first_row },
             precision: Precision::F32,
-            rounded: None,
+            params: None,
         };
         let mut g = vec![f32::NAN; model.num_params()];
         let (l, c) = model.loss_and_grad_scaled(&[], &labels[rows.clone()], &mut ws, &mut g, scale, options);
@@ -248,7 +248,8 @@ fn bf16_steps_read_the_rounded_copy_of_the_weights() {
         let x: Vec<f32> = (0..batch * 51).map(|_| uniform_f32(&mut rng) - 0.5).collect();
         let labels: Vec<u8> = (0..batch).map(|i| (i * 3 % 10) as u8).collect();
         let step = |copy: Option<&[u16]>| {
-            let options = StepOptions { precision: Precision::Bf16, rounded: copy, ..StepOptions::default() };
+            let params = ParamsRef { values: &model.params, rounded: copy };
+            let options = StepOptions { precision: Precision::Bf16, params: Some(params), ..StepOptions::default() };
             let mut grads = vec![f32::NAN; model.num_params()];
             let (loss, _) =
                 model.loss_and_grad_scaled(&x, &labels, &mut Workspace::default(), &mut grads, 0.1, options);

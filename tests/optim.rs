@@ -3,7 +3,7 @@
 //! literally; plus the Keras defaults, the step counter, and thread-count independence.
 
 use simdnn::kernels::quant::bf16_from_f32;
-use simdnn::optim::{AdaGrad, Adam, Gradient, Nadam, Optimizer, OptimizerConfig, Params, RmsProp, Sgd};
+use simdnn::optim::{AdaGrad, Adam, Gradient, Nadam, Optimizer, OptimizerConfig, Params, ParamsCopy, RmsProp, Sgd};
 
 const P0: [f32; 3] = [0.5, -1.25, 2.0];
 /// Fixed gradients for three steps: mixed signs and magnitudes, one of them tiny so that the
@@ -356,9 +356,9 @@ fn shard_grad(s: usize, t: usize, n: usize) -> Vec<f32> {
     (0..n).map(|i| (((i * 7919 + t * 104_729 + s * 31) % 2003) as f32 + 1.0) / 1000.0).collect()
 }
 
-/// The sharded step also keeps the rounded copy a bf16 trainer reads: it must not change the
-/// update, and must equal each parameter rounded to nearest even, whichever thread and chunk
-/// of the loop wrote it.
+/// The sharded step also keeps a trainer's copy of the parameters (rounded to bf16, or the
+/// parameters after a point, as they are): it must not change the update, and must equal the
+/// parameters (rounded to nearest even), whichever thread and chunk of the loop wrote them.
 #[test]
 fn sharded_gradients_match_the_summed_gradient() {
     use OptimizerConfig as C;
@@ -380,7 +380,11 @@ fn sharded_gradients_match_the_summed_gradient() {
                     let start: Vec<f32> = (0..n).map(|i| ((i * 37 % 1001) as f32 - 500.0) / 250.0).collect();
                     let (mut summed, mut sharded) = (start.clone(), start.clone());
                     let mut rounded = vec![0u16; n];
+                    let copied_from = (summed_from + 2_049).min(n);
+                    let mut copied = vec![f32::NAN; n - copied_from];
                     let (mut a, mut b) = (config.build(n), config.build(n));
+                    let case =
+                        format!("{config:?}, n {n}, {threads} threads, summed from {summed_from}, {shards} shards");
                     pool.install(|| {
                         for t in 0..2 {
                             let grads: Vec<Vec<f32>> = (0..shards).map(|s| shard_grad(s, t, n)).collect();
@@ -391,16 +395,24 @@ fn sharded_gradients_match_the_summed_gradient() {
                             }
                             a.step(&mut summed, &total, 1e-2);
                             let others: Vec<&[f32]> = grads[1..].iter().map(|g| &g[..]).collect();
-                            let params = Params { values: &mut sharded, rounded: Some(&mut rounded) };
+                            // One kind of copy at each of the two steps.
+                            let copy = if t == 0 {
+                                ParamsCopy::Bf16(&mut rounded)
+                            } else {
+                                ParamsCopy::F32 { from: copied_from, values: &mut copied }
+                            };
+                            let params = Params { values: &mut sharded, copy: Some(copy) };
                             b.apply(params, Gradient { first: &grads[0], others: &others, summed_from }, 1e-2);
+                            let stale = if t == 0 {
+                                rounded.iter().zip(&sharded).position(|(&r, &p)| r != bf16_from_f32(p))
+                            } else {
+                                copied.iter().zip(&sharded[copied_from..]).position(|(c, p)| c.to_bits() != p.to_bits())
+                            };
+                            assert_eq!(stale, None, "{case}, step {t}: the copy differs from the parameters");
                         }
                     });
-                    let case =
-                        format!("{config:?}, n {n}, {threads} threads, summed from {summed_from}, {shards} shards");
                     let first_diff = summed.iter().zip(&sharded).position(|(x, y)| x.to_bits() != y.to_bits());
                     assert_eq!(first_diff, None, "{case}");
-                    let stale = rounded.iter().zip(&sharded).position(|(&r, &p)| r != bf16_from_f32(p));
-                    assert_eq!(stale, None, "{case}: the rounded copy differs from the parameters");
                     let unmoved = sharded.iter().zip(&start).position(|(x, y)| x == y);
                     assert_eq!(unmoved, None, "{case}: a parameter was not updated");
                 }

@@ -14,9 +14,9 @@ use crate::kernels::{Activation, Precision};
 /// input gradient (see [`Dense::input_grad`]).
 const TRANSPOSED_BATCH: usize = 16;
 
-/// The parameters a layer reads: the model's f32 values and, optionally, the same values
-/// rounded to bf16 (a trainer's copy, kept by its optimiser: `optim::Params`), which bf16
-/// products read instead of rounding the weights themselves.
+/// The parameters a layer reads: f32 values (the model's, or a trainer's copy of them) and,
+/// optionally, the same values rounded to bf16 (a trainer's copy, kept by its optimiser:
+/// `optim::ParamsCopy`), which bf16 products read instead of rounding the weights themselves.
 #[derive(Clone, Copy, Debug)]
 pub struct ParamsRef<'p> {
     pub values: &'p [f32],

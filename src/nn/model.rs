@@ -252,7 +252,7 @@ impl Sequential {
     /// # Shapes
     /// `x`: `[batch, input_dim]`; returns `[batch, output_dim]`.
     pub fn predict<'w>(&self, x: &[f32], batch: usize, ws: &'w mut Workspace) -> &'w [f32] {
-        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, None);
+        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, self.params.as_slice().into());
         let out = ws.output_mut(self, batch);
         softmax_rows(out, self.output_dim());
         out
@@ -277,7 +277,7 @@ impl Sequential {
         let n = batch * self.output_dim();
         assert!(mean.len() == n && std.len() == n, "MC output buffers must hold {n} values");
         let start = self.first_dropout().unwrap_or(self.layers.len());
-        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, None);
+        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, self.params.as_slice().into());
         mean.fill(0.0);
         std.fill(0.0);
         if samples == 0 || start == self.layers.len() {
@@ -296,7 +296,7 @@ impl Sequential {
                 Mode::MonteCarlo,
                 Some(Noise { seed, step: s as u64, first_row: 0 }),
                 Precision::F32,
-                None,
+                self.params.as_slice().into(),
             );
             let probs = ws.output_mut(self, batch);
             softmax_rows(probs, self.output_dim());
@@ -315,7 +315,7 @@ impl Sequential {
     /// Summed loss and number of correct predictions for a labelled batch (inference mode).
     pub fn evaluate_batch(&self, x: &[f32], labels: &[u8], ws: &mut Workspace) -> (f64, usize) {
         let batch = labels.len();
-        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, None);
+        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, self.params.as_slice().into());
         softmax_cross_entropy(ws.output_mut(self, batch), self.output_dim(), labels)
     }
 
@@ -347,7 +347,8 @@ impl Sequential {
             "the caller can only run a dense first layer"
         );
         let from = usize::from(options.first_layer_by_caller);
-        self.forward(x, from, batch, ws, Mode::Train, Some(options.noise), options.precision, options.rounded);
+        let params = options.params.unwrap_or(self.params.as_slice().into());
+        self.forward(x, from, batch, ws, Mode::Train, Some(options.noise), options.precision, params);
         let n_out = self.output_dim();
         let probs = ws.output_mut(self, batch);
         let (loss, correct) = softmax_cross_entropy(probs, n_out, labels);
@@ -369,11 +370,10 @@ impl Sequential {
                         d.weight_grad(input, dy, grads, batch, options.precision);
                     }
                     if let Some(dx) = dx {
-                        let params = ParamsRef { values: &self.params, rounded: options.rounded };
                         d.input_grad(params, dy, dx, batch, scratch, options.precision);
                     }
                 }
-                Layer::BatchNorm(b) => b.backward(&self.params, output, dy, &buf.stats, grads, dx, batch),
+                Layer::BatchNorm(b) => b.backward(params.values, output, dy, &buf.stats, grads, dx, batch),
                 Layer::Dropout(d) => {
                     if let Some(dx) = dx {
                         d.backward(dy, &buf.mask[..batch * d.features], dx);
@@ -475,8 +475,8 @@ impl Sequential {
     }
 
     /// Runs layers `from..` (reading layer `from - 1`'s output in `ws`, or `x` when `from` is
-    /// 0), dense layers multiplying in `precision` (from `rounded`, the parameters rounded to
-    /// bf16, where given); the last layer's output is left as logits
+    /// 0) with the parameters `params`, dense layers multiplying in `precision`; the last
+    /// layer's output is left as logits
     /// (softmax is applied by the caller, fused with the loss where there is one).
     #[allow(clippy::too_many_arguments)]
     fn forward(
@@ -488,7 +488,7 @@ impl Sequential {
         mode: Mode,
         noise: Option<Noise>,
         precision: Precision,
-        rounded: Option<&[u16]>,
+        params: ParamsRef<'_>,
     ) {
         if from == 0 {
             assert_eq!(x.len(), batch * self.input_dim, "input is not {batch} rows of {}", self.input_dim);
@@ -502,11 +502,9 @@ impl Sequential {
             let buf = &mut rest[0];
             let out = &mut buf.output[..batch * layer.n_out()];
             match (layer, mode) {
-                (Layer::Dense(d), _) => {
-                    d.forward_with(precision, ParamsRef { values: &self.params, rounded }, input, out, batch)
-                }
-                (Layer::BatchNorm(b), Mode::Train) => b.forward_train(&self.params, input, out, batch, &mut buf.stats),
-                (Layer::BatchNorm(b), _) => b.forward_inference(&self.params, &self.state, input, out),
+                (Layer::Dense(d), _) => d.forward_with(precision, params, input, out, batch),
+                (Layer::BatchNorm(b), Mode::Train) => b.forward_train(params.values, input, out, batch, &mut buf.stats),
+                (Layer::BatchNorm(b), _) => b.forward_inference(params.values, &self.state, input, out),
                 (Layer::Dropout(_), Mode::Eval) => out.copy_from_slice(input),
                 (Layer::Dropout(d), _) => {
                     let noise = noise.unwrap_or_default();
@@ -519,7 +517,7 @@ impl Sequential {
     /// The smallest and largest value of each layer's input over a batch in inference mode
     /// (what quantising the inputs to 8 bits is calibrated with). NaN is ignored.
     pub fn input_ranges(&self, x: &[f32], batch: usize, ws: &mut Workspace) -> Vec<(f32, f32)> {
-        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, None);
+        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, self.params.as_slice().into());
         (0..self.layers.len())
             .map(|l| min_max(if l == 0 { x } else { &ws.layers[l - 1].output[..batch * self.layers[l].n_in()] }))
             .collect()
@@ -568,9 +566,9 @@ pub struct StepOptions<'a> {
     pub noise: Noise,
     /// How the dense layers' products multiply (the caller's first layer aside).
     pub precision: Precision,
-    /// The parameters rounded to bf16, which bf16 products read when given (see
-    /// [`ParamsRef`]).
-    pub rounded: Option<&'a [u16]>,
+    /// The parameters to read in place of the model's own: a trainer's copy, kept by its
+    /// optimiser (`optim::ParamsCopy`), in f32 or rounded to bf16 ([`ParamsRef`]).
+    pub params: Option<ParamsRef<'a>>,
 }
 
 /// One layer's buffers.

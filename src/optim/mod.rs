@@ -22,7 +22,7 @@ pub trait Optimizer: Send {
         self.apply(params.into(), grads.into(), lr);
     }
     /// [`Optimizer::step`] on a gradient that may come in data-parallel shards, keeping a
-    /// rounded copy of the parameters when [`Params::rounded`] is given.
+    /// copy of the parameters up to date when [`Params::copy`] is given.
     fn apply(&mut self, params: Params<'_>, grads: Gradient<'_>, lr: f32);
     /// Steps taken so far.
     fn iterations(&self) -> u64;
@@ -170,20 +170,62 @@ impl OptimizerConfig {
     }
 }
 
-/// What an optimiser step writes: the parameters and, when given, a copy of them rounded to
-/// bf16 as this CPU's bf16 products read them (`kernels::bf16::round_to_bf16_with`), which
-/// the step rewrites as it updates them. bf16 training reads its
-/// weights from that copy: rounded once per step, by the thread that updated them, instead
-/// of in every product that reads them; and the other core reads half the bytes.
+/// What an optimiser step writes: the parameters and, when given, a copy of them.
 pub struct Params<'a> {
     pub values: &'a mut [f32],
-    /// As long as `values`.
-    pub rounded: Option<&'a mut [u16]>,
+    pub copy: Option<ParamsCopy<'a>>,
 }
 
 impl<'a> From<&'a mut [f32]> for Params<'a> {
     fn from(values: &'a mut [f32]) -> Self {
-        Params { values, rounded: None }
+        Params { values, copy: None }
+    }
+}
+
+/// A copy of the parameters that an optimiser step rewrites as it updates them, for the
+/// products of a data-parallel step to read: each part is written by the thread that updates
+/// those parameters, right after it does. The parameters themselves are then read and written
+/// by that thread alone: when the other core has read a cache line, writing it must first
+/// invalidate the other core's copy, which takes several times longer when the host has put
+/// the two vCPUs on different dies (8a, f32, vCPUs apart: optimiser phase 1.42-1.52 -> 0.81-0.83
+/// s per 2 epochs).
+pub enum ParamsCopy<'a> {
+    /// Every parameter, rounded to bf16 as this CPU's bf16 products read them
+    /// (`kernels::bf16::round_to_bf16_with`): bf16 products read their weights from it,
+    /// rounded once per step instead of in every product, and the other core reads half the
+    /// bytes.
+    Bf16(&'a mut [u16]),
+    /// The parameters from `from` on, as they are: `values[i]` is parameter `from + i` (a
+    /// trainer's first layer, before `from`, is read by one core only and needs no copy).
+    F32 { from: usize, values: &'a mut [f32] },
+}
+
+impl<'a> ParamsCopy<'a> {
+    /// Splits off the copy of parameters `offset..end`, the front of what is left.
+    fn split_front(&mut self, offset: usize, end: usize) -> ParamsCopy<'a> {
+        match self {
+            ParamsCopy::Bf16(rounded) => {
+                let (front, tail) = core::mem::take(rounded).split_at_mut(end - offset);
+                *rounded = tail;
+                ParamsCopy::Bf16(front)
+            }
+            ParamsCopy::F32 { from, values } => {
+                let start = (*from).max(offset);
+                let (front, tail) = core::mem::take(values).split_at_mut(end.saturating_sub(start));
+                *values = tail;
+                *from = start + front.len();
+                ParamsCopy::F32 { from: start, values: front }
+            }
+        }
+    }
+
+    /// Writes this part, the copy of `params` (its whole in bf16; in f32 the end of it, as
+    /// the copied parameters run to the last).
+    fn write(self, kernel: Bf16Kernel, params: &[f32]) {
+        match self {
+            ParamsCopy::Bf16(rounded) => round_to_bf16_with(kernel, params, rounded),
+            ParamsCopy::F32 { values, .. } => values.copy_from_slice(&params[params.len() - values.len()..]),
+        }
     }
 }
 
@@ -232,12 +274,15 @@ fn for_each_param<const S: usize>(
     grads: Gradient<'_>,
     update: impl Fn(&mut f32, f32, &mut [f32; S]) + Sync,
 ) {
-    let Params { values: params, rounded } = params;
+    let Params { values: params, copy } = params;
     let n = params.len();
-    if let Some(r) = &rounded {
-        assert_eq!(r.len(), n, "optimizer: {n} parameters but a rounded copy of {}", r.len());
-    }
-    let mut rest_r = rounded;
+    let copied = match &copy {
+        Some(ParamsCopy::Bf16(rounded)) => rounded.len(),
+        Some(ParamsCopy::F32 { from, values }) => from + values.len(),
+        None => n,
+    };
+    assert_eq!(copied, n, "optimizer: {n} parameters but a copy that ends at {copied}");
+    let mut rest_c = copy;
     assert!(
         grads.first.len() == n && grads.others.iter().all(|g| g.len() == n),
         "optimizer: {n} parameters but gradients of {} floats",
@@ -256,13 +301,9 @@ fn for_each_param<const S: usize>(
             let end = lo + (hi - lo) * (t + 1) / threads;
             let (p, tail_p) = core::mem::take(&mut rest_p).split_at_mut(end - offset);
             let (s, tail_s) = core::mem::take(&mut rest_s).split_at_mut((end - offset) * S);
-            let r = rest_r.as_mut().map(|rest| {
-                let (r, tail_r) = core::mem::take(rest).split_at_mut(end - offset);
-                *rest = tail_r;
-                r
-            });
+            let c = rest_c.as_mut().map(|rest| rest.split_front(offset, end));
             if !p.is_empty() {
-                part.push(Piece { offset, params: p, rounded: r, state: s });
+                part.push(Piece { offset, params: p, copy: c, state: s });
             }
             (rest_p, rest_s, offset) = (tail_p, tail_s, end);
         }
@@ -281,31 +322,31 @@ fn for_each_param<const S: usize>(
 }
 
 /// A run of parameters for one thread: the index of its first parameter, the parameters,
-/// their rounded copy (if kept) and their state.
+/// their copy (if kept) and their state.
 struct Piece<'p> {
     offset: usize,
     params: &'p mut [f32],
-    rounded: Option<&'p mut [u16]>,
+    copy: Option<ParamsCopy<'p>>,
     state: &'p mut [f32],
 }
 
-/// Parameters updated before their rounded copy is written: few enough that they are still
-/// in L1 when it is.
-const ROUNDING_CHUNK: usize = 2048;
+/// Parameters updated before their copy is written: few enough that they are still in L1
+/// when it is.
+const COPY_CHUNK: usize = 2048;
 
 /// [`for_each_param`]'s loop over one piece, which lies on one side of `grads.summed_from`.
 fn update_range<const S: usize>(piece: Piece<'_>, grads: Gradient<'_>, update: &impl Fn(&mut f32, f32, &mut [f32; S])) {
-    let Piece { offset, params, rounded: Some(rounded), state } = piece else {
+    let Piece { offset, params, copy: Some(mut copy), state } = piece else {
         let Piece { offset, params, state, .. } = piece;
         return update_values(offset, params, state, grads, update);
     };
     let (kernel, mut state) = (Bf16Kernel::detect(), state);
-    for (c, (params, rounded)) in params.chunks_mut(ROUNDING_CHUNK).zip(rounded.chunks_mut(ROUNDING_CHUNK)).enumerate()
-    {
+    for (c, params) in params.chunks_mut(COPY_CHUNK).enumerate() {
         let (chunk_state, rest) = core::mem::take(&mut state).split_at_mut(params.len() * S);
         state = rest;
-        update_values(offset + c * ROUNDING_CHUNK, params, chunk_state, grads, update);
-        round_to_bf16_with(kernel, params, rounded);
+        let chunk_offset = offset + c * COPY_CHUNK;
+        update_values(chunk_offset, params, chunk_state, grads, update);
+        copy.split_front(chunk_offset, chunk_offset + params.len()).write(kernel, params);
     }
 }
 

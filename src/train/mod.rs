@@ -22,7 +22,7 @@ use crate::kernels::Precision;
 use crate::kernels::bf16::{Bf16Kernel, round_to_bf16_with};
 use crate::nn::{Layer, Noise, ParamsRef, Preprocess, Sequential, StepOptions, Workspace};
 use crate::optim::schedule::{ReduceOnPlateau, Schedule};
-use crate::optim::{Gradient, Optimizer, Params};
+use crate::optim::{Gradient, Optimizer, Params, ParamsCopy};
 use crate::rng::{seeded, shuffle};
 use crate::{Error, Result};
 
@@ -201,7 +201,7 @@ fn step_gradient(
     batch: Batch<'_>,
     noise: Noise,
     precision: Precision,
-    rounded: Option<&[u16]>,
+    copy: Option<ParamsRef<'_>>,
     buffers: &mut StepBuffers,
     phases: &mut PhaseSeconds,
 ) -> (f64, usize, usize) {
@@ -214,7 +214,7 @@ fn step_gradient(
         let x = &mut x[..n * IMAGE_BYTES];
         batch.split.fill_batch(batch.indices, batch.preprocess, x, y);
         batch.split.prefetch(batch.next, 0..IMAGE_BYTES);
-        let options = StepOptions { noise, precision, rounded, ..StepOptions::default() };
+        let options = StepOptions { noise, precision, params: copy, ..StepOptions::default() };
         let shard = &mut shards[0];
         let (loss, correct) = model.loss_and_grad_scaled(x, y, &mut shard.ws, &mut shard.grads, scale, options);
         phases.gradient += start.elapsed().as_secs_f64();
@@ -228,7 +228,8 @@ fn step_gradient(
         let inputs = &mut part.inputs[..n * part.features.len()];
         batch.split.fill_features(batch.indices, batch.preprocess, inputs, part.features.clone());
         batch.split.prefetch(batch.next, part.features.clone());
-        let params = ParamsRef { values: &model.params, rounded };
+        // This thread's rows of the weights are read and updated by this thread only.
+        let params = ParamsRef { values: &model.params, rounded: copy.and_then(|c| c.rounded) };
         first.forward_part(params, inputs, part.features.clone(), &mut part.partial[..n * width], n, precision);
     });
     let parts = shards.len().min(n);
@@ -240,7 +241,7 @@ fn step_gradient(
         let partials = first_parts.iter().map(|part| &part.partial[..n * width]);
         first.forward_from_parts(&model.params, partials, lo..hi, shard.ws.first_layer_output_mut(model, hi - lo));
         let noise = Noise { first_row: lo, ..noise };
-        let options = StepOptions { first_layer_by_caller: true, noise, precision, rounded };
+        let options = StepOptions { first_layer_by_caller: true, noise, precision, params: copy };
         model.loss_and_grad_scaled(&[], ys, &mut shard.ws, &mut shard.grads, scale, options)
     });
     let first_start = Instant::now();
@@ -270,6 +271,20 @@ fn shards_gradient<'g>(model: &Sequential, first: &'g [f32], others: &'g [&'g [f
         _ => first.len(),
     };
     Gradient { first, others, summed_from }
+}
+
+/// Where the parameters that both cores read begin, in a data-parallel step: after the first
+/// layer's weights (`shards_gradient`'s `summed_from`).
+fn shared_params(model: &Sequential) -> usize {
+    model.layers()[0].as_dense().map_or(0, |first| first.weight_range().end)
+}
+
+/// The buffer of a [`Trainer`]'s copy of the parameters (`optim::ParamsCopy`).
+enum CopyBuffer {
+    /// All of them, rounded to bf16.
+    Bf16(Vec<u16>),
+    /// As long as the parameters; those before [`shared_params`] are not kept (NaN).
+    F32(Vec<f32>),
 }
 
 /// How far an unfinished epoch got (all zero: not started).
@@ -340,10 +355,10 @@ pub struct Trainer<'a> {
     /// How the dense layers' products multiply in training steps (f32, or bf16 with f32
     /// sums); the optimiser and evaluation always run in f32.
     pub precision: Precision,
-    /// In bf16 steps, the parameters rounded to bf16, which the products read and the
-    /// optimiser rewrites as it updates the parameters (`optim::Params`); made at the first
-    /// bf16 step, dropped when the parameters change otherwise.
-    rounded: Option<Vec<u16>>,
+    /// The copy of the parameters that a step's products read and the optimiser rewrites as
+    /// it updates them (`optim::ParamsCopy`); made at the first step that uses it, dropped
+    /// when the parameters change otherwise ([`Trainer::model_mut`]).
+    copy: Option<CopyBuffer>,
     buffers: StepBuffers,
     order: Vec<u32>,
 }
@@ -398,7 +413,7 @@ impl<'a> Trainer<'a> {
             step_log: None,
             phases: PhaseSeconds::default(),
             precision: Precision::F32,
-            rounded: None,
+            copy: None,
             buffers,
             order,
         })
@@ -474,32 +489,30 @@ impl<'a> Trainer<'a> {
 
     /// The model, to change its parameters or state between steps.
     pub fn model_mut(&mut self) -> &mut Sequential {
-        // The rounded copy may no longer match: the next bf16 step rounds the parameters again.
-        self.rounded = None;
+        // The copy may no longer match: the next step makes it again.
+        self.copy = None;
         &mut self.model
     }
 
     /// One optimisation step on batch `step` of the current order, at rate `lr` (and SGD
     /// momentum, when scheduled). Returns the batch's summed loss, correct count and size.
     pub fn step(&mut self, epoch: usize, step: usize, lr: f32, momentum: Option<f32>) -> Result<(f64, usize, usize)> {
+        self.prepare_copy();
         let lo = step * self.batch_size;
         let end = (lo + self.batch_size).min(self.order.len());
         let (batch, next) = (&self.order[lo..end], &self.order[end..(end + self.batch_size).min(self.order.len())]);
         let n = batch.len();
         let noise = Noise { seed: self.seed, step: ((epoch as u64) << 32) + step as u64, first_row: 0 };
-        if self.precision != Precision::Bf16 {
-            self.rounded = None;
-        } else if self.rounded.is_none() {
-            let mut rounded = vec![0; self.model.params.len()];
-            round_to_bf16_with(Bf16Kernel::detect(), &self.model.params, &mut rounded);
-            self.rounded = Some(rounded);
-        }
+        let copy = self.copy.as_ref().map(|copy| match copy {
+            CopyBuffer::Bf16(rounded) => ParamsRef { values: &self.model.params, rounded: Some(rounded) },
+            CopyBuffer::F32(values) => ParamsRef { values, rounded: None },
+        });
         let (loss, ok, shards_used) = step_gradient(
             &self.model,
             Batch { split: &self.train, indices: batch, preprocess: &self.preprocess, next },
             noise,
             self.precision,
-            self.rounded.as_deref(),
+            copy,
             &mut self.buffers,
             &mut self.phases,
         );
@@ -513,7 +526,14 @@ impl<'a> Trainer<'a> {
         let shards = &self.buffers.shards;
         let others: Vec<&[f32]> = shards[1..shards_used].iter().map(|s| &s.grads[..]).collect();
         let gradient = shards_gradient(&self.model, &shards[0].grads, &others);
-        let params = Params { values: &mut self.model.params, rounded: self.rounded.as_deref_mut() };
+        let copy = self.copy.as_mut().map(|copy| match copy {
+            CopyBuffer::Bf16(rounded) => ParamsCopy::Bf16(rounded),
+            CopyBuffer::F32(values) => {
+                let from = shared_params(&self.model);
+                ParamsCopy::F32 { from, values: &mut values[from..] }
+            }
+        });
+        let params = Params { values: &mut self.model.params, copy };
         self.optimizer.apply(params, gradient, lr);
         self.phases.optimizer += optimizer_start.elapsed().as_secs_f64();
         if shards.len() == 1 {
@@ -521,6 +541,30 @@ impl<'a> Trainer<'a> {
         }
         self.global_step += 1;
         Ok((loss, ok, n))
+    }
+
+    /// Makes the copy of the parameters this step's products read, unless it is there: in
+    /// bf16, all of them rounded; in f32 with more than one shard, those that both cores read
+    /// (the first layer's weights are each read by the thread that updates them). One thread
+    /// in f32 reads the parameters themselves.
+    fn prepare_copy(&mut self) {
+        let shared = self.buffers.shards.len() > 1 && !self.buffers.first_parts.is_empty();
+        self.copy = match (self.precision, self.copy.take()) {
+            (Precision::Bf16, Some(CopyBuffer::Bf16(rounded))) => Some(CopyBuffer::Bf16(rounded)),
+            (Precision::Bf16, _) => {
+                let mut rounded = vec![0; self.model.params.len()];
+                round_to_bf16_with(Bf16Kernel::detect(), &self.model.params, &mut rounded);
+                Some(CopyBuffer::Bf16(rounded))
+            }
+            (Precision::F32, Some(CopyBuffer::F32(values))) if shared => Some(CopyBuffer::F32(values)),
+            (Precision::F32, _) if shared => {
+                let mut values = self.model.params.clone();
+                // Never read (see above); NaN would show if it were.
+                values[..shared_params(&self.model)].fill(f32::NAN);
+                Some(CopyBuffer::F32(values))
+            }
+            (Precision::F32, _) => None,
+        };
     }
 
     /// Optimisation steps per epoch.
