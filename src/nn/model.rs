@@ -252,7 +252,7 @@ impl Sequential {
     /// # Shapes
     /// `x`: `[batch, input_dim]`; returns `[batch, output_dim]`.
     pub fn predict<'w>(&self, x: &[f32], batch: usize, ws: &'w mut Workspace) -> &'w [f32] {
-        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, self.params.as_slice().into());
+        self.forward_eval(x, batch, ws);
         let out = ws.output_mut(self, batch);
         softmax_rows(out, self.output_dim());
         out
@@ -277,7 +277,7 @@ impl Sequential {
         let n = batch * self.output_dim();
         assert!(mean.len() == n && std.len() == n, "MC output buffers must hold {n} values");
         let start = self.first_dropout().unwrap_or(self.layers.len());
-        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, self.params.as_slice().into());
+        self.forward_eval(x, batch, ws);
         mean.fill(0.0);
         std.fill(0.0);
         if samples == 0 || start == self.layers.len() {
@@ -315,7 +315,7 @@ impl Sequential {
     /// Summed loss and number of correct predictions for a labelled batch (inference mode).
     pub fn evaluate_batch(&self, x: &[f32], labels: &[u8], ws: &mut Workspace) -> (f64, usize) {
         let batch = labels.len();
-        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, self.params.as_slice().into());
+        self.forward_eval(x, batch, ws);
         softmax_cross_entropy(ws.output_mut(self, batch), self.output_dim(), labels)
     }
 
@@ -474,6 +474,11 @@ impl Sequential {
         Ok(folded)
     }
 
+    /// The whole forward pass in inference mode, in f32 with the model's parameters.
+    fn forward_eval(&self, x: &[f32], batch: usize, ws: &mut Workspace) {
+        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, self.params.as_slice().into());
+    }
+
     /// Runs layers `from..` (reading layer `from - 1`'s output in `ws`, or `x` when `from` is
     /// 0) with the parameters `params`, dense layers multiplying in `precision`; the last
     /// layer's output is left as logits
@@ -517,7 +522,7 @@ impl Sequential {
     /// The smallest and largest value of each layer's input over a batch in inference mode
     /// (what quantising the inputs to 8 bits is calibrated with). NaN is ignored.
     pub fn input_ranges(&self, x: &[f32], batch: usize, ws: &mut Workspace) -> Vec<(f32, f32)> {
-        self.forward(x, 0, batch, ws, Mode::Eval, None, Precision::F32, self.params.as_slice().into());
+        self.forward_eval(x, batch, ws);
         (0..self.layers.len())
             .map(|l| min_max(if l == 0 { x } else { &ws.layers[l - 1].output[..batch * self.layers[l].n_in()] }))
             .collect()
