@@ -23,11 +23,13 @@
 //!   500,210 parameters, the step's third phase; `nadam` (8a) and `sgd` (8f, no momentum),
 //!   the gradient read from one buffer (`one_buffer`) or, as two shards leave it, summed from
 //!   two beyond the first layer's weights (`two_shards`). With the state (8 MB for Nadam)
-//!   beyond the L2 caches, how close does the step come to the memory's speed?
+//!   beyond the L2 caches, how close does the step come to the memory's speed? The
+//!   `_bf16_copy` and `_f32_copy` variants also rewrite the copy of the parameters that a
+//!   two-thread trainer's products read (`optim::ParamsCopy`): what does keeping it cost?
 //! - `trainer_step/<preset>_batch<B>_<T>_threads`: `Trainer::step` as `simdnn train` runs it
 //!   (batch conversion from CIFAR records, the first layer split by input features and the
 //!   rest of the batch split by rows across `T` threads, the first layer's weight gradient,
-//!   the gradient sum, the optimiser), for the 8a and 8f presets on
+//!   the gradient sum, the optimiser and its copy of the parameters), for the 8a and 8f presets on
 //!   20,000 generated records (60 MB, beyond the L3 cache, as the real 150 MB are). What
 //!   does one optimisation step cost, and so an epoch without validation? The `_bf16`
 //!   variants multiply every dense layer in bf16 (`--precision bf16`): what does that save?
