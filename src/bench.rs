@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::kernels::Precision;
-use crate::kernels::gemm::{Epilogue, MatMut, MatRef};
+use crate::kernels::gemm::{Blocking, Epilogue, MatMut, MatRef};
 use crate::rng::{normal, seeded};
 
 /// The median time of one call and the rate it implies.
@@ -34,7 +34,8 @@ pub fn gemm_timing(
     let mut c = vec![0f32; m * n];
     let a_view = if transpose_a { MatRef::new(&a, k, m).t() } else { MatRef::new(&a, m, k) };
     let b_view = if transpose_b { MatRef::new(&b, n, k).t() } else { MatRef::new(&b, k, n) };
-    let mut call = || precision.gemm(1.0, a_view, b_view, 0.0, MatMut::new(&mut c, m, n), Epilogue::NONE);
+    let mut call =
+        || precision.gemm(&Blocking::DEFAULT, 1.0, a_view, b_view, 0.0, MatMut::new(&mut c, m, n), Epilogue::NONE);
     // Size a batch to about 2 ms so timer overhead is negligible.
     let start = Instant::now();
     call();

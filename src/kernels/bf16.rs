@@ -61,8 +61,8 @@ pub fn round_to_bf16(x: &[f32], out: &mut [u16]) {
 
 /// Rounds `x` to bf16 bits as `kernel`'s products read them: as [`round_to_bf16`] for the
 /// portable kernel; with AVX-512 BF16, by `vcvtneps2bf16` (16 values in one instruction where
-/// the portable rounding takes eleven operations), which flushes subnormals to zero as `vdpbf16ps` reads them
-/// anyway: either way, a product of the kernel sees the same values.
+/// the portable rounding takes eleven operations), which flushes subnormals to zero as
+/// `vdpbf16ps` reads them anyway: either way, a product of the kernel sees the same values.
 ///
 /// # Panics
 /// If the lengths differ, or `kernel` does not run on this CPU.

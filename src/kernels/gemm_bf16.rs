@@ -28,7 +28,7 @@ use wide::{f32x16, u32x16};
 
 use super::bf16::{Bf16Kernel, round_bits};
 use super::gemm::{
-    Blocking, Epilogue, MatMut, MatRef, NARROW_COLS, NARROW_VECTORS, NarrowStore, check_shapes, gemm, gemm_with,
+    Blocking, Epilogue, MatMut, MatRef, NARROW_COLS, NARROW_VECTORS, NarrowStore, check_shapes, gemm_with,
     store_narrow_block, store_tile, with_scratch,
 };
 use super::quant::bf16_from_f32;
@@ -72,14 +72,17 @@ impl Precision {
         }
     }
 
-    /// `C = act(alpha * A B + beta * C + bias)` in this precision: f32 across rayon's threads
-    /// where the product is large enough ([`gemm`]), bf16 on the calling thread.
+    /// `C = act(alpha * A B + beta * C + bias)` in this precision: f32 with `blocking`
+    /// ([`Blocking::DEFAULT`] splits large products across rayon's threads,
+    /// [`Blocking::SERIAL`] keeps them on the calling thread), bf16 on the calling thread.
     ///
     /// # Panics
-    /// As [`gemm`] and [`gemm_bf16`], and if an f32 product is given an operand already
+    /// As [`gemm_with`] and [`gemm_bf16`], and if an f32 product is given an operand already
     /// rounded to bf16 (a programming error).
+    #[allow(clippy::too_many_arguments)]
     pub fn gemm<'a>(
         self,
+        blocking: &Blocking,
         alpha: f32,
         a: impl Into<Operand<'a>>,
         b: impl Into<Operand<'a>>,
@@ -88,26 +91,7 @@ impl Precision {
         epi: Epilogue<'_>,
     ) {
         match self {
-            Precision::F32 => gemm(alpha, a.into().f32(), b.into().f32(), beta, c, epi),
-            Precision::Bf16 => gemm_bf16(alpha, a, b, beta, c, epi),
-        }
-    }
-
-    /// `C = act(alpha * A B + beta * C + bias)` in this precision, on the calling thread.
-    ///
-    /// # Panics
-    /// As [`Precision::gemm`].
-    pub fn gemm_serial<'a>(
-        self,
-        alpha: f32,
-        a: impl Into<Operand<'a>>,
-        b: impl Into<Operand<'a>>,
-        beta: f32,
-        c: MatMut<'_>,
-        epi: Epilogue<'_>,
-    ) {
-        match self {
-            Precision::F32 => gemm_with(&Blocking::SERIAL, alpha, a.into().f32(), b.into().f32(), beta, c, epi),
+            Precision::F32 => gemm_with(blocking, alpha, a.into().f32(), b.into().f32(), beta, c, epi),
             Precision::Bf16 => gemm_bf16(alpha, a, b, beta, c, epi),
         }
     }

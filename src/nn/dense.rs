@@ -4,7 +4,7 @@
 
 use core::ops::Range;
 
-use crate::kernels::gemm::{Epilogue, MatMut, MatRef};
+use crate::kernels::gemm::{Blocking, Epilogue, MatMut, MatRef};
 use crate::kernels::gemm_bf16::{Bf16Ref, Operand};
 use crate::kernels::transpose::transpose;
 use crate::kernels::vector::activation_backward_with_bias_grad;
@@ -97,6 +97,7 @@ impl Dense {
         let params = params.into();
         let epilogue = Epilogue { bias: Some(self.bias(params.values)), activation: self.activation };
         precision.gemm(
+            &Blocking::DEFAULT,
             1.0,
             MatRef::new(x, batch, self.n_in),
             self.weights_operand(params, 0..self.n_in, precision),
@@ -120,7 +121,8 @@ impl Dense {
         batch: usize,
         precision: Precision,
     ) {
-        precision.gemm_serial(
+        precision.gemm(
+            &Blocking::SERIAL,
             1.0,
             MatRef::new(x_part, batch, features.len()),
             self.weights_operand(params.into(), features, precision),
@@ -201,7 +203,15 @@ impl Dense {
     pub fn weight_grad(&self, x: &[f32], dz: &[f32], grads: &mut [f32], batch: usize, precision: Precision) {
         let range = self.weight_range();
         let (x, dz) = self.weight_grad_operands(x, self.n_in, dz, batch);
-        precision.gemm(1.0, x, dz, 0.0, MatMut::new(&mut grads[range], self.n_in, self.n_out), Epilogue::NONE);
+        precision.gemm(
+            &Blocking::DEFAULT,
+            1.0,
+            x,
+            dz,
+            0.0,
+            MatMut::new(&mut grads[range], self.n_in, self.n_out),
+            Epilogue::NONE,
+        );
     }
 
     /// One thread's part of the weight gradient split by input features, as
@@ -218,7 +228,7 @@ impl Dense {
         precision: Precision,
     ) {
         let (x, dz) = self.weight_grad_operands(x_part, features.len(), dz, batch);
-        precision.gemm_serial(1.0, x, dz, 0.0, MatMut::new(dw, features.len(), self.n_out), Epilogue::NONE);
+        precision.gemm(&Blocking::SERIAL, 1.0, x, dz, 0.0, MatMut::new(dw, features.len(), self.n_out), Epilogue::NONE);
     }
 
     /// `x^T` and `dz` for `dw = x^T dz`, `x` being `[batch, inputs]`.
@@ -258,11 +268,11 @@ impl Dense {
         if precision == Precision::Bf16 || batch.is_multiple_of(TRANSPOSED_BATCH) {
             let dx_t = &mut scratch[..n_in * batch];
             let w = self.weights_operand(params, 0..n_in, precision);
-            precision.gemm(1.0, w, dz.t(), 0.0, MatMut::new(dx_t, n_in, batch), Epilogue::NONE);
+            precision.gemm(&Blocking::DEFAULT, 1.0, w, dz.t(), 0.0, MatMut::new(dx_t, n_in, batch), Epilogue::NONE);
             transpose(dx_t, n_in, batch, dx);
         } else {
             let w = MatRef::new(self.weights(params.values), n_in, n_out);
-            precision.gemm(1.0, dz, w.t(), 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
+            precision.gemm(&Blocking::DEFAULT, 1.0, dz, w.t(), 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
         }
     }
 }
