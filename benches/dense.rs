@@ -46,7 +46,7 @@ use simdnn::data::cifar::{CLASSES, IMAGE_BYTES, Preprocess, RECORD_BYTES};
 use simdnn::data::{Split, standardise_from};
 use simdnn::kernels::{Activation, Precision, reference};
 use simdnn::nn::{Sequential, Workspace};
-use simdnn::optim::{Gradient, OptimizerConfig, Params, ParamsCopy};
+use simdnn::optim::{Gradient, OptimizerConfig, Owners, Params, ParamsCopy};
 use simdnn::parallel::KeepWarm;
 use simdnn::rng::{below, normal, seeded, uniform_f32};
 use simdnn::train::{TrainConfig, Trainer};
@@ -210,7 +210,7 @@ fn bench_optimizer(c: &mut Criterion) {
         let (mut rounded, mut copied) = (vec![0u16; n], vec![0f32; n - first_layer_weights]);
         let mut optimizer = OptimizerConfig::keras_default(name).expect("a Keras optimiser").build(n);
         let gradient = if two_shards {
-            Gradient { first: &shards[0], others: &others, summed_from: first_layer_weights }
+            Gradient { first: &shards[0], others: &others, summed_from: first_layer_weights, owners: Owners::Even }
         } else {
             Gradient::from(&shards[0][..])
         };

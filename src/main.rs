@@ -22,7 +22,7 @@ use simdnn::train::compare::{REPORT_FILE, SVG_FILE, write_report};
 use simdnn::train::deploy::{ExportOptions, export, predict_file, single_image_latency_us};
 use simdnn::train::lr_find::{LrFindSettings, range_test, write_results};
 use simdnn::train::run::{resume_run, sweep, sweep_table, train_run_until};
-use simdnn::train::{Event, TrainConfig, config::default_data_dir};
+use simdnn::train::{Event, Parallelism, TrainConfig, config::default_data_dir};
 use simdnn::{Error, Result};
 
 /// Training's large buffers on huge pages (see `simdnn::hugepages`).
@@ -195,6 +195,11 @@ struct TrainArgs {
     /// bf16, sums in f32: mixed precision, fast on CPUs with AVX-512 BF16).
     #[arg(long, group = "settings", value_parser = parse_precision)]
     precision: Option<Precision>,
+    /// How each step is split between threads: data (default: each thread a slice of the
+    /// batch) or tensor (each thread a block of every layer's units: less traffic between
+    /// the cores, for hosts that place the vCPUs far apart; dense-only models).
+    #[arg(long, group = "settings", value_parser = parse_parallel)]
+    parallel: Option<Parallelism>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -314,6 +319,10 @@ fn parse_activation(s: &str) -> std::result::Result<Activation, String> {
     }
 }
 
+fn parse_parallel(s: &str) -> std::result::Result<Parallelism, String> {
+    Parallelism::parse(s).ok_or_else(|| format!("unknown parallelism `{s}` (accepted: data, tensor)"))
+}
+
 fn parse_precision(s: &str) -> std::result::Result<Precision, String> {
     Precision::parse(s).ok_or_else(|| format!("unknown precision `{s}` (accepted: {})", Precision::NAMES))
 }
@@ -392,7 +401,8 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
         threads,
         dropout,
         alpha_dropout,
-        precision
+        precision,
+        parallel
     );
     match args.lr.as_deref() {
         Some("auto") => cfg.lr_auto = true,

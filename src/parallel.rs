@@ -118,3 +118,105 @@ impl Idle {
         }
     }
 }
+
+/// Blocks of floats traded by the threads of one parallel task in lockstep rounds (the
+/// tensor-parallel training step's exchanges of partial products and deltas): in each round
+/// every thread publishes a block, waits until all have published theirs, then reads the
+/// others'. Each thread writes its own two boxes in turn, so a thread may publish the next
+/// round while another still reads this one; it cannot get two rounds ahead, as it waits
+/// for every thread at each round.
+pub struct Exchange {
+    published: Vec<PaddedCounter>,
+    boxes: Vec<[std::cell::UnsafeCell<Vec<f32>>; 2]>,
+    /// Raised when a thread panics mid-task, so the others stop waiting for it.
+    poisoned: AtomicBool,
+}
+
+// Safety: a box is written only by its thread, through its `Member`, and read by others only
+// between the round that published it and their own next publication, which the counters
+// order (see `Member`).
+unsafe impl Sync for Exchange {}
+
+/// A counter on a cache line of its own: each thread's is polled by the others.
+#[repr(align(128))]
+struct PaddedCounter(std::sync::atomic::AtomicU64);
+
+impl Exchange {
+    /// For `threads` threads, each publishing at most `capacity` floats per round.
+    pub fn new(threads: usize, capacity: usize) -> Self {
+        Exchange {
+            published: (0..threads).map(|_| PaddedCounter(0.into())).collect(),
+            boxes: (0..threads).map(|_| [vec![0.0; capacity].into(), vec![0.0; capacity].into()]).collect(),
+            poisoned: AtomicBool::new(false),
+        }
+    }
+
+    pub fn threads(&self) -> usize {
+        self.published.len()
+    }
+
+    /// Thread `t`'s handle, for one task. It goes on from the round where the last task left
+    /// this thread, so every task must take the same number of rounds on every thread.
+    pub fn member(&self, t: usize) -> Member<'_> {
+        assert!(t < self.threads(), "thread {t} of an exchange of {}", self.threads());
+        Member { exchange: self, thread: t, round: self.published[t].0.load(Ordering::Relaxed) }
+    }
+}
+
+/// One thread's side of an [`Exchange`].
+pub struct Member<'e> {
+    exchange: &'e Exchange,
+    thread: usize,
+    round: u64,
+}
+
+impl Member<'_> {
+    /// Starts the next round: `fill` writes this thread's block into its box, which the
+    /// others may read once it returns.
+    pub fn publish(&mut self, fill: impl FnOnce(&mut [f32])) {
+        self.round += 1;
+        let cell = &self.exchange.boxes[self.thread][(self.round % 2) as usize];
+        // Safety: only this thread writes its boxes; the others last read this one two
+        // rounds ago, and each has published since (this thread waited for them).
+        fill(unsafe { &mut *cell.get() });
+        self.exchange.published[self.thread].0.store(self.round, Ordering::Release);
+    }
+
+    /// Waits until every thread has published this round (spinning, then yielding the core;
+    /// never running other rayon jobs, which could be another part of this task).
+    ///
+    /// # Panics
+    /// If another thread of the task panicked.
+    pub fn wait(&self) {
+        for (s, counter) in self.exchange.published.iter().enumerate() {
+            let mut spins = 0u32;
+            while s != self.thread && counter.0.load(Ordering::Acquire) < self.round {
+                if self.exchange.poisoned.load(Ordering::Relaxed) {
+                    panic!("another thread of the parallel step panicked");
+                }
+                if spins < 1 << 12 {
+                    spins += 1;
+                    spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+
+    /// Thread `s`'s block of this round (after [`Member::wait`]).
+    pub fn inbox(&self, s: usize) -> &[f32] {
+        let cell = &self.exchange.boxes[s][(self.round % 2) as usize];
+        // Safety: thread `s` published it this round and rewrites it only after this thread
+        // has published the next one, which needs `&mut self`, ending this borrow.
+        unsafe { &*cell.get() }
+    }
+}
+
+impl Drop for Member<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.exchange.poisoned.store(true, Ordering::Relaxed);
+        }
+    }
+}

@@ -233,6 +233,7 @@ fn bad_flags_are_named_without_panics() {
         (&["--width", "0"], &["--width"]),
         (&["--epochs", "many"], &["--epochs"]),
         (&["--precision", "fp8"], &["--precision", "fp8", "f32, bf16"]),
+        (&["--parallel", "pipeline"], &["--parallel", "pipeline", "data, tensor"]),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["train", "--out", out, "--epochs", "1", "--depth", "1", "--width", "4", "--quiet"];
@@ -388,6 +389,34 @@ fn bf16_precision_trains_and_is_recorded() {
             .concat(),
     );
     assert_eq!(json_file(&out.join("config.json"))["precision"], "bf16");
+}
+
+/// `--parallel tensor` trains (each thread a block of every layer's units), is recorded in
+/// config.json and repeats exactly; its weights differ from data-parallel steps'. A model it
+/// does not take (batch norm) trains data-parallel: the same bits as `--parallel data`.
+#[test]
+fn tensor_parallel_steps_train_and_are_recorded() {
+    let s = scratch();
+    let data = s.data.to_str().unwrap();
+    let run = |name: &str, flags: &[&str]| {
+        let out = s.path(name);
+        let common = ["--data", data, "--epochs", "2", "--depth", "2", "--width", "8", "--val-size", VAL_SIZE];
+        let mut args = vec!["train", "--out", out.to_str().unwrap(), "--threads", "2", "--quiet"];
+        args.extend_from_slice(&common);
+        args.extend_from_slice(flags);
+        s.ok_output(&args);
+        out
+    };
+    let tensor = ["--parallel", "tensor"];
+    let (a, b, data_parallel) = (run("a", &tensor), run("b", &tensor), run("d", &["--parallel", "data"]));
+    assert_eq!(json_file(&a.join("config.json"))["parallel"], "tensor");
+    assert_eq!(json_file(&data_parallel.join("config.json"))["parallel"], "data");
+    let model = |dir: &PathBuf| fs::read(dir.join("best.simdnn")).unwrap();
+    assert_eq!(model(&a), model(&b), "tensor-parallel runs differ");
+    assert_ne!(model(&a), model(&data_parallel), "tensor- and data-parallel runs are identical");
+    let bn_tensor = run("bn-t", &["--batch-norm", "--parallel", "tensor"]);
+    let bn_data = run("bn-d", &["--batch-norm"]);
+    assert_eq!(model(&bn_tensor), model(&bn_data), "batch norm did not fall back to data-parallel steps");
 }
 
 #[test]

@@ -3,7 +3,9 @@
 //! literally; plus the Keras defaults, the step counter, and thread-count independence.
 
 use simdnn::kernels::quant::bf16_from_f32;
-use simdnn::optim::{AdaGrad, Adam, Gradient, Nadam, Optimizer, OptimizerConfig, Params, ParamsCopy, RmsProp, Sgd};
+use simdnn::optim::{
+    AdaGrad, Adam, Gradient, Nadam, Optimizer, OptimizerConfig, Owners, Params, ParamsCopy, RmsProp, Sgd,
+};
 
 const P0: [f32; 3] = [0.5, -1.25, 2.0];
 /// Fixed gradients for three steps: mixed signs and magnitudes, one of them tiny so that the
@@ -359,6 +361,8 @@ fn shard_grad(s: usize, t: usize, n: usize) -> Vec<f32> {
 /// The sharded step also keeps a trainer's copy of the parameters (rounded to bf16, or the
 /// parameters after a point, as they are): it must not change the update, and must equal the
 /// parameters (rounded to nearest even), whichever thread and chunk of the loop wrote them.
+/// The same with the parameters split between the threads in uneven runs (as a
+/// tensor-parallel trainer owns them), one of them across `summed_from`.
 #[test]
 fn sharded_gradients_match_the_summed_gradient() {
     use OptimizerConfig as C;
@@ -375,16 +379,19 @@ fn sharded_gradients_match_the_summed_gradient() {
     for (n, threads) in [(1_000, 2), (100_003, 1), (100_003, 2), (100_003, 3)] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         for summed_from in [0, 33_337.min(n / 3), n] {
+            let runs = [n / 7, n / 3 + 5, n / 2, 2 * n / 3 + 1, n];
+            let owner_splits = [Owners::Even, Owners::Runs { threads, ends: &runs }];
             for shards in [2, 3] {
-                for config in configs {
+                for (owners, config) in owner_splits.iter().flat_map(|&o| configs.iter().map(move |&c| (o, c))) {
                     let start: Vec<f32> = (0..n).map(|i| ((i * 37 % 1001) as f32 - 500.0) / 250.0).collect();
                     let (mut summed, mut sharded) = (start.clone(), start.clone());
                     let mut rounded = vec![0u16; n];
                     let copied_from = (summed_from + 2_049).min(n);
                     let mut copied = vec![f32::NAN; n - copied_from];
                     let (mut a, mut b) = (config.build(n), config.build(n));
-                    let case =
-                        format!("{config:?}, n {n}, {threads} threads, summed from {summed_from}, {shards} shards");
+                    let case = format!(
+                        "{config:?}, n {n}, {threads} threads, summed from {summed_from}, {shards} shards, {owners:?}"
+                    );
                     pool.install(|| {
                         for t in 0..2 {
                             let grads: Vec<Vec<f32>> = (0..shards).map(|s| shard_grad(s, t, n)).collect();
@@ -402,7 +409,7 @@ fn sharded_gradients_match_the_summed_gradient() {
                                 ParamsCopy::F32 { from: copied_from, values: &mut copied }
                             };
                             let params = Params { values: &mut sharded, copy: Some(copy) };
-                            b.apply(params, Gradient { first: &grads[0], others: &others, summed_from }, 1e-2);
+                            b.apply(params, Gradient { first: &grads[0], others: &others, summed_from, owners }, 1e-2);
                             let stale = if t == 0 {
                                 rounded.iter().zip(&sharded).position(|(&r, &p)| r != bf16_from_f32(p))
                             } else {

@@ -5,7 +5,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use simdnn::parallel::{KeepWarm, map_parts};
+use simdnn::parallel::{Exchange, KeepWarm, map_parts};
 
 /// Runs `f` on another thread and fails the test if it has not returned in 60 s (a wait that
 /// never ends would otherwise hang the whole test run).
@@ -110,4 +110,66 @@ fn keep_warm_lets_go_of_the_threads_when_dropped() {
         // Outside a pool it does nothing.
         drop(KeepWarm::start());
     });
+}
+
+/// Threads trading blocks through an `Exchange` in lockstep rounds read, in every round, what
+/// each of the others published in that round (a reader a round behind or ahead, or a box
+/// rewritten while it is read, would show other values), over several tasks that go on from
+/// the rounds the last one left.
+#[test]
+fn exchanged_blocks_arrive_intact_round_after_round() {
+    let value = |thread: usize, round: u64, i: usize| (thread * 1_000_000 + round as usize * 100 + i) as f32;
+    within_a_minute(move || {
+        for threads in [2, 3] {
+            let exchange = Exchange::new(threads, 64);
+            pool(threads).install(|| {
+                for task in 0..3u64 {
+                    map_parts((0..threads).collect(), |t| {
+                        let mut member = exchange.member(t);
+                        for round in task * 200 + 1..=(task + 1) * 200 {
+                            // Blocks of different lengths, so stale tails show too.
+                            let len = 1 + (round as usize + t) % 64;
+                            member.publish(|out| {
+                                out[..len].iter_mut().enumerate().for_each(|(i, v)| *v = value(t, round, i))
+                            });
+                            member.wait();
+                            for s in 0..threads {
+                                let len = 1 + (round as usize + s) % 64;
+                                let got = &member.inbox(s)[..len];
+                                assert!(
+                                    got.iter().enumerate().all(|(i, &v)| v == value(s, round, i)),
+                                    "thread {t}, round {round}: thread {s}'s block is {got:?}"
+                                );
+                            }
+                        }
+                    });
+                }
+            });
+        }
+    });
+}
+
+/// A thread that panics mid-task releases the others from their wait (they panic too)
+/// instead of leaving them waiting for a round that never comes.
+#[test]
+fn a_panic_in_one_member_stops_the_others_waiting() {
+    let panicked = within_a_minute(|| {
+        let exchange = Exchange::new(2, 4);
+        pool(2).install(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                map_parts(vec![0, 1], |t| {
+                    let mut member = exchange.member(t);
+                    member.publish(|out| out[0] = t as f32);
+                    member.wait();
+                    if t == 1 {
+                        panic!("thread 1 fails after one round");
+                    }
+                    member.publish(|out| out[0] = 2.0);
+                    member.wait();
+                })
+            }))
+            .is_err()
+        })
+    });
+    assert!(panicked, "the panic reaches the caller");
 }

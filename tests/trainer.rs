@@ -19,10 +19,22 @@ fn trainer<'d>(
     batch_size: usize,
     lr: f32,
 ) -> Trainer<'d> {
+    let optimizer = OptimizerConfig::keras_default(optimizer).unwrap();
+    trainer_with(data, cfg, optimizer, val_size, batch_size, lr)
+}
+
+fn trainer_with<'d>(
+    data: &'d Cifar10,
+    cfg: &TrainConfig,
+    optimizer: OptimizerConfig,
+    val_size: usize,
+    batch_size: usize,
+    lr: f32,
+) -> Trainer<'d> {
     let (train, val) = data.train_val(val_size).unwrap();
     let preprocess = standardise_from(&train).unwrap();
     let model = Sequential::new(IMAGE_BYTES, &cfg.layer_specs(), 5).unwrap();
-    let optimizer = OptimizerConfig::keras_default(optimizer).unwrap().build(model.num_params());
+    let optimizer = optimizer.build(model.num_params());
     Trainer::new(model, optimizer, preprocess, train, val, batch_size, lr, 5).unwrap()
 }
 
@@ -131,5 +143,110 @@ fn a_trainer_accounts_for_its_time_by_phase() {
             let total = p.gradient + p.first_layer_weight_grad + p.optimizer + p.validation;
             assert!(total <= record.seconds, "{label}: phases {total} s in an epoch of {} s", record.seconds);
         });
+    }
+}
+
+/// Relative difference of the largest disagreement between `a` and `b`.
+fn worst_relative(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(a, b)| (a - b).abs() / a.abs().max(1e-2)).fold(0f32, f32::max)
+}
+
+/// Runs one epoch of `trainer` on `pool`.
+fn epoch(pool: &rayon::ThreadPool, trainer: &mut Trainer<'_>, epoch: usize) -> simdnn::train::EpochRecord {
+    use simdnn::train::{EpochOutcome, EpochProgress};
+    match pool.install(|| trainer.run_epoch(epoch, EpochProgress::default(), None, &mut |_| {})).unwrap() {
+        EpochOutcome::Finished(record) => record,
+        EpochOutcome::Interrupted(_) => panic!("epoch {epoch} was interrupted"),
+    }
+}
+
+/// Tensor-parallel epochs (each thread a block of every layer's units; the parameters and the
+/// optimiser's state in thread-major order while the epoch runs) compute what one thread
+/// computes, up to rounding (the partial products of each layer are summed by block of its
+/// inputs): epochs of one step with Nadam, whose two values per parameter carry from epoch to
+/// epoch, so a parameter or state value left in the wrong place at an epoch's end moves the
+/// next epoch's results by far more than rounding. (Epsilon 1 keeps the update close to
+/// linear in the gradient: with Keras's 1e-7 a gradient at rounding level, of either sign,
+/// takes a step of nearly the full rate.) They repeat bit for bit, and differ from the
+/// data-parallel steps' bits (so the tensor-parallel steps did run).
+#[test]
+fn tensor_parallel_epochs_match_one_thread_and_repeat_exactly() {
+    use simdnn::train::Parallelism;
+    let nadam = OptimizerConfig::Nadam { beta1: 0.9, beta2: 0.999, epsilon: 1.0 };
+    let dir = tempfile::tempdir().unwrap();
+    common::write_cifar_dir(dir.path(), 20, 11);
+    let data = Cifar10::open(dir.path()).unwrap();
+    let mut cfg = TrainConfig::preset("8e").unwrap();
+    (cfg.depth, cfg.width, cfg.alpha_dropout) = (3, 24, 0.0);
+    // 100 records, 84 validate: one batch of 16 per epoch.
+    let (val_size, batch) = (84, 16);
+    let one_pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let mut one = one_pool.install(|| trainer_with(&data, &cfg, nadam, val_size, batch, 1e-3));
+    assert_eq!(one.steps_per_epoch(), 1);
+    let pools = [2, 3].map(|t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap());
+    let make = |pool: &rayon::ThreadPool, parallelism| {
+        let mut t = pool.install(|| trainer_with(&data, &cfg, nadam, val_size, batch, 1e-3));
+        t.parallelism = parallelism;
+        t
+    };
+    let mut tensor: Vec<_> = pools.iter().map(|p| make(p, Parallelism::Tensor)).collect();
+    let mut again: Vec<_> = pools.iter().map(|p| make(p, Parallelism::Tensor)).collect();
+    let mut data_parallel: Vec<_> = pools.iter().map(|p| make(p, Parallelism::Data)).collect();
+    for e in 1..=4 {
+        let reference = epoch(&one_pool, &mut one, e);
+        let one_state = one.optimizer.state();
+        for (i, pool) in pools.iter().enumerate() {
+            let label = format!("{} threads, epoch {e}", i + 2);
+            let record = epoch(pool, &mut tensor[i], e);
+            epoch(pool, &mut again[i], e);
+            epoch(pool, &mut data_parallel[i], e);
+            let params = &tensor[i].model().params;
+            let worst = worst_relative(&one.model().params, params);
+            assert!(worst < 1e-4, "{label}: parameters differ from one thread's by up to {worst} (relative)");
+            let state = tensor[i].optimizer.state();
+            assert_eq!((state.t, state.slots.len()), (one_state.t, one_state.slots.len()), "{label}");
+            let worst = worst_relative(&one_state.slots, &state.slots);
+            assert!(worst < 1e-4, "{label}: optimiser state differs from one thread's by up to {worst}");
+            assert!((record.loss - reference.loss).abs() < 1e-5 * reference.loss, "{label}: loss {record:?}");
+            assert_eq!(params, &again[i].model().params, "{label}: tensor-parallel runs differ");
+            assert_ne!(params, &data_parallel[i].model().params, "{label}: the same bits as data-parallel steps");
+        }
+    }
+}
+
+/// bf16 products in tensor-parallel steps read the rounded copy of the weights that the
+/// optimiser keeps in their thread-major order: each epoch's update stays near the f32
+/// tensor-parallel update (bound as in `bf16_updates_stay_near_f32_and_repeat_exactly`) and
+/// repeats bit for bit. A copy left in the model's order would hand each thread other rows.
+#[test]
+fn bf16_tensor_parallel_updates_stay_near_f32() {
+    use simdnn::kernels::{Activation, Precision};
+    use simdnn::train::Parallelism;
+    let dir = tempfile::tempdir().unwrap();
+    common::write_cifar_dir(dir.path(), 20, 11);
+    let data = Cifar10::open(dir.path()).unwrap();
+    let mut cfg = TrainConfig::preset("8e").unwrap();
+    (cfg.depth, cfg.width, cfg.alpha_dropout, cfg.activation) = (3, 24, 0.0, Activation::Tanh);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let make = |precision| {
+        let mut t = pool.install(|| trainer(&data, &cfg, "sgd", 84, 16, 0.05));
+        (t.precision, t.parallelism) = (precision, Parallelism::Tensor);
+        t
+    };
+    let mut trainers = [Precision::F32, Precision::Bf16, Precision::Bf16].map(make);
+    for e in 1..=3 {
+        let start = trainers[0].model().params.clone();
+        let updates = trainers.each_mut().map(|t| {
+            t.model_mut().params.copy_from_slice(&start);
+            epoch(&pool, t, e);
+            t.model().params.iter().zip(&start).map(|(p, s)| p - s).collect::<Vec<f32>>()
+        });
+        let [f32_update, bf16_update, again] = &updates;
+        assert_eq!(bf16_update, again, "epoch {e}: bf16 epochs differ between runs");
+        assert_ne!(f32_update, bf16_update, "epoch {e}: bf16 changed nothing");
+        let scale = f32_update.iter().fold(0f32, |m, u| m.max(u.abs()));
+        let worst = f32_update.iter().zip(bf16_update).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst <= scale / 64.0, "epoch {e}: updates differ by {worst} (scale {scale})");
     }
 }

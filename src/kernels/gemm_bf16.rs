@@ -155,7 +155,7 @@ impl<'a> From<Bf16Ref<'a>> for Operand<'a> {
 
 impl<'a> Operand<'a> {
     /// `(rows, cols)`.
-    fn shape(&self) -> (usize, usize) {
+    pub(crate) fn shape(&self) -> (usize, usize) {
         match self {
             Operand::F32(m) => (m.rows, m.cols),
             Operand::Bf16(m) => (m.rows, m.cols),

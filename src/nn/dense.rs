@@ -263,16 +263,35 @@ impl Dense {
         scratch: &mut [f32],
         precision: Precision,
     ) {
-        let (n_in, n_out) = (self.n_in, self.n_out);
-        let (params, dz) = (params.into(), MatRef::new(dz, batch, n_out));
-        if precision == Precision::Bf16 || batch.is_multiple_of(TRANSPOSED_BATCH) {
-            let dx_t = &mut scratch[..n_in * batch];
-            let w = self.weights_operand(params, 0..n_in, precision);
-            precision.gemm(&Blocking::DEFAULT, 1.0, w, dz.t(), 0.0, MatMut::new(dx_t, n_in, batch), Epilogue::NONE);
-            transpose(dx_t, n_in, batch, dx);
-        } else {
-            let w = MatRef::new(self.weights(params.values), n_in, n_out);
-            precision.gemm(&Blocking::DEFAULT, 1.0, dz, w.t(), 0.0, MatMut::new(dx, batch, n_in), Epilogue::NONE);
+        let w = self.weights_operand(params.into(), 0..self.n_in, precision);
+        self.input_grad_from(&Blocking::DEFAULT, w, dz, dx, batch, scratch, precision);
+    }
+
+    /// [`Dense::input_grad`] from the weight rows `w` (`[rows, n_out]`, as a product in
+    /// `precision` reads them: a tensor-parallel step's rows, which it keeps in an order of its
+    /// own), giving those columns of dL/dx (`dx`: `[batch, rows]`).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn input_grad_from(
+        &self,
+        blocking: &Blocking,
+        w: Operand<'_>,
+        dz: &[f32],
+        dx: &mut [f32],
+        batch: usize,
+        scratch: &mut [f32],
+        precision: Precision,
+    ) {
+        let rows = w.shape().0;
+        let dz = MatRef::new(dz, batch, self.n_out);
+        match w {
+            Operand::F32(w) if precision == Precision::F32 && !batch.is_multiple_of(TRANSPOSED_BATCH) => {
+                precision.gemm(blocking, 1.0, dz, w.t(), 0.0, MatMut::new(dx, batch, rows), Epilogue::NONE);
+            }
+            _ => {
+                let dx_t = &mut scratch[..rows * batch];
+                precision.gemm(blocking, 1.0, w, dz.t(), 0.0, MatMut::new(dx_t, rows, batch), Epilogue::NONE);
+                transpose(dx_t, rows, batch, dx);
+            }
         }
     }
 }

@@ -244,12 +244,27 @@ pub struct Gradient<'a> {
     /// The first parameter whose gradient is summed over the shards (`first.len()` when
     /// there is one gradient).
     pub summed_from: usize,
+    /// Which thread updates which parameters.
+    pub owners: Owners<'a>,
 }
 
 impl<'a> From<&'a [f32]> for Gradient<'a> {
     fn from(grads: &'a [f32]) -> Self {
-        Gradient { first: grads, others: &[], summed_from: grads.len() }
+        Gradient { first: grads, others: &[], summed_from: grads.len(), owners: Owners::Even }
     }
+}
+
+/// How an optimiser step shares the parameters between threads: each thread should update
+/// the parameters whose gradient its own cache holds.
+#[derive(Clone, Copy, Debug)]
+pub enum Owners<'a> {
+    /// `..summed_from` and `summed_from..` each cut into one even part per thread of the
+    /// pool (one thread below `PARALLEL_MIN` parameters): what a data-parallel trainer's
+    /// shards and first layer hold.
+    Even,
+    /// Runs of parameters ending at `ends` (increasing, the last at the parameter count),
+    /// run `i` updated by the `i % threads`-th task: a tensor-parallel trainer's ownership.
+    Runs { threads: usize, ends: &'a [usize] },
 }
 
 /// Below this many parameters the element loop runs on one thread: a thread hand-off costs
@@ -260,9 +275,10 @@ const PARALLEL_MIN: usize = 1 << 15;
 /// Calls `update(param, grad, state)` for every parameter, with its `S` floats of `state`
 /// (stored side by side).
 ///
-/// Split across threads by position, not by work stealing: `..summed_from` and
-/// `summed_from..` are each cut into one even part per thread, and part `t` of both goes to
-/// the `t`-th task, the first running on the calling thread. The trainer splits the first
+/// Split across threads by position, not by work stealing, as [`Gradient::owners`] says: by
+/// default `..summed_from` and `summed_from..` are each cut into one even part per thread,
+/// and part `t` of both goes to the `t`-th task, the first running on the calling thread.
+/// The data-parallel trainer splits the first
 /// layer's weight rows (its forward pass and weight gradient) the same way, and its shards in
 /// the same order, so each thread mostly updates parameters that its own cache holds and, in
 /// the first layer, that no other core has read: when the host places the two vCPUs far
@@ -290,22 +306,39 @@ fn for_each_param<const S: usize>(
     );
     assert!(grads.summed_from <= n, "optimizer: summed_from {} beyond {n} parameters", grads.summed_from);
     assert_eq!(state.len(), n * S, "optimizer: built for {} parameters, given {n}", state.len() / S.max(1));
-    #[cfg(feature = "std")]
-    let threads = if n > PARALLEL_MIN { rayon::current_num_threads() } else { 1 };
-    #[cfg(not(feature = "std"))]
-    let threads = 1;
+    let (threads, ends) = match grads.owners {
+        Owners::Even => {
+            #[cfg(feature = "std")]
+            let threads = if n > PARALLEL_MIN { rayon::current_num_threads() } else { 1 };
+            #[cfg(not(feature = "std"))]
+            let threads = 1;
+            let halves = [(0, grads.summed_from), (grads.summed_from, n)];
+            (
+                threads,
+                halves.iter().flat_map(|&(lo, hi)| (1..=threads).map(move |t| lo + (hi - lo) * t / threads)).collect(),
+            )
+        }
+        Owners::Runs { threads, ends } => {
+            assert!(
+                threads > 0 && ends.last() == Some(&n) && ends.windows(2).all(|w| w[0] <= w[1]),
+                "optimizer: runs for {threads} threads do not cover {n} parameters in order"
+            );
+            (threads, ends.to_vec())
+        }
+    };
     let mut parts: Vec<Vec<Piece<'_>>> = (0..threads).map(|_| Vec::new()).collect();
     let (mut rest_p, mut rest_s, mut offset) = (params, state, 0);
-    for (lo, hi) in [(0, grads.summed_from), (grads.summed_from, n)] {
-        for (t, part) in parts.iter_mut().enumerate() {
-            let end = lo + (hi - lo) * (t + 1) / threads;
-            let (p, tail_p) = core::mem::take(&mut rest_p).split_at_mut(end - offset);
-            let (s, tail_s) = core::mem::take(&mut rest_s).split_at_mut((end - offset) * S);
-            let c = rest_c.as_mut().map(|rest| rest.split_front(offset, end));
+    let starts = core::iter::once(0).chain(ends.iter().copied());
+    for (i, (start, end)) in starts.zip(ends.iter().copied()).enumerate() {
+        // A run across `summed_from` goes as two pieces (`update_range` reads one side of it).
+        for piece_end in [grads.summed_from.clamp(start, end), end] {
+            let (p, tail_p) = core::mem::take(&mut rest_p).split_at_mut(piece_end - offset);
+            let (s, tail_s) = core::mem::take(&mut rest_s).split_at_mut((piece_end - offset) * S);
+            let c = rest_c.as_mut().map(|rest| rest.split_front(offset, piece_end));
             if !p.is_empty() {
-                part.push(Piece { offset, params: p, copy: c, state: s });
+                parts[i % threads].push(Piece { offset, params: p, copy: c, state: s });
             }
-            (rest_p, rest_s, offset) = (tail_p, tail_s, end);
+            (rest_p, rest_s, offset) = (tail_p, tail_s, piece_end);
         }
     }
     let run = |part: Vec<Piece<'_>>| {

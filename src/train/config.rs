@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::Parallelism;
 use crate::data::cifar::{CLASSES, IMAGE_BYTES};
 use crate::kernels::{Activation, Precision};
 use crate::nn::{Initializer, LayerSpec};
@@ -53,6 +54,8 @@ pub struct TrainConfig {
     /// operands with f32 sums (mixed precision; the weights, the element-wise work, the
     /// optimiser and evaluation stay f32).
     pub precision: Precision,
+    /// How each step's work is split between threads (`--parallel`).
+    pub parallel: Parallelism,
 }
 
 impl TrainConfig {
@@ -122,6 +125,7 @@ impl TrainConfig {
             lr_auto: false,
             step_log: false,
             precision: Precision::F32,
+            parallel: Parallelism::Data,
         }
     }
 
@@ -301,6 +305,7 @@ impl TrainConfig {
             "threads": self.threads,
             "step_log": self.step_log,
             "precision": self.precision.name(),
+            "parallel": self.parallel.name(),
         })
     }
 
@@ -359,6 +364,11 @@ impl TrainConfig {
             precision: match v.get("precision") {
                 None => Precision::F32,
                 Some(p) => p.as_str().and_then(Precision::parse).ok_or_else(|| bad("precision"))?,
+            },
+            // Runs written before the setting existed were data-parallel.
+            parallel: match v.get("parallel") {
+                None => Parallelism::Data,
+                Some(p) => p.as_str().and_then(Parallelism::parse).ok_or_else(|| bad("parallel"))?,
             },
         })
     }

@@ -145,6 +145,7 @@ fn train_in_pool(
     }
     let mut trainer = Trainer::new(model, optimizer, preprocess, train, val, cfg.batch_size, cfg.lr, cfg.seed)?;
     trainer.precision = cfg.precision;
+    trainer.parallelism = cfg.parallel;
     (trainer.schedule, trainer.plateau) =
         cfg.schedule.resolve(cfg.lr, cfg.epochs as u64, trainer.steps_per_epoch() as u64)?;
     if cfg.step_log {

@@ -1,0 +1,415 @@
+//! The tensor-parallel training step ([`Parallelism::Tensor`](super::Parallelism)): every
+//! thread takes the whole batch through every layer, for its own block of each layer's units.
+//!
+//! Thread `t` of `T` holds rows `R_t` of every weight matrix (for the first layer, a block of
+//! the input features, as in the data-parallel step) and the columns `C_t` of every layer's
+//! output, `R_t` of a layer being `C_t` of the layer before. Forward, it multiplies its
+//! columns of the layer's input by its rows of the weights, a partial product of the whole
+//! output; the threads trade the blocks of their partial products (thread `s` receives every
+//! `[:, C_s]`), and each sums its columns, adds the bias and applies the activation. Every
+//! thread sums the output layer's partial products and computes the loss. Backward, each
+//! thread takes dL/dz for its columns, the threads trade them so each has all of dL/dz, and
+//! each computes its rows of the weight gradient and its columns of dL/dx.
+//!
+//! So the weights, their gradient and the optimiser's state stay with the thread that owns
+//! them: what moves between cores is one `[batch, width / T]` block per layer and direction
+//! (8a: 41 rounds of 6 KB per step), where the data-parallel step moves every hidden layer's
+//! gradient and weights. For that, each thread's parameters must also lie together in
+//! memory: with each layer's rows interleaved between the threads (the model's layout), the
+//! cores' prefetchers pull in each other's rows at every boundary, and the optimiser alone
+//! took 400 us per step with the vCPUs on different dies (270 us data-parallel, 80-100 us
+//! with this layout). So for an epoch the trainer moves the parameters, and the optimiser's
+//! per-parameter state, into thread-major order ([`Layout`]), and back at its end.
+
+use std::ops::Range;
+
+use super::Batch;
+use crate::kernels::Precision;
+use crate::kernels::bf16::{Bf16Kernel, round_to_bf16_with};
+use crate::kernels::gemm::{Blocking, Epilogue, MatMut, MatRef};
+use crate::kernels::gemm_bf16::{Bf16Ref, Operand};
+use crate::kernels::softmax::{softmax_cross_entropy, softmax_cross_entropy_grad};
+use crate::kernels::vector::activation_backward_with_bias_grad;
+use crate::nn::{Dense, Layer, Sequential};
+use crate::optim::{Gradient, Optimizer, Owners, Params, ParamsCopy};
+use crate::parallel::{Exchange, Member, map_parts};
+use crate::{Error, Result};
+
+/// Block `t` of `0..n` cut into `parts` contiguous blocks.
+fn block(n: usize, t: usize, parts: usize) -> Range<usize> {
+    n * t / parts..n * (t + 1) / parts
+}
+
+/// The dense layers of a model that [`TensorParallel::supports`].
+fn dense_layers(model: &Sequential) -> Vec<&Dense> {
+    let dense = model.layers().iter().map(|l| l.as_dense().expect("tensor-parallel steps take dense layers only"));
+    dense.collect()
+}
+
+/// Thread-major order of a model's parameters: thread 0's weight rows and bias block of every
+/// layer, in layer order, then thread 1's, and so on.
+struct Layout {
+    /// The ranges of the model's parameter vector, in thread-major order.
+    segments: Vec<Range<usize>>,
+    /// Per thread and layer: where its weight rows and its bias block start, thread-major.
+    blocks: Vec<Vec<(usize, usize)>>,
+    /// Where each thread's parameters end, thread-major.
+    thread_ends: Vec<usize>,
+}
+
+impl Layout {
+    fn new(layers: &[&Dense], threads: usize) -> Self {
+        let (mut segments, mut blocks, mut thread_ends, mut at) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        for t in 0..threads {
+            let mut thread_blocks = Vec::with_capacity(layers.len());
+            for d in layers {
+                let (weights, bias) = (d.weight_range().start, d.weight_range().end);
+                let (rows, cols) = (block(d.n_in, t, threads), block(d.n_out, t, threads));
+                let w = weights + rows.start * d.n_out..weights + rows.end * d.n_out;
+                let b = bias + cols.start..bias + cols.end;
+                thread_blocks.push((at, at + w.len()));
+                at += w.len() + b.len();
+                segments.extend([w, b]);
+            }
+            blocks.push(thread_blocks);
+            thread_ends.push(at);
+        }
+        Layout { segments, blocks, thread_ends }
+    }
+
+    /// `canonical` (the model's order, `per_param` values per parameter) in thread-major order.
+    fn to_thread_major<T: Copy>(&self, canonical: &[T], per_param: usize) -> Vec<T> {
+        let mut out = Vec::with_capacity(canonical.len());
+        for s in &self.segments {
+            out.extend_from_slice(&canonical[s.start * per_param..s.end * per_param]);
+        }
+        out
+    }
+
+    /// The inverse of [`Layout::to_thread_major`], into `canonical`.
+    fn to_canonical<T: Copy>(&self, thread_major: &[T], per_param: usize, canonical: &mut [T]) {
+        let mut at = 0;
+        for s in &self.segments {
+            let len = s.len() * per_param;
+            canonical[s.start * per_param..][..len].copy_from_slice(&thread_major[at..at + len]);
+            at += len;
+        }
+    }
+}
+
+/// The parameters, optimiser state and buffers of tensor-parallel steps, for one epoch.
+pub(super) struct TensorParallel {
+    threads: Vec<ThreadBuffers>,
+    exchange: Exchange,
+    layout: Layout,
+    /// The parameters in thread-major order.
+    params: Vec<f32>,
+    /// In bf16, the parameters rounded, which the products read (kept by the optimiser, as
+    /// `optim::ParamsCopy::Bf16`).
+    rounded: Option<Vec<u16>>,
+    /// The gradient, thread-major.
+    grads: Vec<f32>,
+}
+
+/// One thread's buffers.
+struct ThreadBuffers {
+    /// `[batch, this thread's input features]`, converted.
+    inputs: Vec<f32>,
+    /// Per hidden layer, `[batch, this thread's columns]` of its output.
+    outputs: Vec<Vec<f32>>,
+    /// `[batch, widest layer]`: this thread's partial product of a layer's output.
+    partial: Vec<f32>,
+    /// `[batch, widest layer]`: the output layer's logits, then dL/dz of the layer being
+    /// differentiated, all columns.
+    dz: Vec<f32>,
+    /// `[batch, widest block]`: dL/d(output) of the layer being differentiated for this
+    /// thread's columns, and the dL/dx it produces.
+    delta: Vec<f32>,
+    delta_prev: Vec<f32>,
+    /// The transposed input gradient (`Dense::input_grad_from`).
+    scratch: Vec<f32>,
+}
+
+impl TensorParallel {
+    /// Whether a model can take these steps on `threads` threads: dense layers only (batch
+    /// norm and dropout are not split by units here), each at least `threads` units wide.
+    pub(super) fn supports(model: &Sequential, threads: usize) -> bool {
+        threads > 1
+            && model.layers().iter().all(|l| matches!(l, Layer::Dense(d) if d.n_out >= threads && d.n_in >= threads))
+    }
+
+    /// Starts an epoch of tensor-parallel steps on `threads` threads for batches of up to
+    /// `batch` rows: takes the model's parameters and `optimizer`'s state into thread-major
+    /// order (until [`TensorParallel::finish`]). `model` must be
+    /// [supported](TensorParallel::supports).
+    pub(super) fn start(
+        model: &Sequential,
+        optimizer: &mut dyn Optimizer,
+        precision: Precision,
+        batch: usize,
+        threads: usize,
+    ) -> Result<Self> {
+        let layers = dense_layers(model);
+        let layout = Layout::new(&layers, threads);
+        reorder_optimizer_state(optimizer, model.num_params(), |slots, per| layout.to_thread_major(slots, per))?;
+        let params = layout.to_thread_major(&model.params, 1);
+        let rounded = (precision == Precision::Bf16).then(|| {
+            let mut rounded = vec![0; params.len()];
+            round_to_bf16_with(Bf16Kernel::detect(), &params, &mut rounded);
+            rounded
+        });
+        let widest = layers.iter().map(|d| d.n_out).max().unwrap_or(0);
+        let widest_block = layers.iter().map(|d| d.n_out.div_ceil(threads)).max().unwrap_or(0);
+        let buffers = (0..threads)
+            .map(|t| ThreadBuffers {
+                inputs: vec![0.0; batch * block(layers[0].n_in, t, threads).len()],
+                outputs: layers[..layers.len() - 1]
+                    .iter()
+                    .map(|d| vec![0.0; batch * block(d.n_out, t, threads).len()])
+                    .collect(),
+                partial: vec![0.0; batch * widest],
+                dz: vec![0.0; batch * widest],
+                delta: vec![0.0; batch * widest_block],
+                delta_prev: vec![0.0; batch * widest_block],
+                scratch: vec![0.0; batch * widest_block],
+            })
+            .collect();
+        Ok(TensorParallel {
+            threads: buffers,
+            exchange: Exchange::new(threads, batch * widest),
+            grads: vec![0.0; params.len()],
+            params,
+            rounded,
+            layout,
+        })
+    }
+
+    /// Ends the epoch: the parameters and the optimiser's state back in the model's order.
+    pub(super) fn finish(self, model: &mut Sequential, optimizer: &mut dyn Optimizer) -> Result<()> {
+        self.layout.to_canonical(&self.params, 1, &mut model.params);
+        reorder_optimizer_state(optimizer, model.num_params(), |slots, per| {
+            let mut canonical = slots.to_vec();
+            self.layout.to_canonical(slots, per, &mut canonical);
+            canonical
+        })
+    }
+
+    /// One step's gradient of the mean loss over `batch` (whose labels are `labels`), the
+    /// products multiplying in `precision`. Returns the batch's summed loss and correct count.
+    pub(super) fn gradient(
+        &mut self,
+        model: &Sequential,
+        batch: Batch<'_>,
+        labels: &[u8],
+        precision: Precision,
+    ) -> (f64, usize) {
+        let layers = dense_layers(model);
+        let parts = self.threads.len();
+        // Each thread's part of the gradient, cut per layer into its weight rows and bias.
+        let mut rest = &mut self.grads[..];
+        let mut owned: Vec<Vec<&mut [f32]>> = Vec::with_capacity(parts);
+        for t in 0..parts {
+            let mut runs = Vec::with_capacity(2 * layers.len());
+            for d in &layers {
+                let (rows, cols) = (block(d.n_in, t, parts), block(d.n_out, t, parts));
+                let (w, tail) = std::mem::take(&mut rest).split_at_mut(rows.len() * d.n_out);
+                let (b, tail) = tail.split_at_mut(cols.len());
+                runs.extend([w, b]);
+                rest = tail;
+            }
+            owned.push(runs);
+        }
+        let shared = Shared {
+            parts,
+            layers: &layers,
+            params: &self.params,
+            rounded: self.rounded.as_deref(),
+            blocks: &self.layout.blocks,
+            precision,
+            labels,
+        };
+        let exchange = &self.exchange;
+        let tasks: Vec<_> = self.threads.iter_mut().zip(owned).enumerate().collect();
+        let results =
+            map_parts(tasks, |(t, (buffers, grads))| shared.run(t, buffers, batch, grads, exchange.member(t)));
+        results[0]
+    }
+
+    /// The optimiser's step on the gradient of [`TensorParallel::gradient`], each thread
+    /// updating its own parameters (and their rounded copy, in bf16).
+    pub(super) fn update(&mut self, optimizer: &mut dyn Optimizer, lr: f32) {
+        let owners = Owners::Runs { threads: self.threads.len(), ends: &self.layout.thread_ends };
+        let gradient = Gradient { first: &self.grads, others: &[], summed_from: self.grads.len(), owners };
+        let copy = self.rounded.as_deref_mut().map(ParamsCopy::Bf16);
+        optimizer.apply(Params { values: &mut self.params, copy }, gradient, lr);
+    }
+}
+
+/// Reorders an optimiser's per-parameter state (`slots.len() / n` values per parameter) with
+/// `reorder(slots, per_param)`.
+fn reorder_optimizer_state(
+    optimizer: &mut dyn Optimizer,
+    n: usize,
+    reorder: impl FnOnce(&[f32], usize) -> Vec<f32>,
+) -> Result<()> {
+    let mut state = optimizer.state();
+    if state.slots.is_empty() {
+        return Ok(());
+    }
+    if n == 0 || !state.slots.len().is_multiple_of(n) {
+        return Err(Error::Shape(format!("optimizer state of {} values for {n} parameters", state.slots.len())));
+    }
+    state.slots = reorder(&state.slots, state.slots.len() / n);
+    optimizer.restore(&state)
+}
+
+/// What every thread's share of a step reads.
+struct Shared<'a> {
+    parts: usize,
+    layers: &'a [&'a Dense],
+    /// Thread-major, as [`Layout`].
+    params: &'a [f32],
+    rounded: Option<&'a [u16]>,
+    blocks: &'a [Vec<(usize, usize)>],
+    precision: Precision,
+    labels: &'a [u8],
+}
+
+impl Shared<'_> {
+    /// Thread `t`'s weight rows of layer `l` as its products read them.
+    fn weights(&self, t: usize, l: usize) -> Operand<'_> {
+        let d = self.layers[l];
+        let rows = block(d.n_in, t, self.parts).len();
+        let span = self.blocks[t][l].0..self.blocks[t][l].0 + rows * d.n_out;
+        match (self.precision, self.rounded) {
+            (Precision::Bf16, Some(rounded)) => Bf16Ref::new(&rounded[span], rows, d.n_out).into(),
+            _ => MatRef::new(&self.params[span], rows, d.n_out).into(),
+        }
+    }
+
+    /// Thread `s`'s block of layer `l`'s bias.
+    fn bias(&self, s: usize, l: usize) -> &[f32] {
+        &self.params[self.blocks[s][l].1..][..block(self.layers[l].n_out, s, self.parts).len()]
+    }
+
+    /// Thread `t`'s forward and backward pass, writing its part of the gradient (`grads`:
+    /// per layer its weight rows then its bias block). Returns the batch's summed loss and
+    /// correct count (every thread computes them).
+    fn run(
+        &self,
+        t: usize,
+        b: &mut ThreadBuffers,
+        batch: Batch<'_>,
+        mut grads: Vec<&mut [f32]>,
+        mut ex: Member<'_>,
+    ) -> (f64, usize) {
+        let (parts, n, precision) = (self.parts, self.labels.len(), self.precision);
+        let last = self.layers.len() - 1;
+        let features = block(self.layers[0].n_in, t, parts);
+        batch.split.fill_features(
+            batch.indices,
+            batch.preprocess,
+            &mut b.inputs[..n * features.len()],
+            features.clone(),
+        );
+        batch.split.prefetch(batch.next, features);
+
+        for (l, d) in self.layers.iter().enumerate() {
+            let rows = block(d.n_in, t, parts).len();
+            let x = if l == 0 { &b.inputs } else { &b.outputs[l - 1] };
+            let partial = &mut b.partial[..n * d.n_out];
+            let (x, out) = (MatRef::new(&x[..n * rows], n, rows), MatMut::new(partial, n, d.n_out));
+            precision.gemm(&Blocking::SERIAL, 1.0, x, self.weights(t, l), 0.0, out, Epilogue::NONE);
+            if l < last {
+                // Thread s receives [:, C_s]; the box holds the blocks in thread order.
+                ex.publish(|out| {
+                    for s in (0..parts).filter(|&s| s != t) {
+                        let cols = block(d.n_out, s, parts);
+                        copy_columns(partial, d.n_out, cols.clone(), &mut out[n * cols.start..][..n * cols.len()]);
+                    }
+                });
+                ex.wait();
+                let cols = block(d.n_out, t, parts);
+                let out = &mut b.outputs[l][..n * cols.len()];
+                copy_columns(partial, d.n_out, cols.clone(), out);
+                for s in (0..parts).filter(|&s| s != t) {
+                    add(out, &ex.inbox(s)[n * cols.start..][..n * cols.len()]);
+                }
+                add_to_rows(out, self.bias(t, l));
+                d.activation.forward(out);
+            } else {
+                ex.publish(|out| out[..partial.len()].copy_from_slice(partial));
+                ex.wait();
+                // Summed in thread order by every thread: all get the same logits.
+                let logits = &mut b.dz[..n * d.n_out];
+                logits.fill(0.0);
+                for s in 0..parts {
+                    add(logits, if s == t { partial } else { &ex.inbox(s)[..n * d.n_out] });
+                }
+                for row in logits.chunks_exact_mut(d.n_out) {
+                    for s in 0..parts {
+                        add(&mut row[block(d.n_out, s, parts)], self.bias(s, l));
+                    }
+                }
+            }
+        }
+        let classes = self.layers[last].n_out;
+        let dz_out = &mut b.dz[..n * classes];
+        let (loss, correct) = softmax_cross_entropy(dz_out, classes, self.labels);
+        softmax_cross_entropy_grad(dz_out, classes, self.labels, 1.0 / n as f32);
+
+        for (l, d) in self.layers.iter().enumerate().rev() {
+            let (rows, cols) = (block(d.n_in, t, parts), block(d.n_out, t, parts));
+            let (b_grad, w_grad) = (grads.pop().expect("a bias run per layer"), grads.pop().expect("a weight run"));
+            b_grad.fill(0.0);
+            if l == last {
+                for row in b.dz[..n * d.n_out].chunks_exact(d.n_out) {
+                    add(b_grad, &row[cols.clone()]);
+                }
+            } else {
+                let own = &mut b.delta[..n * cols.len()];
+                activation_backward_with_bias_grad(d.activation, &b.outputs[l][..own.len()], own, cols.len(), b_grad);
+                ex.publish(|out| out[..own.len()].copy_from_slice(own));
+                ex.wait();
+                for s in 0..parts {
+                    let cols = block(d.n_out, s, parts);
+                    let from = if s == t { &*own } else { &ex.inbox(s)[..n * cols.len()] };
+                    for (dz_row, from_row) in b.dz.chunks_exact_mut(d.n_out).zip(from.chunks_exact(cols.len())) {
+                        dz_row[cols.clone()].copy_from_slice(from_row);
+                    }
+                }
+            }
+            let dz = &b.dz[..n * d.n_out];
+            let x = if l == 0 { &b.inputs } else { &b.outputs[l - 1] };
+            d.weight_grad_part(&x[..n * rows.len()], rows.clone(), dz, w_grad, n, precision);
+            if l > 0 {
+                let dx = &mut b.delta_prev[..n * rows.len()];
+                d.input_grad_from(&Blocking::SERIAL, self.weights(t, l), dz, dx, n, &mut b.scratch, precision);
+                std::mem::swap(&mut b.delta, &mut b.delta_prev);
+            }
+        }
+        (loss, correct)
+    }
+}
+
+/// `out` (`[rows, cols.len()]`) = the columns `cols` of `m` (`[rows, width]`).
+fn copy_columns(m: &[f32], width: usize, cols: Range<usize>, out: &mut [f32]) {
+    if cols.is_empty() {
+        return;
+    }
+    for (row, out_row) in m.chunks_exact(width).zip(out.chunks_exact_mut(cols.len())) {
+        out_row.copy_from_slice(&row[cols.clone()]);
+    }
+}
+
+fn add(acc: &mut [f32], v: &[f32]) {
+    acc.iter_mut().zip(v).for_each(|(a, v)| *a += v);
+}
+
+/// Adds `v` to each row of `m` (rows as long as `v`).
+fn add_to_rows(m: &mut [f32], v: &[f32]) {
+    if v.is_empty() {
+        return;
+    }
+    m.chunks_exact_mut(v.len()).for_each(|row| add(row, v));
+}
