@@ -197,7 +197,7 @@ struct TrainArgs {
     precision: Option<Precision>,
     /// How each step is split between threads: data (default: each thread a slice of the
     /// batch) or tensor (each thread a block of every layer's units: less traffic between
-    /// the cores, for hosts that place the vCPUs far apart; dense-only models).
+    /// the cores, for hosts that place the vCPUs far apart; not with batch norm).
     #[arg(long, group = "settings", value_parser = parse_parallel)]
     parallel: Option<Parallelism>,
     /// No progress bar.
@@ -425,6 +425,9 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
     apply_optimizer_flags(&mut cfg.optimizer, args)?;
     cfg.restore_best_weights = !args.no_restore_best;
     cfg.standardise |= args.standardise;
+    if cfg.parallel == Parallelism::Tensor && cfg.batch_norm {
+        eprintln!("warning: --parallel tensor does not take batch norm: this model trains data-parallel");
+    }
     if cfg.precision == Precision::Bf16 && !Bf16Kernel::Avx512Bf16.available() {
         eprintln!(
             "warning: this CPU has no AVX-512 BF16: --precision bf16 multiplies with the portable kernel, slower than f32"

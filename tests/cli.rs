@@ -393,7 +393,8 @@ fn bf16_precision_trains_and_is_recorded() {
 
 /// `--parallel tensor` trains (each thread a block of every layer's units), is recorded in
 /// config.json and repeats exactly; its weights differ from data-parallel steps'. A model it
-/// does not take (batch norm) trains data-parallel: the same bits as `--parallel data`.
+/// does not take (batch norm) trains data-parallel, with a warning: the same bits as
+/// `--parallel data`.
 #[test]
 fn tensor_parallel_steps_train_and_are_recorded() {
     let s = scratch();
@@ -404,18 +405,21 @@ fn tensor_parallel_steps_train_and_are_recorded() {
         let mut args = vec!["train", "--out", out.to_str().unwrap(), "--threads", "2", "--quiet"];
         args.extend_from_slice(&common);
         args.extend_from_slice(flags);
-        s.ok_output(&args);
-        out
+        let stderr = String::from_utf8_lossy(&s.ok_output(&args).stderr).into_owned();
+        (out, stderr)
     };
     let tensor = ["--parallel", "tensor"];
-    let (a, b, data_parallel) = (run("a", &tensor), run("b", &tensor), run("d", &["--parallel", "data"]));
+    let ((a, quiet), (b, _)) = (run("a", &tensor), run("b", &tensor));
+    assert!(!quiet.contains("warning"), "{quiet}");
+    let (data_parallel, _) = run("d", &["--parallel", "data"]);
     assert_eq!(json_file(&a.join("config.json"))["parallel"], "tensor");
     assert_eq!(json_file(&data_parallel.join("config.json"))["parallel"], "data");
     let model = |dir: &PathBuf| fs::read(dir.join("best.simdnn")).unwrap();
     assert_eq!(model(&a), model(&b), "tensor-parallel runs differ");
     assert_ne!(model(&a), model(&data_parallel), "tensor- and data-parallel runs are identical");
-    let bn_tensor = run("bn-t", &["--batch-norm", "--parallel", "tensor"]);
-    let bn_data = run("bn-d", &["--batch-norm"]);
+    let (bn_tensor, warned) = run("bn-t", &["--batch-norm", "--parallel", "tensor"]);
+    assert!(warned.contains("warning: --parallel tensor") && warned.contains("batch norm"), "{warned}");
+    let (bn_data, _) = run("bn-d", &["--batch-norm"]);
     assert_eq!(model(&bn_tensor), model(&bn_data), "batch norm did not fall back to data-parallel steps");
 }
 

@@ -81,6 +81,28 @@ fn alpha_dropout_keeps_mean_and_variance_and_dropout_keeps_the_mean() {
     }
 }
 
+/// A block of columns gets exactly the outputs and masks that those columns get when whole
+/// rows are masked (tensor-parallel threads each mask their own columns).
+#[test]
+fn dropout_on_a_block_of_columns_masks_as_the_whole_rows_do() {
+    let (rows, features) = (7, 37);
+    let x = gaussian(rows * features, 5);
+    let noise = Noise { seed: 9, step: 4, first_row: 3 };
+    for kind in [DropoutKind::Standard, DropoutKind::Alpha] {
+        let d = Dropout { features, rate: 0.3, kind };
+        let (mut y, mut mask) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        d.forward(&x, &mut y, &mut mask, 2, noise);
+        for cols in [0..37, 0..1, 5..18, 36..37, 18..18] {
+            let w = cols.len();
+            let block = |m: &[f32]| m.chunks_exact(features).flat_map(|r| r[cols.clone()].to_vec()).collect::<Vec<_>>();
+            let (mut y_cols, mut mask_cols) = (vec![0.0; rows * w], vec![0.0; rows * w]);
+            d.forward_columns(&block(&x), &mut y_cols, &mut mask_cols, 2, noise, cols.clone());
+            assert_eq!(y_cols, block(&y), "{kind:?}, columns {cols:?}: outputs");
+            assert_eq!(mask_cols, block(&mask), "{kind:?}, columns {cols:?}: masks");
+        }
+    }
+}
+
 fn with_dropout(kind: fn(f32) -> LayerSpec) -> (Sequential, Sequential) {
     let hidden = LayerSpec::Dense { units: 16, activation: Activation::Selu, init: Initializer::LecunNormal };
     let out = LayerSpec::Dense { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform };

@@ -38,12 +38,10 @@ fn train_args(out: &Path) -> Vec<String> {
     args
 }
 
-/// [`train_args`] for tensor-parallel steps (dense layers only, so no dropout), which must come
-/// back from config.json too: resumed data-parallel, the run would take other bits.
+/// [`train_args`] with tensor-parallel steps, which must come back from config.json too:
+/// resumed data-parallel, the run would take other bits.
 fn tensor_parallel_args(out: &Path) -> Vec<String> {
     let mut args = train_args(out);
-    let dropout = args.iter().position(|a| a == "--alpha-dropout").unwrap();
-    args.drain(dropout..dropout + 2);
     args.extend(["--parallel".into(), "tensor".into()]);
     args
 }

@@ -172,21 +172,29 @@ fn epoch(pool: &rayon::ThreadPool, trainer: &mut Trainer<'_>, epoch: usize) -> s
 /// data-parallel steps' bits (so the tensor-parallel steps did run).
 #[test]
 fn tensor_parallel_epochs_match_one_thread_and_repeat_exactly() {
-    use simdnn::train::Parallelism;
-    let nadam = OptimizerConfig::Nadam { beta1: 0.9, beta2: 0.999, epsilon: 1.0 };
     let dir = tempfile::tempdir().unwrap();
     common::write_cifar_dir(dir.path(), 20, 11);
     let data = Cifar10::open(dir.path()).unwrap();
-    let mut cfg = TrainConfig::preset("8e").unwrap();
-    (cfg.depth, cfg.width, cfg.alpha_dropout) = (3, 24, 0.0);
+    // With and without alpha dropout before the output layer (each thread masks its columns
+    // as the whole rows are masked).
+    for alpha_dropout in [0.0, 0.1] {
+        let mut cfg = TrainConfig::preset("8e").unwrap();
+        (cfg.depth, cfg.width, cfg.alpha_dropout) = (3, 24, alpha_dropout);
+        tensor_parallel_matches_one_thread(&data, &cfg);
+    }
+}
+
+fn tensor_parallel_matches_one_thread(data: &Cifar10, cfg: &TrainConfig) {
+    use simdnn::train::Parallelism;
+    let nadam = OptimizerConfig::Nadam { beta1: 0.9, beta2: 0.999, epsilon: 1.0 };
     // 100 records, 84 validate: one batch of 16 per epoch.
     let (val_size, batch) = (84, 16);
     let one_pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let mut one = one_pool.install(|| trainer_with(&data, &cfg, nadam, val_size, batch, 1e-3));
+    let mut one = one_pool.install(|| trainer_with(data, cfg, nadam, val_size, batch, 1e-3));
     assert_eq!(one.steps_per_epoch(), 1);
     let pools = [2, 3].map(|t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap());
     let make = |pool: &rayon::ThreadPool, parallelism| {
-        let mut t = pool.install(|| trainer_with(&data, &cfg, nadam, val_size, batch, 1e-3));
+        let mut t = pool.install(|| trainer_with(data, cfg, nadam, val_size, batch, 1e-3));
         t.parallelism = parallelism;
         t
     };
@@ -197,7 +205,7 @@ fn tensor_parallel_epochs_match_one_thread_and_repeat_exactly() {
         let reference = epoch(&one_pool, &mut one, e);
         let one_state = one.optimizer.state();
         for (i, pool) in pools.iter().enumerate() {
-            let label = format!("{} threads, epoch {e}", i + 2);
+            let label = format!("{} threads, alpha dropout {}, epoch {e}", i + 2, cfg.alpha_dropout);
             let record = epoch(pool, &mut tensor[i], e);
             epoch(pool, &mut again[i], e);
             epoch(pool, &mut data_parallel[i], e);

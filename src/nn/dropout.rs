@@ -7,6 +7,8 @@
 //! Masks are seeded per (seed, step, layer, row), so a row's mask does not depend on how the
 //! batch is split across threads.
 
+use core::ops::Range;
+
 use crate::kernels::activation::{SELU_ALPHA, SELU_SCALE};
 use crate::rng::{seeded, uniform_f32};
 
@@ -51,7 +53,24 @@ impl Dropout {
     /// Applies dropout to `x` (`[batch, features]`) into `y`, writing into `grad_scale` the
     /// derivative of each output with respect to its input (the backward pass's mask).
     pub fn forward(&self, x: &[f32], y: &mut [f32], grad_scale: &mut [f32], layer: usize, noise: Noise) {
-        let f = self.features;
+        self.forward_columns(x, y, grad_scale, layer, noise, 0..self.features);
+    }
+
+    /// [`Dropout::forward`] for the features `cols` only (`x`, `y`, `grad_scale`: `[batch,
+    /// cols.len()]`), with the masks the whole rows get (a tensor-parallel thread's columns).
+    pub fn forward_columns(
+        &self,
+        x: &[f32],
+        y: &mut [f32],
+        grad_scale: &mut [f32],
+        layer: usize,
+        noise: Noise,
+        cols: Range<usize>,
+    ) {
+        let f = cols.len();
+        if f == 0 {
+            return;
+        }
         let (dropped_value, a, b) = self.constants();
         for (r, ((xr, yr), gr)) in
             x.chunks_exact(f).zip(y.chunks_exact_mut(f)).zip(grad_scale.chunks_exact_mut(f)).enumerate()
@@ -59,6 +78,8 @@ impl Dropout {
             let row = (noise.first_row + r) as u64;
             let stream = noise.step.wrapping_mul(0x1_0000_0001).wrapping_add((layer as u64) << 48).wrapping_add(row);
             let mut rng = seeded(noise.seed, stream);
+            // The row's draws for the features before `cols`.
+            (0..cols.start).for_each(|_| _ = uniform_f32(&mut rng));
             for ((&xv, yv), gv) in xr.iter().zip(yr.iter_mut()).zip(gr.iter_mut()) {
                 let keep = uniform_f32(&mut rng) >= self.rate;
                 if keep {

@@ -381,8 +381,8 @@ pub enum Parallelism {
     Data,
     /// Each thread a block of every layer's units, over the whole batch (see
     /// `tensor_parallel`): far less traffic between the cores, but 41 short waits per 8a
-    /// step. Models of dense layers only: others, and a lone [`Trainer::step`], run
-    /// data-parallel.
+    /// step. Models of dense and dropout layers: batch norm, and a lone [`Trainer::step`],
+    /// run data-parallel.
     Tensor,
 }
 
@@ -601,7 +601,7 @@ impl<'a> Trainer<'a> {
                 let start = Instant::now();
                 let labels = &mut self.buffers.y[..n];
                 self.train.fill_labels(batch.indices, labels);
-                let (loss, ok) = tensor.gradient(&self.model, batch, labels, self.precision);
+                let (loss, ok) = tensor.gradient(&self.model, batch, labels, noise, self.precision);
                 self.phases.gradient += start.elapsed().as_secs_f64();
                 (loss, ok, 1)
             }

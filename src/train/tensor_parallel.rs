@@ -30,7 +30,7 @@ use crate::kernels::gemm::{Blocking, Epilogue, MatMut, MatRef};
 use crate::kernels::gemm_bf16::{Bf16Ref, Operand};
 use crate::kernels::softmax::{softmax_cross_entropy, softmax_cross_entropy_grad};
 use crate::kernels::vector::activation_backward_with_bias_grad;
-use crate::nn::{Dense, Layer, Sequential};
+use crate::nn::{Dense, Layer, Noise, Sequential};
 use crate::optim::{Gradient, Optimizer, Owners, Params, ParamsCopy};
 use crate::parallel::{Exchange, Member, map_parts};
 use crate::{Error, Result};
@@ -38,12 +38,6 @@ use crate::{Error, Result};
 /// Block `t` of `0..n` cut into `parts` contiguous blocks.
 fn block(n: usize, t: usize, parts: usize) -> Range<usize> {
     n * t / parts..n * (t + 1) / parts
-}
-
-/// The dense layers of a model that [`TensorParallel::supports`].
-fn dense_layers(model: &Sequential) -> Vec<&Dense> {
-    let dense = model.layers().iter().map(|l| l.as_dense().expect("tensor-parallel steps take dense layers only"));
-    dense.collect()
 }
 
 /// Thread-major order of a model's parameters: thread 0's weight rows and bias block of every
@@ -58,11 +52,16 @@ struct Layout {
 }
 
 impl Layout {
-    fn new(layers: &[&Dense], threads: usize) -> Self {
+    fn new(layers: &[Layer], threads: usize) -> Self {
         let (mut segments, mut blocks, mut thread_ends, mut at) = (Vec::new(), Vec::new(), Vec::new(), 0);
         for t in 0..threads {
             let mut thread_blocks = Vec::with_capacity(layers.len());
-            for d in layers {
+            for layer in layers {
+                let Layer::Dense(d) = layer else {
+                    // Dropout: no parameters.
+                    thread_blocks.push((at, at));
+                    continue;
+                };
                 let (weights, bias) = (d.weight_range().start, d.weight_range().end);
                 let (rows, cols) = (block(d.n_in, t, threads), block(d.n_out, t, threads));
                 let w = weights + rows.start * d.n_out..weights + rows.end * d.n_out;
@@ -115,8 +114,11 @@ pub(super) struct TensorParallel {
 struct ThreadBuffers {
     /// `[batch, this thread's input features]`, converted.
     inputs: Vec<f32>,
-    /// Per hidden layer, `[batch, this thread's columns]` of its output.
+    /// Per layer but the last, `[batch, this thread's columns]` of its output.
     outputs: Vec<Vec<f32>>,
+    /// Per dropout layer, `[batch, this thread's columns]`: d(output)/d(input) (empty for
+    /// the other layers).
+    masks: Vec<Vec<f32>>,
     /// `[batch, widest layer]`: this thread's partial product of a layer's output.
     partial: Vec<f32>,
     /// `[batch, widest layer]`: the output layer's logits, then dL/dz of the layer being
@@ -131,11 +133,19 @@ struct ThreadBuffers {
 }
 
 impl TensorParallel {
-    /// Whether a model can take these steps on `threads` threads: dense layers only (batch
-    /// norm and dropout are not split by units here), each at least `threads` units wide.
+    /// Whether a model can take these steps on `threads` threads: dense and dropout layers,
+    /// the first and the last dense, each at least `threads` units wide (batch norm's
+    /// statistics would need every column of the batch in one place).
     pub(super) fn supports(model: &Sequential, threads: usize) -> bool {
+        let layers = model.layers();
+        let wide_enough = |l: &Layer| match l {
+            Layer::Dense(d) => d.n_in >= threads && d.n_out >= threads,
+            Layer::Dropout(d) => d.features >= threads,
+            Layer::BatchNorm(_) => false,
+        };
         threads > 1
-            && model.layers().iter().all(|l| matches!(l, Layer::Dense(d) if d.n_out >= threads && d.n_in >= threads))
+            && matches!((layers.first(), layers.last()), (Some(Layer::Dense(_)), Some(Layer::Dense(_))))
+            && layers.iter().all(wide_enough)
     }
 
     /// Starts an epoch of tensor-parallel steps on `threads` threads for batches of up to
@@ -149,8 +159,8 @@ impl TensorParallel {
         batch: usize,
         threads: usize,
     ) -> Result<Self> {
-        let layers = dense_layers(model);
-        let layout = Layout::new(&layers, threads);
+        let layers = model.layers();
+        let layout = Layout::new(layers, threads);
         reorder_optimizer_state(optimizer, model.num_params(), |slots, per| layout.to_thread_major(slots, per))?;
         let params = layout.to_thread_major(&model.params, 1);
         let rounded = (precision == Precision::Bf16).then(|| {
@@ -158,14 +168,16 @@ impl TensorParallel {
             round_to_bf16_with(Bf16Kernel::detect(), &params, &mut rounded);
             rounded
         });
-        let widest = layers.iter().map(|d| d.n_out).max().unwrap_or(0);
-        let widest_block = layers.iter().map(|d| d.n_out.div_ceil(threads)).max().unwrap_or(0);
+        let widest = layers.iter().map(Layer::n_out).max().unwrap_or(0);
+        let widest_block = layers.iter().map(|l| l.n_out().div_ceil(threads)).max().unwrap_or(0);
+        let own = |l: &Layer, t| vec![0.0; batch * block(l.n_out(), t, threads).len()];
         let buffers = (0..threads)
             .map(|t| ThreadBuffers {
-                inputs: vec![0.0; batch * block(layers[0].n_in, t, threads).len()],
-                outputs: layers[..layers.len() - 1]
+                inputs: vec![0.0; batch * block(layers[0].n_in(), t, threads).len()],
+                outputs: layers[..layers.len() - 1].iter().map(|l| own(l, t)).collect(),
+                masks: layers
                     .iter()
-                    .map(|d| vec![0.0; batch * block(d.n_out, t, threads).len()])
+                    .map(|l| if matches!(l, Layer::Dropout(_)) { own(l, t) } else { Vec::new() })
                     .collect(),
                 partial: vec![0.0; batch * widest],
                 dz: vec![0.0; batch * widest],
@@ -194,26 +206,32 @@ impl TensorParallel {
         })
     }
 
-    /// One step's gradient of the mean loss over `batch` (whose labels are `labels`), the
-    /// products multiplying in `precision`. Returns the batch's summed loss and correct count.
+    /// One step's gradient of the mean loss over `batch` (whose labels are `labels`, whose
+    /// dropout masks come from `noise`), the products multiplying in `precision`. Returns the
+    /// batch's summed loss and correct count.
     pub(super) fn gradient(
         &mut self,
         model: &Sequential,
         batch: Batch<'_>,
         labels: &[u8],
+        noise: Noise,
         precision: Precision,
     ) -> (f64, usize) {
-        let layers = dense_layers(model);
+        let layers = model.layers();
         let parts = self.threads.len();
-        // Each thread's part of the gradient, cut per layer into its weight rows and bias.
+        // Each thread's part of the gradient, cut per layer into its weight rows and bias
+        // (both empty for dropout).
         let mut rest = &mut self.grads[..];
         let mut owned: Vec<Vec<&mut [f32]>> = Vec::with_capacity(parts);
         for t in 0..parts {
             let mut runs = Vec::with_capacity(2 * layers.len());
-            for d in &layers {
-                let (rows, cols) = (block(d.n_in, t, parts), block(d.n_out, t, parts));
-                let (w, tail) = std::mem::take(&mut rest).split_at_mut(rows.len() * d.n_out);
-                let (b, tail) = tail.split_at_mut(cols.len());
+            for layer in layers {
+                let (w_len, b_len) = match layer {
+                    Layer::Dense(d) => (block(d.n_in, t, parts).len() * d.n_out, block(d.n_out, t, parts).len()),
+                    _ => (0, 0),
+                };
+                let (w, tail) = std::mem::take(&mut rest).split_at_mut(w_len);
+                let (b, tail) = tail.split_at_mut(b_len);
                 runs.extend([w, b]);
                 rest = tail;
             }
@@ -221,7 +239,8 @@ impl TensorParallel {
         }
         let shared = Shared {
             parts,
-            layers: &layers,
+            layers,
+            noise,
             params: &self.params,
             rounded: self.rounded.as_deref(),
             blocks: &self.layout.blocks,
@@ -266,7 +285,8 @@ fn reorder_optimizer_state(
 /// What every thread's share of a step reads.
 struct Shared<'a> {
     parts: usize,
-    layers: &'a [&'a Dense],
+    layers: &'a [Layer],
+    noise: Noise,
     /// Thread-major, as [`Layout`].
     params: &'a [f32],
     rounded: Option<&'a [u16]>,
@@ -276,9 +296,14 @@ struct Shared<'a> {
 }
 
 impl Shared<'_> {
-    /// Thread `t`'s weight rows of layer `l` as its products read them.
+    /// Dense layer `l`.
+    fn dense(&self, l: usize) -> &Dense {
+        self.layers[l].as_dense().expect("parameters belong to dense layers")
+    }
+
+    /// Thread `t`'s weight rows of dense layer `l` as its products read them.
     fn weights(&self, t: usize, l: usize) -> Operand<'_> {
-        let d = self.layers[l];
+        let d = self.dense(l);
         let rows = block(d.n_in, t, self.parts).len();
         let span = self.blocks[t][l].0..self.blocks[t][l].0 + rows * d.n_out;
         match (self.precision, self.rounded) {
@@ -287,9 +312,9 @@ impl Shared<'_> {
         }
     }
 
-    /// Thread `s`'s block of layer `l`'s bias.
+    /// Thread `s`'s block of dense layer `l`'s bias.
     fn bias(&self, s: usize, l: usize) -> &[f32] {
-        &self.params[self.blocks[s][l].1..][..block(self.layers[l].n_out, s, self.parts).len()]
+        &self.params[self.blocks[s][l].1..][..block(self.dense(l).n_out, s, self.parts).len()]
     }
 
     /// Thread `t`'s forward and backward pass, writing its part of the gradient (`grads`:
@@ -305,7 +330,7 @@ impl Shared<'_> {
     ) -> (f64, usize) {
         let (parts, n, precision) = (self.parts, self.labels.len(), self.precision);
         let last = self.layers.len() - 1;
-        let features = block(self.layers[0].n_in, t, parts);
+        let features = block(self.layers[0].n_in(), t, parts);
         batch.split.fill_features(
             batch.indices,
             batch.preprocess,
@@ -314,7 +339,20 @@ impl Shared<'_> {
         );
         batch.split.prefetch(batch.next, features);
 
-        for (l, d) in self.layers.iter().enumerate() {
+        for (l, layer) in self.layers.iter().enumerate() {
+            let d = match layer {
+                Layer::Dense(d) => d,
+                Layer::Dropout(d) => {
+                    // Element-wise on this thread's columns (never the first layer).
+                    let cols = block(d.features, t, parts);
+                    let own = n * cols.len();
+                    let (before, from_here) = b.outputs.split_at_mut(l);
+                    let (x, y) = (&before[l - 1][..own], &mut from_here[0][..own]);
+                    d.forward_columns(x, y, &mut b.masks[l][..own], l, self.noise, cols);
+                    continue;
+                }
+                Layer::BatchNorm(_) => unreachable!("tensor-parallel steps take no batch norm (supports)"),
+            };
             let rows = block(d.n_in, t, parts).len();
             let x = if l == 0 { &b.inputs } else { &b.outputs[l - 1] };
             let partial = &mut b.partial[..n * d.n_out];
@@ -353,14 +391,24 @@ impl Shared<'_> {
                 }
             }
         }
-        let classes = self.layers[last].n_out;
+        let classes = self.layers[last].n_out();
         let dz_out = &mut b.dz[..n * classes];
         let (loss, correct) = softmax_cross_entropy(dz_out, classes, self.labels);
         softmax_cross_entropy_grad(dz_out, classes, self.labels, 1.0 / n as f32);
 
-        for (l, d) in self.layers.iter().enumerate().rev() {
-            let (rows, cols) = (block(d.n_in, t, parts), block(d.n_out, t, parts));
+        for (l, layer) in self.layers.iter().enumerate().rev() {
             let (b_grad, w_grad) = (grads.pop().expect("a bias run per layer"), grads.pop().expect("a weight run"));
+            let d = match layer {
+                Layer::Dense(d) => d,
+                Layer::Dropout(d) => {
+                    let own = n * block(d.features, t, parts).len();
+                    d.backward(&b.delta[..own], &b.masks[l][..own], &mut b.delta_prev[..own]);
+                    std::mem::swap(&mut b.delta, &mut b.delta_prev);
+                    continue;
+                }
+                Layer::BatchNorm(_) => unreachable!("tensor-parallel steps take no batch norm (supports)"),
+            };
+            let (rows, cols) = (block(d.n_in, t, parts), block(d.n_out, t, parts));
             b_grad.fill(0.0);
             if l == last {
                 for row in b.dz[..n * d.n_out].chunks_exact(d.n_out) {
