@@ -8,7 +8,12 @@ uses the first 5,000 training records for validation as simdnn does, and prints 
 seconds (training + validation) and validation accuracy.
 
     python3 -m venv v && v/bin/pip install tensorflow-cpu keras numpy
-    v/bin/python benches/peers/keras_exercise8.py DATA_DIR 8a 4
+    v/bin/python benches/peers/keras_exercise8.py DATA_DIR 8a 4 [--reshuffle]
+
+Seeded with `keras.utils.set_random_seed(42)`, Keras 3.15 / TensorFlow 2.21's `fit` repeats the
+same shuffle at every epoch (BENCHMARKS.md, tenth session), which overfits sooner than a new
+order per epoch. `--reshuffle` shuffles the training arrays before each epoch instead (numpy,
+seeded), as simdnn does; it copies them, so leave it off for timing.
 """
 import os
 import sys
@@ -30,7 +35,8 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self.start
-        print(f"epoch {epoch + 1} {seconds:.2f} s val_accuracy {logs['val_accuracy']:.4f}", flush=True)
+        print(f"epoch {epoch + 1} {seconds:.2f} s val_accuracy {logs['val_accuracy']:.4f} "
+              f"val_loss {logs['val_loss']:.5f}", flush=True)
 
 
 class OneCycle(keras.callbacks.Callback):
@@ -59,6 +65,7 @@ class OneCycle(keras.callbacks.Callback):
 
 def main():
     data_dir, preset, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    reshuffle = "--reshuffle" in sys.argv[4:]
     if preset not in ("8a", "8f"):
         sys.exit(f"unknown preset {preset!r}: 8a or 8f")
     x, y = load(data_dir, [f"data_batch_{i}.bin" for i in range(1, 6)])
@@ -82,8 +89,15 @@ def main():
         callbacks.append(OneCycle(-(-len(x_train) // batch_size) * epochs, 0.05))
     model.add(keras.layers.Dense(10, activation="softmax"))
     model.compile(loss="sparse_categorical_crossentropy", optimizer=optimizer, metrics=["accuracy"])
-    model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
-              validation_data=(x_valid, y_valid), callbacks=callbacks, verbose=0)
+    if not reshuffle:
+        model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
+                  validation_data=(x_valid, y_valid), callbacks=callbacks, verbose=0)
+        return
+    rng = np.random.default_rng(42)
+    for epoch in range(epochs):
+        order = rng.permutation(len(x_train))
+        model.fit(x_train[order], y_train[order], epochs=epoch + 1, initial_epoch=epoch, batch_size=batch_size,
+                  shuffle=False, validation_data=(x_valid, y_valid), callbacks=callbacks, verbose=0)
 
 
 if __name__ == "__main__":
