@@ -33,6 +33,8 @@
 //!   20,000 generated records (60 MB, beyond the L3 cache, as the real 150 MB are). What
 //!   does one optimisation step cost, and so an epoch without validation? The `_bf16`
 //!   variants multiply every dense layer in bf16 (`--precision bf16`): what does that save?
+//!   The `_tensor` variants take tensor-parallel steps (`--parallel tensor`): each thread a
+//!   block of every layer's units over the whole batch.
 //!
 //! Times default to a 1 s warm-up and 3 s of measurement per benchmark (about 1.5 min for
 //! the file); the command line's `--warm-up-time`, `--measurement-time` and `--sample-size`
@@ -49,7 +51,7 @@ use simdnn::nn::{Sequential, Workspace};
 use simdnn::optim::{Gradient, OptimizerConfig, Owners, Params, ParamsCopy};
 use simdnn::parallel::KeepWarm;
 use simdnn::rng::{below, normal, seeded, uniform_f32};
-use simdnn::train::{TrainConfig, Trainer};
+use simdnn::train::{Parallelism, TrainConfig, Trainer};
 
 const BATCH: usize = 32;
 
@@ -243,12 +245,14 @@ fn bench_trainer_step(c: &mut Criterion) {
         .collect();
     let split = || Split::from_records(records.iter().map(|r| &r[..]).collect()).expect("generated records are valid");
     let mut group = c.benchmark_group("trainer_step");
-    for (preset, threads, precision) in [
-        ("8a", 2, Precision::F32),
-        ("8a", 2, Precision::Bf16),
-        ("8f", 2, Precision::F32),
-        ("8f", 2, Precision::Bf16),
-        ("8f", 1, Precision::F32),
+    for (preset, threads, precision, parallelism) in [
+        ("8a", 2, Precision::F32, Parallelism::Data),
+        ("8a", 2, Precision::Bf16, Parallelism::Data),
+        ("8a", 2, Precision::F32, Parallelism::Tensor),
+        ("8a", 2, Precision::Bf16, Parallelism::Tensor),
+        ("8f", 2, Precision::F32, Parallelism::Data),
+        ("8f", 2, Precision::Bf16, Parallelism::Data),
+        ("8f", 1, Precision::F32, Parallelism::Data),
     ] {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a thread pool");
         let config = TrainConfig::preset(preset).expect("the preset exists");
@@ -267,20 +271,28 @@ fn bench_trainer_step(c: &mut Criterion) {
             })
             .expect("the trainer builds");
         trainer.precision = precision;
+        trainer.parallelism = parallelism;
         trainer.shuffle(1);
         let steps = trainer.steps_per_epoch();
         let mut step = 0;
         group.throughput(Throughput::Elements(config.batch_size as u64));
-        let suffix = if precision == Precision::Bf16 { "_bf16" } else { "" };
-        group.bench_function(format!("{preset}_batch{}_{threads}_threads{suffix}", config.batch_size), |b| {
+        let bf16 = if precision == Precision::Bf16 { "_bf16" } else { "" };
+        let tensor = if parallelism == Parallelism::Tensor { "_tensor" } else { "" };
+        let name = format!("{preset}_batch{}_{threads}_threads{bf16}{tensor}", config.batch_size);
+        group.bench_function(name, |b| {
             pool.install(|| {
-                // As in an epoch: the pool's other threads poll for the step's parts.
+                // As in an epoch: the pool's other threads poll for the step's parts, and the
+                // parameters are in the order the epoch's steps take.
                 let _warm = KeepWarm::start();
-                b.iter(|| {
-                    let result = trainer.step(1, step % steps, config.lr, None).expect("a finite loss");
-                    step += 1;
-                    black_box(result)
-                })
+                trainer
+                    .with_epoch_steps(|epoch| {
+                        b.iter(|| {
+                            let result = epoch.step(1, step % steps, config.lr, None).expect("a finite loss");
+                            step += 1;
+                            black_box(result)
+                        })
+                    })
+                    .expect("the epoch's layout")
             })
         });
     }

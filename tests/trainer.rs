@@ -258,3 +258,38 @@ fn bf16_tensor_parallel_updates_stay_near_f32() {
         assert!(worst <= scale / 64.0, "epoch {e}: updates differ by {worst} (scale {scale})");
     }
 }
+
+/// `Trainer::with_epoch_steps` takes the steps `run_epoch` takes: an epoch's steps through it
+/// leave the parameters and the optimiser's state, in the model's order, bit for bit where a
+/// tensor-parallel epoch leaves them (and elsewhere than the data-parallel steps do).
+#[test]
+fn steps_through_with_epoch_steps_are_the_epochs_steps() {
+    use simdnn::train::Parallelism;
+    let dir = tempfile::tempdir().unwrap();
+    common::write_cifar_dir(dir.path(), 20, 11);
+    let data = Cifar10::open(dir.path()).unwrap();
+    let mut cfg = TrainConfig::preset("8e").unwrap();
+    (cfg.depth, cfg.width) = (3, 24);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let lr = 1e-3;
+    let make = |parallelism| {
+        let mut t = pool.install(|| trainer(&data, &cfg, "nadam", 84, 8, lr));
+        t.parallelism = parallelism;
+        t
+    };
+    let mut whole_epoch = make(Parallelism::Tensor);
+    epoch(&pool, &mut whole_epoch, 1);
+    let [mut stepped, mut data_parallel] = [Parallelism::Tensor, Parallelism::Data].map(make);
+    for t in [&mut stepped, &mut data_parallel] {
+        let steps = t.steps_per_epoch();
+        assert_eq!(steps, 2);
+        t.shuffle(1);
+        pool.install(|| t.with_epoch_steps(|e| (0..steps).try_for_each(|s| e.step(1, s, lr, None).map(drop))))
+            .unwrap()
+            .unwrap();
+    }
+    // (`assert!`: the vectors are too long to print.)
+    assert!(stepped.model().params == whole_epoch.model().params, "parameters differ from the epoch's");
+    assert!(stepped.optimizer.state().slots == whole_epoch.optimizer.state().slots, "optimiser state differs");
+    assert!(data_parallel.model().params != whole_epoch.model().params, "data-parallel steps gave the same bits");
+}

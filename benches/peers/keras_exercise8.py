@@ -8,12 +8,15 @@ uses the first 5,000 training records for validation as simdnn does, and prints 
 seconds (training + validation) and validation accuracy.
 
     python3 -m venv v && v/bin/pip install tensorflow-cpu keras numpy
-    v/bin/python benches/peers/keras_exercise8.py DATA_DIR 8a 4 [--reshuffle]
+    v/bin/python benches/peers/keras_exercise8.py DATA_DIR 8a 4 [--reshuffle] [--early-stopping] [--seed N]
 
 Seeded with `keras.utils.set_random_seed(42)`, Keras 3.15 / TensorFlow 2.21's `fit` repeats the
 same shuffle at every epoch (BENCHMARKS.md, tenth session), which overfits sooner than a new
 order per epoch. `--reshuffle` shuffles the training arrays before each epoch instead (numpy,
-seeded), as simdnn does; it copies them, so leave it off for timing.
+seeded), as simdnn does; it copies them, so leave it off for timing. `--early-stopping` adds the
+recipes' early stopping (val_loss, patience 10, best weights restored; one state across the
+per-epoch `fit` calls of `--reshuffle`) and prints the restored model's validation figures.
+`--seed N` replaces the seed 42 of both (Keras's and the reshuffle's).
 """
 import os
 import sys
@@ -37,6 +40,22 @@ class EpochTimer(keras.callbacks.Callback):
         seconds = time.perf_counter() - self.start
         print(f"epoch {epoch + 1} {seconds:.2f} s val_accuracy {logs['val_accuracy']:.4f} "
               f"val_loss {logs['val_loss']:.5f}", flush=True)
+
+
+class EarlyStop(keras.callbacks.Callback):
+    """EarlyStopping(patience=10, restore_best_weights=True) whose state outlives one `fit`."""
+
+    def __init__(self, patience=10):
+        super().__init__()
+        self.patience, self.best_loss, self.best_epoch, self.best_weights = patience, np.inf, 0, None
+        self.stopped = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs["val_loss"] < self.best_loss:
+            self.best_loss, self.best_epoch = logs["val_loss"], epoch + 1
+            self.best_weights = self.model.get_weights()
+        elif epoch + 1 - self.best_epoch >= self.patience:
+            self.stopped = self.model.stop_training = True
 
 
 class OneCycle(keras.callbacks.Callback):
@@ -66,11 +85,13 @@ class OneCycle(keras.callbacks.Callback):
 def main():
     data_dir, preset, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
     reshuffle = "--reshuffle" in sys.argv[4:]
+    early_stopping = "--early-stopping" in sys.argv[4:]
+    seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv[4:] else 42
     if preset not in ("8a", "8f"):
         sys.exit(f"unknown preset {preset!r}: 8a or 8f")
     x, y = load(data_dir, [f"data_batch_{i}.bin" for i in range(1, 6)])
     x_valid, y_valid, x_train, y_train = x[:5000], y[:5000], x[5000:], y[5000:]
-    keras.utils.set_random_seed(42)
+    keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.layers.Input((32, 32, 3)), keras.layers.Flatten()])
     callbacks = [EpochTimer()]
     if preset == "8a":
@@ -89,15 +110,25 @@ def main():
         callbacks.append(OneCycle(-(-len(x_train) // batch_size) * epochs, 0.05))
     model.add(keras.layers.Dense(10, activation="softmax"))
     model.compile(loss="sparse_categorical_crossentropy", optimizer=optimizer, metrics=["accuracy"])
+    stop = EarlyStop() if early_stopping else None
+    if stop:
+        callbacks.append(stop)
     if not reshuffle:
         model.fit(x_train, y_train, epochs=epochs, batch_size=batch_size,
                   validation_data=(x_valid, y_valid), callbacks=callbacks, verbose=0)
-        return
-    rng = np.random.default_rng(42)
-    for epoch in range(epochs):
-        order = rng.permutation(len(x_train))
-        model.fit(x_train[order], y_train[order], epochs=epoch + 1, initial_epoch=epoch, batch_size=batch_size,
-                  shuffle=False, validation_data=(x_valid, y_valid), callbacks=callbacks, verbose=0)
+    else:
+        rng = np.random.default_rng(seed)
+        for epoch in range(epochs):
+            order = rng.permutation(len(x_train))
+            model.fit(x_train[order], y_train[order], epochs=epoch + 1, initial_epoch=epoch, batch_size=batch_size,
+                      shuffle=False, validation_data=(x_valid, y_valid), callbacks=callbacks, verbose=0)
+            if stop and stop.stopped:
+                break
+    if stop:
+        model.set_weights(stop.best_weights)
+        loss, accuracy = model.evaluate(x_valid, y_valid, verbose=0)
+        print(f"stopped {stop.stopped} best_epoch {stop.best_epoch} restored val_accuracy {accuracy:.4f} "
+              f"val_loss {loss:.5f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -370,6 +370,19 @@ pub struct Trainer<'a> {
     order: Vec<u32>,
 }
 
+/// A [`Trainer`] while [`Trainer::with_epoch_steps`] runs: it takes steps, nothing else, as
+/// its model's parameters may lie in another order meanwhile.
+pub struct EpochSteps<'t, 'a> {
+    trainer: &'t mut Trainer<'a>,
+}
+
+impl EpochSteps<'_, '_> {
+    /// [`Trainer::step`], tensor-parallel when the trainer's epochs are.
+    pub fn step(&mut self, epoch: usize, step: usize, lr: f32, momentum: Option<f32>) -> Result<(f64, usize, usize)> {
+        self.trainer.step(epoch, step, lr, momentum)
+    }
+}
+
 /// How the steps of [`Trainer::run_epoch`] split their work between threads. Each gives the
 /// same bits for a given thread count, but not the same as the other (the sums run in other
 /// orders).
@@ -477,9 +490,7 @@ impl<'a> Trainer<'a> {
         self.shuffle(epoch);
         let steps = self.order.len().div_ceil(self.batch_size);
         on_event(Event::EpochStart { epoch, steps });
-        self.start_tensor_parallel()?;
-        let steps_done = self.run_steps(epoch, from, steps, stop, on_event);
-        self.finish_tensor_parallel()?;
+        let steps_done = self.in_epoch_layout(|trainer| trainer.run_steps(epoch, from, steps, stop, on_event))?;
         let p = match steps_done? {
             (p, true) => p,
             (mut p, false) => {
@@ -539,6 +550,22 @@ impl<'a> Trainer<'a> {
         Ok((p, true))
     }
 
+    /// Runs `f`, whose steps are taken as [`Trainer::run_epoch`] takes them: with
+    /// [`Parallelism::Tensor`] (and a model and thread pool it suits), the parameters and the
+    /// optimiser's state are in the tensor-parallel steps' order meanwhile, and back in the
+    /// model's order when `f` returns. For benchmarks and loops of steps of one's own; call
+    /// it inside the thread pool whose threads should take part.
+    pub fn with_epoch_steps<R>(&mut self, f: impl FnOnce(&mut EpochSteps<'_, 'a>) -> R) -> Result<R> {
+        self.in_epoch_layout(|trainer| f(&mut EpochSteps { trainer }))
+    }
+
+    fn in_epoch_layout<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> Result<R> {
+        self.start_tensor_parallel()?;
+        let out = f(self);
+        self.finish_tensor_parallel()?;
+        Ok(out)
+    }
+
     /// With [`Parallelism::Tensor`], more than one thread and a model it takes, moves the
     /// parameters and the optimiser's state into the tensor-parallel steps' order for the
     /// epoch ([`Trainer::finish_tensor_parallel`] moves them back).
@@ -583,7 +610,8 @@ impl<'a> Trainer<'a> {
 
     /// One optimisation step on batch `step` of the current order, at rate `lr` (and SGD
     /// momentum, when scheduled). Returns the batch's summed loss, correct count and size.
-    /// Data-parallel, unless called by [`Trainer::run_epoch`] for tensor-parallel steps.
+    /// Data-parallel, but within [`Trainer::run_epoch`] or [`Trainer::with_epoch_steps`]
+    /// with [`Parallelism::Tensor`].
     pub fn step(&mut self, epoch: usize, step: usize, lr: f32, momentum: Option<f32>) -> Result<(f64, usize, usize)> {
         self.prepare_copy();
         let lo = step * self.batch_size;
