@@ -195,9 +195,10 @@ struct TrainArgs {
     /// bf16, sums in f32: mixed precision, fast on CPUs with AVX-512 BF16).
     #[arg(long, group = "settings", value_parser = parse_precision)]
     precision: Option<Precision>,
-    /// How each step is split between threads: data (default: each thread a slice of the
-    /// batch) or tensor (each thread a block of every layer's units: less traffic between
-    /// the cores, for hosts that place the vCPUs far apart; not with batch norm).
+    /// How each step is split between threads: data (each thread a slice of the batch; the
+    /// default without batch norm) or tensor (each thread a block of every layer's units:
+    /// less traffic between the cores, for hosts that place the vCPUs far apart; the default
+    /// with batch norm, whose data-parallel steps run the batch as one slice).
     #[arg(long, group = "settings", value_parser = parse_parallel)]
     parallel: Option<Parallelism>,
     /// No progress bar.
@@ -414,6 +415,10 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
     }
     cfg.step_log |= args.step_log;
     cfg.batch_norm |= args.batch_norm;
+    if args.batch_norm && args.parallel.is_none() {
+        // As preset 8c: data-parallel steps would run a batch-norm model as one slice.
+        cfg.parallel = Parallelism::Tensor;
+    }
     if let Some(init) = args.init {
         cfg.init = init;
     }
@@ -425,9 +430,6 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
     apply_optimizer_flags(&mut cfg.optimizer, args)?;
     cfg.restore_best_weights = !args.no_restore_best;
     cfg.standardise |= args.standardise;
-    if cfg.parallel == Parallelism::Tensor && cfg.batch_norm {
-        eprintln!("warning: --parallel tensor does not take batch norm: this model trains data-parallel");
-    }
     if cfg.precision == Precision::Bf16 && !Bf16Kernel::Avx512Bf16.available() {
         eprintln!(
             "warning: this CPU has no AVX-512 BF16: --precision bf16 multiplies with the portable kernel, slower than f32"

@@ -381,7 +381,7 @@ fn bf16_precision_trains_and_is_recorded() {
     let model = |dir: &PathBuf| fs::read(dir.join("best.simdnn")).unwrap();
     assert_eq!(model(&a), model(&b), "bf16 runs differ");
     assert_ne!(model(&a), model(&f32_run), "bf16 and f32 runs are identical");
-    // A model whose first layer is batch norm trains as one shard, its dense layers in bf16.
+    // A model with batch norm (tensor-parallel steps by default) trains too, in bf16.
     let out = s.path("bn");
     let args = ["train", "--out", out.to_str().unwrap(), "--precision", "bf16", "--batch-norm", "--quiet"];
     s.ok_output(
@@ -392,9 +392,8 @@ fn bf16_precision_trains_and_is_recorded() {
 }
 
 /// `--parallel tensor` trains (each thread a block of every layer's units), is recorded in
-/// config.json and repeats exactly; its weights differ from data-parallel steps'. A model it
-/// does not take (batch norm) trains data-parallel, with a warning: the same bits as
-/// `--parallel data`.
+/// config.json and repeats exactly; its weights differ from data-parallel steps'. It is the
+/// default with batch norm.
 #[test]
 fn tensor_parallel_steps_train_and_are_recorded() {
     let s = scratch();
@@ -417,10 +416,16 @@ fn tensor_parallel_steps_train_and_are_recorded() {
     let model = |dir: &PathBuf| fs::read(dir.join("best.simdnn")).unwrap();
     assert_eq!(model(&a), model(&b), "tensor-parallel runs differ");
     assert_ne!(model(&a), model(&data_parallel), "tensor- and data-parallel runs are identical");
-    let (bn_tensor, warned) = run("bn-t", &["--batch-norm", "--parallel", "tensor"]);
-    assert!(warned.contains("warning: --parallel tensor") && warned.contains("batch norm"), "{warned}");
-    let (bn_data, _) = run("bn-d", &["--batch-norm"]);
-    assert_eq!(model(&bn_tensor), model(&bn_data), "batch norm did not fall back to data-parallel steps");
+    // Batch norm takes tensor-parallel steps by default (data-parallel ones would run it as
+    // one slice), `--parallel data` still as one slice.
+    let (bn_default, quiet) = run("bn", &["--batch-norm"]);
+    assert!(!quiet.contains("warning"), "{quiet}");
+    assert_eq!(json_file(&bn_default.join("config.json"))["parallel"], "tensor");
+    let (bn_tensor, _) = run("bn-t", &["--batch-norm", "--parallel", "tensor"]);
+    let (bn_data, _) = run("bn-d", &["--batch-norm", "--parallel", "data"]);
+    assert_eq!(json_file(&bn_data.join("config.json"))["parallel"], "data");
+    assert_eq!(model(&bn_default), model(&bn_tensor), "batch norm's default is not tensor-parallel");
+    assert_ne!(model(&bn_tensor), model(&bn_data), "batch norm ran the same steps either way");
 }
 
 #[test]

@@ -182,6 +182,11 @@ fn tensor_parallel_epochs_match_one_thread_and_repeat_exactly() {
         (cfg.depth, cfg.width, cfg.alpha_dropout) = (3, 24, alpha_dropout);
         tensor_parallel_matches_one_thread(&data, &cfg);
     }
+    // And with batch norm on the inputs and after every hidden dense layer (8c): each thread
+    // normalises its columns over the whole batch; the moving averages gather them.
+    let mut cfg = TrainConfig::preset("8c").unwrap();
+    (cfg.depth, cfg.width) = (3, 24);
+    tensor_parallel_matches_one_thread(&data, &cfg);
 }
 
 fn tensor_parallel_matches_one_thread(data: &Cifar10, cfg: &TrainConfig) {
@@ -205,13 +210,20 @@ fn tensor_parallel_matches_one_thread(data: &Cifar10, cfg: &TrainConfig) {
         let reference = epoch(&one_pool, &mut one, e);
         let one_state = one.optimizer.state();
         for (i, pool) in pools.iter().enumerate() {
-            let label = format!("{} threads, alpha dropout {}, epoch {e}", i + 2, cfg.alpha_dropout);
+            let label = format!(
+                "{} threads, alpha dropout {}, batch norm {}, epoch {e}",
+                i + 2,
+                cfg.alpha_dropout,
+                cfg.batch_norm
+            );
             let record = epoch(pool, &mut tensor[i], e);
             epoch(pool, &mut again[i], e);
             epoch(pool, &mut data_parallel[i], e);
             let params = &tensor[i].model().params;
             let worst = worst_relative(&one.model().params, params);
             assert!(worst < 1e-4, "{label}: parameters differ from one thread's by up to {worst} (relative)");
+            let worst = worst_relative(&one.model().state, &tensor[i].model().state);
+            assert!(worst < 1e-4, "{label}: moving averages differ from one thread's by up to {worst}");
             let state = tensor[i].optimizer.state();
             assert_eq!((state.t, state.slots.len()), (one_state.t, one_state.slots.len()), "{label}");
             let worst = worst_relative(&one_state.slots, &state.slots);

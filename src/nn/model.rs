@@ -391,9 +391,15 @@ impl Sequential {
     /// Moves every batch-norm layer's moving averages towards the statistics of the batch
     /// the last training forward pass in `ws` saw.
     pub fn update_moving_stats(&mut self, ws: &Workspace) {
-        for (layer, buf) in self.layers.iter().zip(&ws.layers) {
+        self.update_moving_stats_with(|l| &ws.layers[l].stats);
+    }
+
+    /// Moves each batch-norm layer's moving averages towards `stats(l)`, the batch's
+    /// statistics for layer `l` (only their mean and variance are read).
+    pub(crate) fn update_moving_stats_with<'s>(&mut self, stats: impl Fn(usize) -> &'s BatchStats) {
+        for (l, layer) in self.layers.iter().enumerate() {
             if let Layer::BatchNorm(b) = layer {
-                b.update_moving(&mut self.state, &buf.stats);
+                b.update_moving(&mut self.state, stats(l));
             }
         }
     }

@@ -75,7 +75,8 @@ impl TrainConfig {
         let base = Self::preset_8a();
         match name {
             "8a" => Ok(base),
-            "8c" => Ok(TrainConfig { preset: name.into(), batch_norm: true, ..base }),
+            // Tensor-parallel: data-parallel steps would run a batch-norm model as one slice.
+            "8c" => Ok(TrainConfig { preset: name.into(), batch_norm: true, parallel: Parallelism::Tensor, ..base }),
             "8d" => Ok(TrainConfig {
                 preset: name.into(),
                 activation: Activation::Selu,

@@ -389,13 +389,14 @@ impl EpochSteps<'_, '_> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Parallelism {
     /// Each thread a slice of the batch, the first layer split by input features (see
-    /// `step_gradient`).
+    /// `step_gradient`). A model with batch norm runs as one slice (its statistics need the
+    /// whole batch): only its large products use more than one thread.
     #[default]
     Data,
     /// Each thread a block of every layer's units, over the whole batch (see
     /// `tensor_parallel`): far less traffic between the cores, but 41 short waits per 8a
-    /// step. Models of dense and dropout layers: batch norm, and a lone [`Trainer::step`],
-    /// run data-parallel.
+    /// step; batch norm too (each thread has the whole batch for its columns). A lone
+    /// [`Trainer::step`] runs data-parallel.
     Tensor,
 }
 
@@ -658,7 +659,9 @@ impl<'a> Trainer<'a> {
             self.optimizer.apply(Params { values: &mut self.model.params, copy }, gradient, lr);
         }
         self.phases.optimizer += optimizer_start.elapsed().as_secs_f64();
-        if shards.len() == 1 {
+        if let Some(tensor) = &mut self.tensor {
+            tensor.update_moving_stats(&mut self.model);
+        } else if shards.len() == 1 {
             self.model.update_moving_stats(&shards[0].ws);
         }
         self.global_step += 1;

@@ -9,7 +9,10 @@
 //! `[:, C_s]`), and each sums its columns, adds the bias and applies the activation. Every
 //! thread sums the output layer's partial products and computes the loss. Backward, each
 //! thread takes dL/dz for its columns, the threads trade them so each has all of dL/dz, and
-//! each computes its rows of the weight gradient and its columns of dL/dx.
+//! each computes its rows of the weight gradient and its columns of dL/dx. Dropout and batch
+//! norm work column by column, so each thread runs them on its own columns; batch norm's
+//! statistics are per column over the batch, which each thread has whole, and the moving
+//! averages move with the threads' statistics gathered.
 //!
 //! So the weights, their gradient and the optimiser's state stay with the thread that owns
 //! them: what moves between cores is one `[batch, width / T]` block per layer and direction
@@ -30,6 +33,7 @@ use crate::kernels::gemm::{Blocking, Epilogue, MatMut, MatRef};
 use crate::kernels::gemm_bf16::{Bf16Ref, Operand};
 use crate::kernels::softmax::{softmax_cross_entropy, softmax_cross_entropy_grad};
 use crate::kernels::vector::activation_backward_with_bias_grad;
+use crate::nn::batch_norm::{BatchNorm, BatchStats};
 use crate::nn::{Dense, Layer, Noise, Sequential};
 use crate::optim::{Gradient, Optimizer, Owners, Params, ParamsCopy};
 use crate::parallel::{Exchange, Member, map_parts};
@@ -41,11 +45,12 @@ fn block(n: usize, t: usize, parts: usize) -> Range<usize> {
 }
 
 /// Thread-major order of a model's parameters: thread 0's weight rows and bias block of every
-/// layer, in layer order, then thread 1's, and so on.
+/// layer (batch norm: its blocks of gamma and beta), in layer order, then thread 1's, and so on.
 struct Layout {
     /// The ranges of the model's parameter vector, in thread-major order.
     segments: Vec<Range<usize>>,
-    /// Per thread and layer: where its weight rows and its bias block start, thread-major.
+    /// Per thread and layer: where its weight rows and its bias block (batch norm: gamma's
+    /// and beta's blocks) start, thread-major.
     blocks: Vec<Vec<(usize, usize)>>,
     /// Where each thread's parameters end, thread-major.
     thread_ends: Vec<usize>,
@@ -57,18 +62,27 @@ impl Layout {
         for t in 0..threads {
             let mut thread_blocks = Vec::with_capacity(layers.len());
             for layer in layers {
-                let Layer::Dense(d) = layer else {
-                    // Dropout: no parameters.
-                    thread_blocks.push((at, at));
-                    continue;
+                // The thread's two runs of the layer's parameters.
+                let [first, second] = match layer {
+                    Layer::Dense(d) => {
+                        let (weights, bias) = (d.weight_range().start, d.weight_range().end);
+                        let (rows, cols) = (block(d.n_in, t, threads), block(d.n_out, t, threads));
+                        [
+                            weights + rows.start * d.n_out..weights + rows.end * d.n_out,
+                            bias + cols.start..bias + cols.end,
+                        ]
+                    }
+                    // Gamma's block then beta's, as `BatchNorm` reads them (see `Shared::batch_norm`).
+                    Layer::BatchNorm(bn) => {
+                        let gamma = bn.param_offset + block(bn.features, t, threads).start;
+                        let len = block(bn.features, t, threads).len();
+                        [gamma..gamma + len, gamma + bn.features..gamma + bn.features + len]
+                    }
+                    Layer::Dropout(_) => [0..0, 0..0],
                 };
-                let (weights, bias) = (d.weight_range().start, d.weight_range().end);
-                let (rows, cols) = (block(d.n_in, t, threads), block(d.n_out, t, threads));
-                let w = weights + rows.start * d.n_out..weights + rows.end * d.n_out;
-                let b = bias + cols.start..bias + cols.end;
-                thread_blocks.push((at, at + w.len()));
-                at += w.len() + b.len();
-                segments.extend([w, b]);
+                thread_blocks.push((at, at + first.len()));
+                at += first.len() + second.len();
+                segments.extend([first, second]);
             }
             blocks.push(thread_blocks);
             thread_ends.push(at);
@@ -108,6 +122,9 @@ pub(super) struct TensorParallel {
     rounded: Option<Vec<u16>>,
     /// The gradient, thread-major.
     grads: Vec<f32>,
+    /// Per batch-norm layer, the last batch's statistics of all its columns (gathered from
+    /// the threads' for the moving averages).
+    batch_stats: Vec<BatchStats>,
 }
 
 /// One thread's buffers.
@@ -119,6 +136,8 @@ struct ThreadBuffers {
     /// Per dropout layer, `[batch, this thread's columns]`: d(output)/d(input) (empty for
     /// the other layers).
     masks: Vec<Vec<f32>>,
+    /// Per batch-norm layer, this thread's columns' batch statistics (empty for the others).
+    stats: Vec<BatchStats>,
     /// `[batch, widest layer]`: this thread's partial product of a layer's output.
     partial: Vec<f32>,
     /// `[batch, widest layer]`: the output layer's logits, then dL/dz of the layer being
@@ -133,19 +152,14 @@ struct ThreadBuffers {
 }
 
 impl TensorParallel {
-    /// Whether a model can take these steps on `threads` threads: dense and dropout layers,
-    /// the first and the last dense, each at least `threads` units wide (batch norm's
-    /// statistics would need every column of the batch in one place).
+    /// Whether a model can take these steps on `threads` threads: the last layer dense, every
+    /// layer at least `threads` units wide. (Batch norm is one of the layers that suit them
+    /// best: each thread has every row of the batch for its columns, so their statistics.)
     pub(super) fn supports(model: &Sequential, threads: usize) -> bool {
         let layers = model.layers();
-        let wide_enough = |l: &Layer| match l {
-            Layer::Dense(d) => d.n_in >= threads && d.n_out >= threads,
-            Layer::Dropout(d) => d.features >= threads,
-            Layer::BatchNorm(_) => false,
-        };
         threads > 1
-            && matches!((layers.first(), layers.last()), (Some(Layer::Dense(_)), Some(Layer::Dense(_))))
-            && layers.iter().all(wide_enough)
+            && matches!(layers.last(), Some(Layer::Dense(_)))
+            && layers.iter().all(|l| l.n_in() >= threads && l.n_out() >= threads)
     }
 
     /// Starts an epoch of tensor-parallel steps on `threads` threads for batches of up to
@@ -179,6 +193,7 @@ impl TensorParallel {
                     .iter()
                     .map(|l| if matches!(l, Layer::Dropout(_)) { own(l, t) } else { Vec::new() })
                     .collect(),
+                stats: layers.iter().map(|_| BatchStats::default()).collect(),
                 partial: vec![0.0; batch * widest],
                 dz: vec![0.0; batch * widest],
                 delta: vec![0.0; batch * widest_block],
@@ -190,6 +205,7 @@ impl TensorParallel {
             threads: buffers,
             exchange: Exchange::new(threads, batch * widest),
             grads: vec![0.0; params.len()],
+            batch_stats: layers.iter().map(|_| BatchStats::default()).collect(),
             params,
             rounded,
             layout,
@@ -220,7 +236,7 @@ impl TensorParallel {
         let layers = model.layers();
         let parts = self.threads.len();
         // Each thread's part of the gradient, cut per layer into its weight rows and bias
-        // (both empty for dropout).
+        // (batch norm: gamma and beta, then nothing; dropout: nothing).
         let mut rest = &mut self.grads[..];
         let mut owned: Vec<Vec<&mut [f32]>> = Vec::with_capacity(parts);
         for t in 0..parts {
@@ -228,7 +244,9 @@ impl TensorParallel {
             for layer in layers {
                 let (w_len, b_len) = match layer {
                     Layer::Dense(d) => (block(d.n_in, t, parts).len() * d.n_out, block(d.n_out, t, parts).len()),
-                    _ => (0, 0),
+                    // Gamma's and beta's blocks in one run, as `BatchNorm::backward` writes them.
+                    Layer::BatchNorm(bn) => (2 * block(bn.features, t, parts).len(), 0),
+                    Layer::Dropout(_) => (0, 0),
                 };
                 let (w, tail) = std::mem::take(&mut rest).split_at_mut(w_len);
                 let (b, tail) = tail.split_at_mut(b_len);
@@ -252,6 +270,25 @@ impl TensorParallel {
         let results =
             map_parts(tasks, |(t, (buffers, grads))| shared.run(t, buffers, batch, grads, exchange.member(t)));
         results[0]
+    }
+
+    /// Moves the model's batch-norm moving averages towards the statistics of the batch of
+    /// the last [`TensorParallel::gradient`].
+    pub(super) fn update_moving_stats(&mut self, model: &mut Sequential) {
+        let parts = self.threads.len();
+        for (l, layer) in model.layers().iter().enumerate() {
+            if let Layer::BatchNorm(bn) = layer {
+                let all = &mut self.batch_stats[l];
+                all.mean.clear();
+                all.var.clear();
+                for t in 0..parts {
+                    debug_assert_eq!(self.threads[t].stats[l].mean.len(), block(bn.features, t, parts).len());
+                    all.mean.extend_from_slice(&self.threads[t].stats[l].mean);
+                    all.var.extend_from_slice(&self.threads[t].stats[l].var);
+                }
+            }
+        }
+        model.update_moving_stats_with(|l| &self.batch_stats[l]);
     }
 
     /// The optimiser's step on the gradient of [`TensorParallel::gradient`], each thread
@@ -312,6 +349,16 @@ impl Shared<'_> {
         }
     }
 
+    /// Batch-norm layer `l` (`bn`) for thread `t`'s columns alone, and the parameters it reads:
+    /// the thread's blocks of gamma and beta, one after the other in the thread-major
+    /// parameters as in a batch-norm layer's. (Its `state_offset` means nothing: the moving
+    /// averages move with the threads' statistics gathered, `update_moving_stats`.)
+    fn batch_norm(&self, bn: &BatchNorm, t: usize, l: usize) -> (BatchNorm, &[f32]) {
+        let features = block(bn.features, t, self.parts).len();
+        let columns = BatchNorm { features, param_offset: 0, state_offset: 0, ..bn.clone() };
+        (columns, &self.params[self.blocks[t][l].0..][..2 * features])
+    }
+
     /// Thread `s`'s block of dense layer `l`'s bias.
     fn bias(&self, s: usize, l: usize) -> &[f32] {
         &self.params[self.blocks[s][l].1..][..block(self.dense(l).n_out, s, self.parts).len()]
@@ -340,18 +387,22 @@ impl Shared<'_> {
         batch.split.prefetch(batch.next, features);
 
         for (l, layer) in self.layers.iter().enumerate() {
+            // Dropout and batch norm work column by column: each thread on its own columns.
             let d = match layer {
                 Layer::Dense(d) => d,
                 Layer::Dropout(d) => {
-                    // Element-wise on this thread's columns (never the first layer).
                     let cols = block(d.features, t, parts);
                     let own = n * cols.len();
-                    let (before, from_here) = b.outputs.split_at_mut(l);
-                    let (x, y) = (&before[l - 1][..own], &mut from_here[0][..own]);
+                    let (x, y) = columns_in_out(&b.inputs, &mut b.outputs, l, own);
                     d.forward_columns(x, y, &mut b.masks[l][..own], l, self.noise, cols);
                     continue;
                 }
-                Layer::BatchNorm(_) => unreachable!("tensor-parallel steps take no batch norm (supports)"),
+                Layer::BatchNorm(bn) => {
+                    let (bn, params) = self.batch_norm(bn, t, l);
+                    let (x, y) = columns_in_out(&b.inputs, &mut b.outputs, l, n * bn.features);
+                    bn.forward_train(params, x, y, n, &mut b.stats[l]);
+                    continue;
+                }
             };
             let rows = block(d.n_in, t, parts).len();
             let x = if l == 0 { &b.inputs } else { &b.outputs[l - 1] };
@@ -406,7 +457,14 @@ impl Shared<'_> {
                     std::mem::swap(&mut b.delta, &mut b.delta_prev);
                     continue;
                 }
-                Layer::BatchNorm(_) => unreachable!("tensor-parallel steps take no batch norm (supports)"),
+                Layer::BatchNorm(bn) => {
+                    let (bn, params) = self.batch_norm(bn, t, l);
+                    let own = n * bn.features;
+                    let dx = (l > 0).then(|| &mut b.delta_prev[..own]);
+                    bn.backward(params, &b.outputs[l][..own], &mut b.delta[..own], &b.stats[l], w_grad, dx, n);
+                    std::mem::swap(&mut b.delta, &mut b.delta_prev);
+                    continue;
+                }
             };
             let (rows, cols) = (block(d.n_in, t, parts), block(d.n_out, t, parts));
             b_grad.fill(0.0);
@@ -448,6 +506,19 @@ fn copy_columns(m: &[f32], width: usize, cols: Range<usize>, out: &mut [f32]) {
     for (row, out_row) in m.chunks_exact(width).zip(out.chunks_exact_mut(cols.len())) {
         out_row.copy_from_slice(&row[cols.clone()]);
     }
+}
+
+/// Layer `l`'s input and output for one thread's columns (`own` values each): the thread's
+/// inputs for the first layer, else the layer before's output.
+fn columns_in_out<'b>(
+    inputs: &'b [f32],
+    outputs: &'b mut [Vec<f32>],
+    l: usize,
+    own: usize,
+) -> (&'b [f32], &'b mut [f32]) {
+    let (before, from_here) = outputs.split_at_mut(l);
+    let x = if l == 0 { inputs } else { &before[l - 1] };
+    (&x[..own], &mut from_here[0][..own])
 }
 
 fn add(acc: &mut [f32], v: &[f32]) {
