@@ -81,7 +81,7 @@ def main():
     parser.add_argument("--python", default=sys.executable, help="a Python with tensorflow-cpu and keras")
     parser.add_argument("--simdnn", default="target/release/simdnn")
     parser.add_argument("data_dir", metavar="DATA_DIR")
-    parser.add_argument("preset", choices=["8a", "8f"])
+    parser.add_argument("preset", choices=["8a", "8c", "8f"])
     parser.add_argument("rounds", type=int, metavar="ROUNDS")
     parser.add_argument("--precisions", default="f32", help="simdnn's --precision values, comma-separated")
     args = parser.parse_args()

@@ -1,8 +1,9 @@
-"""Keras's epoch time for exercise 8a or 8f on the CIFAR-10 binary files simdnn reads.
+"""Keras's epoch time for exercise 8a, 8c or 8f on the CIFAR-10 binary files simdnn reads.
 
 Peers drift with the machine, so BENCHMARKS.md compares simdnn with Keras run on the same
 machine, back to back. This builds the notebook's models (8a: 20 x Dense(100, ELU, He normal),
-inputs / 255, Nadam 1e-4, batch 32; 8f: 20 x Dense(100, SELU, LeCun normal) on standardised
+inputs / 255, Nadam 1e-4, batch 32; 8c: 8a with BatchNormalization after the inputs and after
+every hidden Dense, which then has no activation, ELU following the normalisation; 8f: 20 x Dense(100, SELU, LeCun normal) on standardised
 inputs, AlphaDropout(0.1), SGD with the notebook's OneCycleScheduler up to 0.05, batch 50),
 uses the first 5,000 training records for validation as simdnn does, and prints each epoch's
 seconds (training + validation) and validation accuracy.
@@ -87,8 +88,8 @@ def main():
     reshuffle = "--reshuffle" in sys.argv[4:]
     early_stopping = "--early-stopping" in sys.argv[4:]
     seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv[4:] else 42
-    if preset not in ("8a", "8f"):
-        sys.exit(f"unknown preset {preset!r}: 8a or 8f")
+    if preset not in ("8a", "8c", "8f"):
+        sys.exit(f"unknown preset {preset!r}: 8a, 8c or 8f")
     x, y = load(data_dir, [f"data_batch_{i}.bin" for i in range(1, 6)])
     x_valid, y_valid, x_train, y_train = x[:5000], y[:5000], x[5000:], y[5000:]
     keras.utils.set_random_seed(seed)
@@ -98,6 +99,14 @@ def main():
         x_train, x_valid = x_train / 255.0, x_valid / 255.0
         for _ in range(20):
             model.add(keras.layers.Dense(100, activation="elu", kernel_initializer="he_normal"))
+        optimizer, batch_size = keras.optimizers.Nadam(learning_rate=1e-4), 32
+    elif preset == "8c":
+        x_train, x_valid = x_train / 255.0, x_valid / 255.0
+        model.add(keras.layers.BatchNormalization())
+        for _ in range(20):
+            model.add(keras.layers.Dense(100, kernel_initializer="he_normal"))
+            model.add(keras.layers.BatchNormalization())
+            model.add(keras.layers.Activation("elu"))
         optimizer, batch_size = keras.optimizers.Nadam(learning_rate=1e-4), 32
     else:
         x_train, x_valid = x_train.astype(np.float32), x_valid.astype(np.float32)
