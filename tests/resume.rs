@@ -46,6 +46,14 @@ fn tensor_parallel_args(out: &Path) -> Vec<String> {
     args
 }
 
+/// [`train_args`] with batch norm, tensor-parallel by default: its moving averages, which the
+/// steps update outside the parameters, must come back too.
+fn batch_norm_args(out: &Path) -> Vec<String> {
+    let mut args = train_args(out);
+    args.push("--batch-norm".into());
+    args
+}
+
 fn resume_args(out: &Path) -> Vec<String> {
     vec!["train".into(), "--quiet".into(), "--resume".into(), out.display().to_string()]
 }
@@ -97,7 +105,12 @@ fn killed_runs_resume_to_the_same_bits() {
 fn ctrl_c_stops_after_a_step_saves_and_resumes_exactly() {
     let _serial = serial();
     let s = scratch();
-    for (name, args) in [("data", train_args as fn(&Path) -> Vec<String>), ("tensor", tensor_parallel_args)] {
+    let runs = [
+        ("data", train_args as fn(&Path) -> Vec<String>),
+        ("tensor", tensor_parallel_args),
+        ("batch-norm", batch_norm_args),
+    ];
+    for (name, args) in runs {
         ctrl_c_and_resume(&s, name, args);
     }
 }
