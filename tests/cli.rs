@@ -219,6 +219,7 @@ fn bad_flags_are_named_without_panics() {
         (&["--lr=-1"], &["--lr"]),
         (&["--lr", "1e9"], &["--lr"]),
         (&["--batch-size", "0"], &["--batch-size"]),
+        (&["--batch-norm", "--batch-size", "1"], &["--batch-size", "batch norm"]),
         (&["--epochs", "0"], &["--epochs"]),
         (&["--val-size", "0"], &["--val-size"]),
         (&["--val-size", "300"], &["--val-size"]), // every training record

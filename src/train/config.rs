@@ -210,6 +210,10 @@ impl TrainConfig {
             }
         };
         range("--batch-size", self.batch_size, 1, 65_536)?;
+        if self.batch_norm && self.batch_size < 2 {
+            // A batch of one is its own mean: every normalised value is 0, nothing trains.
+            return Err(Error::config("--batch-size", "batch norm needs at least 2 records per batch"));
+        }
         range("--epochs", self.epochs, 1, 100_000)?;
         range("--depth", self.depth, 0, 1_000)?;
         range("--width", self.width, 1, 65_536)?;
