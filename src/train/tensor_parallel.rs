@@ -365,8 +365,9 @@ impl Shared<'_> {
     }
 
     /// Thread `t`'s forward and backward pass, writing its part of the gradient (`grads`:
-    /// per layer its weight rows then its bias block). Returns the batch's summed loss and
-    /// correct count (every thread computes them).
+    /// per layer its weight rows then its bias block; batch norm, its gamma and beta blocks
+    /// then nothing). Returns the batch's summed loss and correct count (every thread
+    /// computes them).
     fn run(
         &self,
         t: usize,
