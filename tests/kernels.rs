@@ -6,7 +6,7 @@ use simdnn::kernels::gemm::{A_PANEL_ROWS, Blocking, Epilogue, MR, MatMut, MatRef
 use simdnn::kernels::gemm_bf16::{Bf16Ref, Operand, gemm_bf16_with};
 use simdnn::kernels::quant::bf16_from_f32;
 use simdnn::kernels::softmax::{softmax_cross_entropy, softmax_cross_entropy_grad};
-use simdnn::kernels::vector::activation_backward_with_bias_grad;
+use simdnn::kernels::vector::{activation_backward_with_bias_grad, dot};
 use simdnn::kernels::{Activation, reference};
 use simdnn::rng::{normal, seeded};
 
@@ -443,6 +443,22 @@ fn fused_backward_matches_separate_steps() {
             assert!((bias_grad[j] - sum).abs() <= 1e-5, "bias grad {j}: {} vs {sum}", bias_grad[j]);
         }
     }
+}
+
+/// Within f32's rounding of the sum's terms: `|err| <= len * eps * sum |a b|` (each of at
+/// most `len` additions rounds once), over lengths around one and two vectors, and zero.
+#[test]
+fn dot_matches_reference() {
+    for len in [0, 1, 15, 16, 17, 31, 32, 33, 100, 1536] {
+        let (a, b) = (random(len, 8), random(len, 9));
+        let exact = reference::dot(&a, &b);
+        let magnitude: f64 = a.iter().zip(&b).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+        let got = dot(&a, &b) as f64;
+        let bound = (len as f64 + 1.0) * f32::EPSILON as f64 * magnitude;
+        assert!((got - exact).abs() <= bound, "len {len}: {got} vs {exact} (bound {bound})");
+        assert_eq!(dot(&a, &b).to_bits(), dot(&b, &a).to_bits(), "len {len}: products differ by operand order");
+    }
+    assert!(dot(&[f32::NAN], &[1.0]).is_nan());
 }
 
 #[test]

@@ -6,7 +6,8 @@ mod common;
 
 use simdnn::data::cifar::IMAGE_BYTES;
 use simdnn::data::{Cifar10, standardise_from};
-use simdnn::nn::Sequential;
+use simdnn::kernels::Activation;
+use simdnn::nn::{Initializer, LayerSpec, Sequential};
 use simdnn::optim::OptimizerConfig;
 use simdnn::train::{TrainConfig, Trainer};
 
@@ -31,9 +32,21 @@ fn trainer_with<'d>(
     batch_size: usize,
     lr: f32,
 ) -> Trainer<'d> {
+    trainer_of(data, &cfg.layer_specs(), optimizer, val_size, batch_size, lr)
+}
+
+/// [`trainer_with`] for the network `specs`.
+fn trainer_of<'d>(
+    data: &'d Cifar10,
+    specs: &[LayerSpec],
+    optimizer: OptimizerConfig,
+    val_size: usize,
+    batch_size: usize,
+    lr: f32,
+) -> Trainer<'d> {
     let (train, val) = data.train_val(val_size).unwrap();
     let preprocess = standardise_from(&train).unwrap();
-    let model = Sequential::new(IMAGE_BYTES, &cfg.layer_specs(), 5).unwrap();
+    let model = Sequential::new(IMAGE_BYTES, specs, 5).unwrap();
     let optimizer = optimizer.build(model.num_params());
     Trainer::new(model, optimizer, preprocess, train, val, batch_size, lr, 5).unwrap()
 }
@@ -87,7 +100,7 @@ fn sliced_steps_match_one_thread_including_a_batch_smaller_than_the_slices() {
 /// step here). Largest difference seen with tanh: 1/280 of the largest update; bound 1/64.
 #[test]
 fn bf16_updates_stay_near_f32_and_repeat_exactly() {
-    use simdnn::kernels::{Activation, Precision};
+    use simdnn::kernels::Precision;
     let dir = tempfile::tempdir().unwrap();
     common::write_cifar_dir(dir.path(), 20, 11);
     let data = Cifar10::open(dir.path()).unwrap();
@@ -180,26 +193,42 @@ fn tensor_parallel_epochs_match_one_thread_and_repeat_exactly() {
     for alpha_dropout in [0.0, 0.1] {
         let mut cfg = TrainConfig::preset("8e").unwrap();
         (cfg.depth, cfg.width, cfg.alpha_dropout) = (3, 24, alpha_dropout);
-        tensor_parallel_matches_one_thread(&data, &cfg);
+        tensor_parallel_matches_one_thread(&data, &cfg.layer_specs(), &format!("alpha dropout {alpha_dropout}"));
     }
     // And with batch norm on the inputs and after every hidden dense layer (8c): each thread
     // normalises its columns over the whole batch; the moving averages gather them.
     let mut cfg = TrainConfig::preset("8c").unwrap();
     (cfg.depth, cfg.width) = (3, 24);
-    tensor_parallel_matches_one_thread(&data, &cfg);
+    tensor_parallel_matches_one_thread(&data, &cfg.layer_specs(), "8c");
+    // The inputs normalised before a first dense layer that no batch norm follows: the
+    // normalisation's beta then has a gradient (after batch norm, dL/dz sums to zero over the
+    // batch, and beta's gradient with it).
+    let specs = [
+        LayerSpec::batch_norm(Activation::Identity),
+        LayerSpec::Dense { units: 24, activation: Activation::ELU, init: Initializer::HeNormal },
+        LayerSpec::Dense { units: 10, activation: Activation::Softmax, init: Initializer::GlorotUniform },
+    ];
+    tensor_parallel_matches_one_thread(&data, &specs, "input batch norm only");
 }
 
-fn tensor_parallel_matches_one_thread(data: &Cifar10, cfg: &TrainConfig) {
+fn tensor_parallel_matches_one_thread(data: &Cifar10, specs: &[LayerSpec], name: &str) {
     use simdnn::train::Parallelism;
     let nadam = OptimizerConfig::Nadam { beta1: 0.9, beta2: 0.999, epsilon: 1.0 };
     // 100 records, 84 validate: one batch of 16 per epoch.
     let (val_size, batch) = (84, 16);
+    // Every parameter moved off its initial value (batch norm's gamma 1 and beta 0 would
+    // hide terms they multiply), the same way in every trainer.
+    let build = |pool: &rayon::ThreadPool| {
+        let mut t = pool.install(|| trainer_of(data, specs, nadam, val_size, batch, 1e-3));
+        t.model_mut().params.iter_mut().enumerate().for_each(|(i, p)| *p += 0.1 * (i as f32).sin());
+        t
+    };
     let one_pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
-    let mut one = one_pool.install(|| trainer_with(data, cfg, nadam, val_size, batch, 1e-3));
+    let mut one = build(&one_pool);
     assert_eq!(one.steps_per_epoch(), 1);
     let pools = [2, 3].map(|t| rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap());
     let make = |pool: &rayon::ThreadPool, parallelism| {
-        let mut t = pool.install(|| trainer_with(data, cfg, nadam, val_size, batch, 1e-3));
+        let mut t = build(pool);
         t.parallelism = parallelism;
         t
     };
@@ -210,12 +239,7 @@ fn tensor_parallel_matches_one_thread(data: &Cifar10, cfg: &TrainConfig) {
         let reference = epoch(&one_pool, &mut one, e);
         let one_state = one.optimizer.state();
         for (i, pool) in pools.iter().enumerate() {
-            let label = format!(
-                "{} threads, alpha dropout {}, batch norm {}, epoch {e}",
-                i + 2,
-                cfg.alpha_dropout,
-                cfg.batch_norm
-            );
+            let label = format!("{name}, {} threads, epoch {e}", i + 2);
             let record = epoch(pool, &mut tensor[i], e);
             epoch(pool, &mut again[i], e);
             epoch(pool, &mut data_parallel[i], e);
@@ -241,7 +265,7 @@ fn tensor_parallel_matches_one_thread(data: &Cifar10, cfg: &TrainConfig) {
 /// repeats bit for bit. A copy left in the model's order would hand each thread other rows.
 #[test]
 fn bf16_tensor_parallel_updates_stay_near_f32() {
-    use simdnn::kernels::{Activation, Precision};
+    use simdnn::kernels::Precision;
     use simdnn::train::Parallelism;
     let dir = tempfile::tempdir().unwrap();
     common::write_cifar_dir(dir.path(), 20, 11);

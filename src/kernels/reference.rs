@@ -67,6 +67,11 @@ pub fn activation_derivative_from_output(act: Activation, y: f32) -> f32 {
     }
 }
 
+/// The twin of [`dot`](super::vector::dot), in f64.
+pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
 /// `C = act(alpha * op(A) op(B) + beta * C + bias)`, by the textbook triple loop with an f64
 /// accumulator. With `beta == 0`, C is not read (NaN in C does not leak).
 pub fn gemm(

@@ -1,5 +1,6 @@
 //! Small vectorised helpers used across layers: the fused activation-derivative + bias
-//! gradient of the dense backward pass, and byte-to-float conversion for input batches.
+//! gradient of the dense backward pass, a dot product, and byte-to-float conversion for
+//! input batches.
 
 use wide::f32x16;
 
@@ -37,6 +38,22 @@ pub fn activation_backward_with_bias_grad(
             store_partial(&mut bias_grad[full..], sum);
         }
     }
+}
+
+/// `sum_i a[i] b[i]`: 16 partial sums (element `i` in lane `i % 16`, the last partial
+/// vector zero-padded), then the lanes added, always in the same order.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "dot: lengths differ");
+    let full = a.len() - a.len() % LANES;
+    let mut sum = f32x16::ZERO;
+    for (a, b) in a[..full].chunks_exact(LANES).zip(b[..full].chunks_exact(LANES)) {
+        let (a, b) = (f32x16::new(a.try_into().expect("16 lanes")), f32x16::new(b.try_into().expect("16 lanes")));
+        sum = a.mul_add(b, sum);
+    }
+    if full < a.len() {
+        sum = load_partial(&a[full..], 0.0).mul_add(load_partial(&b[full..], 0.0), sum);
+    }
+    sum.reduce_add()
 }
 
 /// `dst[i] = src[i] as f32 * scale` (pixels to [0, 1] with scale 1/255).

@@ -27,12 +27,13 @@
 use std::ops::Range;
 
 use super::Batch;
-use crate::kernels::Precision;
 use crate::kernels::bf16::{Bf16Kernel, round_to_bf16_with};
 use crate::kernels::gemm::{Blocking, Epilogue, MatMut, MatRef};
 use crate::kernels::gemm_bf16::{Bf16Ref, Operand};
 use crate::kernels::softmax::{softmax_cross_entropy, softmax_cross_entropy_grad};
 use crate::kernels::vector::activation_backward_with_bias_grad;
+use crate::kernels::vector::dot;
+use crate::kernels::{Activation, Precision};
 use crate::nn::batch_norm::{BatchNorm, BatchStats};
 use crate::nn::{Dense, Layer, Noise, Sequential};
 use crate::optim::{Gradient, Optimizer, Owners, Params, ParamsCopy};
@@ -149,6 +150,8 @@ struct ThreadBuffers {
     delta_prev: Vec<f32>,
     /// The transposed input gradient (`Dense::input_grad_from`).
     scratch: Vec<f32>,
+    /// `[widest layer]`: the column sums of a dL/dz (`Shared::input_norm_grads`).
+    column_sums: Vec<f32>,
 }
 
 impl TensorParallel {
@@ -199,6 +202,7 @@ impl TensorParallel {
                 delta: vec![0.0; batch * widest_block],
                 delta_prev: vec![0.0; batch * widest_block],
                 scratch: vec![0.0; batch * widest_block],
+                column_sums: vec![0.0; widest],
             })
             .collect();
         Ok(TensorParallel {
@@ -257,6 +261,7 @@ impl TensorParallel {
         }
         let shared = Shared {
             parts,
+            input_norm: matches!(layers, [Layer::BatchNorm(bn), Layer::Dense(_), ..] if bn.activation == Activation::Identity),
             layers,
             noise,
             params: &self.params,
@@ -322,6 +327,9 @@ fn reorder_optimizer_state(
 /// What every thread's share of a step reads.
 struct Shared<'a> {
     parts: usize,
+    /// Whether the model normalises its inputs (batch norm without activation) right before
+    /// the first dense layer, as the notebook's 8c does: see `Shared::input_norm_grads`.
+    input_norm: bool,
     layers: &'a [Layer],
     noise: Noise,
     /// Thread-major, as [`Layout`].
@@ -357,6 +365,31 @@ impl Shared<'_> {
         let features = block(bn.features, t, self.parts).len();
         let columns = BatchNorm { features, param_offset: 0, state_offset: 0, ..bn.clone() };
         (columns, &self.params[self.blocks[t][l].0..][..2 * features])
+    }
+
+    /// The input batch norm's gradient (`norm_grads`: thread `t`'s gamma then beta blocks)
+    /// and the first dense layer's weight gradient (`grad`: thread `t`'s rows), from `grad`
+    /// holding `g = x_hat^T dz` for that layer's `dz`, without the dense layer's dL/dx, which
+    /// the standard way needs and which is an eighth of an 8c step (`[batch, width] x
+    /// [width, thread's inputs]`). With `y = gamma x_hat + beta` the dense layer's input,
+    /// `W` its weights and `s` the column sums of `dz`: dL/dy = dz W^T, so `dbeta_j = sum_k
+    /// W_jk s_k`, `dgamma_j = sum_k W_jk g_jk`, and the weight gradient `y^T dz` is `gamma_j
+    /// g_jk + beta_j s_k`.
+    fn input_norm_grads(&self, t: usize, dz: &[f32], grad: &mut [f32], norm_grads: &mut [f32], sums: &mut [f32]) {
+        let Layer::BatchNorm(bn) = &self.layers[0] else { unreachable!("input_norm: layer 0 is batch norm") };
+        let (_, params) = self.batch_norm(bn, t, 0);
+        let width = self.dense(1).n_out;
+        let (gamma, beta) = params.split_at(params.len() / 2);
+        let (d_gamma, d_beta) = norm_grads.split_at_mut(gamma.len());
+        let sums = &mut sums[..width];
+        sums.fill(0.0);
+        dz.chunks_exact(width).for_each(|row| add(sums, row));
+        let w = &self.params[self.blocks[t][1].0..][..gamma.len() * width];
+        for (j, (w_row, g_row)) in w.chunks_exact(width).zip(grad.chunks_exact_mut(width)).enumerate() {
+            d_gamma[j] = dot(w_row, g_row);
+            d_beta[j] = dot(w_row, sums);
+            g_row.iter_mut().zip(&*sums).for_each(|(g, &s)| *g = gamma[j] * *g + beta[j] * s);
+        }
     }
 
     /// Thread `s`'s block of dense layer `l`'s bias.
@@ -458,6 +491,8 @@ impl Shared<'_> {
                     std::mem::swap(&mut b.delta, &mut b.delta_prev);
                     continue;
                 }
+                // Its gradient came with the first dense layer's.
+                Layer::BatchNorm(_) if l == 0 && self.input_norm => continue,
                 Layer::BatchNorm(bn) => {
                     let (bn, params) = self.batch_norm(bn, t, l);
                     let own = n * bn.features;
@@ -487,6 +522,12 @@ impl Shared<'_> {
                 }
             }
             let dz = &b.dz[..n * d.n_out];
+            if l == 1 && self.input_norm {
+                let x_hat = &b.stats[0].x_hat[..n * rows.len()];
+                d.weight_grad_part(x_hat, rows.clone(), dz, w_grad, n, precision);
+                self.input_norm_grads(t, dz, w_grad, &mut *grads[0], &mut b.column_sums);
+                continue;
+            }
             let x = if l == 0 { &b.inputs } else { &b.outputs[l - 1] };
             d.weight_grad_part(&x[..n * rows.len()], rows.clone(), dz, w_grad, n, precision);
             if l > 0 {
