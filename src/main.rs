@@ -198,7 +198,9 @@ struct TrainArgs {
     /// How each step is split between threads: data (each thread a slice of the batch; the
     /// default without batch norm) or tensor (each thread a block of every layer's units:
     /// less traffic between the cores, for hosts that place the vCPUs far apart; the default
-    /// with batch norm, whose data-parallel steps run the batch as one slice).
+    /// with batch norm, whose data-parallel steps run the batch as one slice). Tensor needs
+    /// two threads or more and layers at least as wide as the thread count; otherwise the
+    /// steps are data-parallel.
     #[arg(long, group = "settings", value_parser = parse_parallel)]
     parallel: Option<Parallelism>,
     /// No progress bar.
