@@ -523,6 +523,7 @@ impl Shared<'_> {
             }
             let dz = &b.dz[..n * d.n_out];
             if l == 1 && self.input_norm {
+                // The weight gradient and the input batch norm's (layer 0's first run), no dL/dx.
                 let x_hat = &b.stats[0].x_hat[..n * rows.len()];
                 d.weight_grad_part(x_hat, rows.clone(), dz, w_grad, n, precision);
                 self.input_norm_grads(t, dz, w_grad, &mut *grads[0], &mut b.column_sums);
