@@ -418,8 +418,7 @@ fn train_config(args: &TrainArgs) -> Result<TrainConfig> {
     cfg.step_log |= args.step_log;
     cfg.batch_norm |= args.batch_norm;
     if args.batch_norm && args.parallel.is_none() {
-        // As preset 8c: data-parallel steps would run a batch-norm model as one slice.
-        cfg.parallel = Parallelism::Tensor;
+        cfg.parallel = TrainConfig::default_parallel(true);
     }
     if let Some(init) = args.init {
         cfg.init = init;

@@ -75,8 +75,12 @@ impl TrainConfig {
         let base = Self::preset_8a();
         match name {
             "8a" => Ok(base),
-            // Tensor-parallel: data-parallel steps would run a batch-norm model as one slice.
-            "8c" => Ok(TrainConfig { preset: name.into(), batch_norm: true, parallel: Parallelism::Tensor, ..base }),
+            "8c" => Ok(TrainConfig {
+                preset: name.into(),
+                batch_norm: true,
+                parallel: Self::default_parallel(true),
+                ..base
+            }),
             "8d" => Ok(TrainConfig {
                 preset: name.into(),
                 activation: Activation::Selu,
@@ -126,8 +130,14 @@ impl TrainConfig {
             lr_auto: false,
             step_log: false,
             precision: Precision::F32,
-            parallel: Parallelism::Data,
+            parallel: Self::default_parallel(false),
         }
+    }
+
+    /// How steps split their work unless told (`--parallel`): tensor-parallel with batch norm,
+    /// whose data-parallel steps would run the batch as one slice; data-parallel otherwise.
+    pub fn default_parallel(batch_norm: bool) -> Parallelism {
+        if batch_norm { Parallelism::Tensor } else { Parallelism::Data }
     }
 
     /// The layers: `depth` hidden layers (with batch norm if asked), the dropout layers, then

@@ -75,9 +75,8 @@ impl Layout {
                     }
                     // Gamma's block then beta's, as `BatchNorm` reads them (see `Shared::batch_norm`).
                     Layer::BatchNorm(bn) => {
-                        let gamma = bn.param_offset + block(bn.features, t, threads).start;
-                        let len = block(bn.features, t, threads).len();
-                        [gamma..gamma + len, gamma + bn.features..gamma + bn.features + len]
+                        let (cols, beta) = (block(bn.features, t, threads), bn.param_offset + bn.features);
+                        [bn.param_offset + cols.start..bn.param_offset + cols.end, beta + cols.start..beta + cols.end]
                     }
                     Layer::Dropout(_) => [0..0, 0..0],
                 };
