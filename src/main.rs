@@ -200,7 +200,7 @@ struct TrainArgs {
     /// less traffic between the cores, for hosts that place the vCPUs far apart; the default
     /// with batch norm, whose data-parallel steps run the batch as one slice). Tensor needs
     /// two threads or more and layers at least as wide as the thread count; otherwise the
-    /// steps are data-parallel.
+    /// steps are data-parallel (with a warning).
     #[arg(long, group = "settings", value_parser = parse_parallel)]
     parallel: Option<Parallelism>,
     /// No progress bar.
@@ -572,13 +572,13 @@ fn cmd_sweep(args: TrainArgs) -> Result<()> {
         TrainConfig { lr: rate, ..cfg.clone() }.validate()?;
     }
     ensure_data(&cfg)?;
-    let mut on_event = |event: Event<'_>| {
-        if let Event::EpochEnd(r) = event {
-            println!(
-                "  epoch {:>3}  val_loss {:.4}  val_accuracy {:.4}  {:.2} s",
-                r.epoch, r.val_loss, r.val_accuracy, r.seconds
-            );
-        }
+    let mut on_event = |event: Event<'_>| match event {
+        Event::EpochEnd(r) => println!(
+            "  epoch {:>3}  val_loss {:.4}  val_accuracy {:.4}  {:.2} s",
+            r.epoch, r.val_loss, r.val_accuracy, r.seconds
+        ),
+        Event::Warning(w) => eprintln!("  warning: {w}"),
+        _ => {}
     };
     let results = sweep(&cfg, &rates, &mut on_event)?;
     print!("{}", sweep_table(&results));
@@ -656,6 +656,7 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
                 r.epoch, r.loss, r.accuracy, r.val_loss, r.val_accuracy, r.lr, r.seconds
             );
         }
+        Event::Warning(w) => eprintln!("warning: {w}"),
     };
     let summary = match &args.resume {
         Some(dir) => resume_run(dir, Some(&STOP), &mut on_event)?,

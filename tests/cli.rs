@@ -427,6 +427,26 @@ fn tensor_parallel_steps_train_and_are_recorded() {
     assert_eq!(json_file(&bn_data.join("config.json"))["parallel"], "data");
     assert_eq!(model(&bn_default), model(&bn_tensor), "batch norm's default is not tensor-parallel");
     assert_ne!(model(&bn_tensor), model(&bn_data), "batch norm ran the same steps either way");
+
+    // Where tensor-parallel steps cannot run (one thread, a layer narrower than the thread
+    // count), the steps are data-parallel, the same as `--parallel data`, and the run says why.
+    let run_with = |name: &str, flags: &[&str]| {
+        let out = s.path(name);
+        let common = ["--data", data, "--epochs", "1", "--depth", "2", "--val-size", VAL_SIZE, "--quiet"];
+        let args = [&["train", "--out", out.to_str().unwrap()][..], &common, flags].concat();
+        let stderr = String::from_utf8_lossy(&s.ok_output(&args).stderr).into_owned();
+        (model(&out), stderr)
+    };
+    for (name, flags, why) in [
+        ("one", ["--threads", "1", "--width", "8"], "they need two threads or more, and this run has 1"),
+        ("narrow", ["--threads", "2", "--width", "1"], "the narrowest has 1"),
+    ] {
+        let (declined, stderr) = run_with(name, &[&flags[..], &["--parallel", "tensor"]].concat());
+        assert!(stderr.contains("warning: the steps are data-parallel") && stderr.contains(why), "{name}: {stderr}");
+        let (data_steps, quiet) = run_with(&format!("{name}-data"), &[&flags[..], &["--parallel", "data"]].concat());
+        assert!(!quiet.contains("warning"), "{quiet}");
+        assert_eq!(declined, data_steps, "{name}: the declined tensor-parallel run is not data-parallel");
+    }
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub enum Event<'a> {
         accuracy: f64,
     },
     EpochEnd(&'a EpochRecord),
+    /// Before the first epoch: something the user asked for that this run does not do, and why.
+    Warning(String),
 }
 
 /// Mean loss and accuracy of `model` on `split`.
@@ -567,13 +569,20 @@ impl<'a> Trainer<'a> {
         Ok(out)
     }
 
+    /// Why the epochs run data-parallel steps although [`Trainer::parallelism`] asks for
+    /// tensor-parallel ones (on the calling thread's pool), if they do.
+    pub fn tensor_parallel_declined(&self) -> Option<String> {
+        let threads = rayon::current_num_threads();
+        (self.parallelism == Parallelism::Tensor).then(|| TensorParallel::unsupported(&self.model, threads)).flatten()
+    }
+
     /// With [`Parallelism::Tensor`], more than one thread and a model it takes, moves the
     /// parameters and the optimiser's state into the tensor-parallel steps' order for the
     /// epoch ([`Trainer::finish_tensor_parallel`] moves them back).
     fn start_tensor_parallel(&mut self) -> Result<()> {
         // Every thread takes the whole batch, so even batches too small to slice use them all.
         let threads = rayon::current_num_threads();
-        if self.parallelism == Parallelism::Tensor && TensorParallel::supports(&self.model, threads) {
+        if self.parallelism == Parallelism::Tensor && TensorParallel::unsupported(&self.model, threads).is_none() {
             let optimizer = &mut *self.optimizer;
             self.tensor =
                 Some(TensorParallel::start(&self.model, optimizer, self.precision, self.batch_size, threads)?);

@@ -146,6 +146,9 @@ fn train_in_pool(
     let mut trainer = Trainer::new(model, optimizer, preprocess, train, val, cfg.batch_size, cfg.lr, cfg.seed)?;
     trainer.precision = cfg.precision;
     trainer.parallelism = cfg.parallel;
+    if let Some(why) = trainer.tensor_parallel_declined() {
+        on_event(Event::Warning(format!("the steps are data-parallel, not tensor-parallel (--parallel): {why}")));
+    }
     (trainer.schedule, trainer.plateau) =
         cfg.schedule.resolve(cfg.lr, cfg.epochs as u64, trainer.steps_per_epoch() as u64)?;
     if cfg.step_log {

@@ -154,14 +154,24 @@ struct ThreadBuffers {
 }
 
 impl TensorParallel {
-    /// Whether a model can take these steps on `threads` threads: the last layer dense, every
-    /// layer at least `threads` units wide. (Batch norm is one of the layers that suit them
-    /// best: each thread has every row of the batch for its columns, so their statistics.)
-    pub(super) fn supports(model: &Sequential, threads: usize) -> bool {
+    /// Why a model cannot take these steps on `threads` threads, if it cannot: they need two
+    /// threads or more, the last layer dense and every layer at least `threads` units wide.
+    /// (Batch norm is one of the layers that suit them best: each thread has every row of
+    /// the batch for its columns, so their statistics.)
+    pub(super) fn unsupported(model: &Sequential, threads: usize) -> Option<String> {
         let layers = model.layers();
-        threads > 1
-            && matches!(layers.last(), Some(Layer::Dense(_)))
-            && layers.iter().all(|l| l.n_in() >= threads && l.n_out() >= threads)
+        let narrowest = layers.iter().map(|l| l.n_in().min(l.n_out())).min().unwrap_or(0);
+        if threads < 2 {
+            Some(format!("they need two threads or more, and this run has {threads}"))
+        } else if !matches!(layers.last(), Some(Layer::Dense(_))) {
+            Some("they need a dense output layer".into())
+        } else if narrowest < threads {
+            Some(format!(
+                "they need every layer at least as wide as the thread count ({threads}); the narrowest has {narrowest}"
+            ))
+        } else {
+            None
+        }
     }
 
     /// Starts an epoch of tensor-parallel steps on `threads` threads for batches of up to
