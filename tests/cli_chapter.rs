@@ -79,6 +79,23 @@ fn bad_schedules_name_the_flag() {
 }
 
 #[test]
+fn bad_range_test_settings_name_their_flag() {
+    let s = scratch();
+    let out_dir = s.path("x");
+    let common = ["lr-find", "--out", out_dir.to_str().unwrap(), "--depth", "2", "--width", "16", "--val-size", "40"];
+    for (flags, flag) in [
+        (["--min-lr", "1", "--max-lr", "0.1"], "`--max-lr`"),
+        (["--min-lr", "0", "--max-lr", "1"], "`--min-lr`"),
+        (["--steps", "1", "--max-lr", "1"], "`--steps`"),
+    ] {
+        let out = s.run(&[&common[..], &flags].concat());
+        assert!(!out.status.success(), "{flags:?} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(&format!("invalid setting {flag}")), "{flags:?}: {stderr}");
+    }
+}
+
+#[test]
 fn lr_find_writes_the_sweep_and_lr_auto_trains_at_its_suggestion() {
     let s = scratch();
     let dir = s.path("lrf");

@@ -56,8 +56,11 @@ pub fn range_test(
     )?;
     trainer.precision = cfg.precision;
     let steps = settings.steps.min(trainer.steps_per_epoch());
-    let mut test = LrRangeTest::new(settings.min_lr, settings.max_lr, steps)
-        .map_err(|e| Error::config("--min-lr/--max-lr/--steps", e.to_string()))?;
+    let mut test = LrRangeTest::new(settings.min_lr, settings.max_lr, steps).map_err(|e| match e {
+        // The range test names its arguments; here they are flags.
+        Error::Config { name, reason } => Error::config(format!("--{}", name.replace('_', "-")), reason),
+        other => other,
+    })?;
     trainer.shuffle(1);
     let _warm = crate::parallel::KeepWarm::start();
     for step in 0..steps {
