@@ -21,7 +21,7 @@ use simdnn::optim::OptimizerConfig;
 use simdnn::train::compare::{REPORT_FILE, SVG_FILE, write_report};
 use simdnn::train::deploy::{ExportOptions, export, predict_file, single_image_latency_us};
 use simdnn::train::lr_find::{LrFindSettings, range_test, write_results};
-use simdnn::train::run::{resume_run, sweep, sweep_table, train_run_until};
+use simdnn::train::run::{check_out_dir_free, resume_run, sweep, sweep_table, train_run_until};
 use simdnn::train::{Event, Parallelism, TrainConfig, config::default_data_dir};
 use simdnn::{Error, Result};
 
@@ -476,6 +476,7 @@ fn cmd_lr_find(args: &TrainArgs, settings: LrFindSettings) -> Result<()> {
         cfg.out_dir = PathBuf::from(format!("runs/lr-find-{}-{}", cfg.preset, utc_stamp()));
     }
     cfg.validate()?;
+    check_out_dir_free(&cfg.out_dir, &simdnn::train::lr_find::RESULT_FILES)?;
     ensure_data(&cfg)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)
@@ -558,7 +559,14 @@ fn cmd_export(
 
 fn cmd_sweep(args: TrainArgs) -> Result<()> {
     let rates: Vec<f32> = match args.lr.as_deref() {
-        Some(list) => list.split(',').map(parse_rate).collect::<Result<_>>()?,
+        Some(list) => list
+            .split(',')
+            .map(|entry| {
+                entry.trim().parse::<f32>().map_err(|_| {
+                    Error::config("--lr", format!("`{entry}` is not a rate: give a list such as 1e-5,5e-5,1e-4"))
+                })
+            })
+            .collect::<Result<_>>()?,
         None => {
             return Err(Error::config("--lr", "give the rates to sweep, for example --lr 1e-5,5e-5,1e-4,5e-4,1e-3"));
         }

@@ -477,3 +477,47 @@ fn data_fetch_offline_points_at_the_data_flag() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+/// A command never writes over an earlier one's results: `train` into a directory holding a
+/// run (pointing at `--resume`), `sweep` into one holding a sweep or where one of its rates'
+/// runs is, `sweep` listing a rate twice, `lr-find` over a range test. Each fails before it
+/// trains, naming the flag, and the earlier files are as they were.
+#[test]
+fn earlier_results_are_never_overwritten() {
+    let s = scratch();
+    let data = s.data.to_str().unwrap();
+    let run = train(&s, "run");
+    let before = fs::read(run.join("best.simdnn")).unwrap();
+    let stderr = s.fails(&["train", "--out", run.to_str().unwrap(), "--epochs", "1", "--depth", "1"]);
+    assert!(
+        stderr.contains("`--out`") && stderr.contains("already holds a run") && stderr.contains("--resume"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read(run.join("best.simdnn")).unwrap(), before, "the earlier run's model changed");
+
+    let small = ["--data", data, "--epochs", "1", "--depth", "1", "--width", "4", "--val-size", VAL_SIZE, "--quiet"];
+    let sweep_dir = s.path("sweep");
+    let sweep =
+        |rates: &'static str| [&["sweep", "--out", sweep_dir.to_str().unwrap(), "--lr", rates][..], &small].concat();
+    let stderr = s.fails(&sweep("1e-3,1e-3"));
+    assert!(stderr.contains("`--lr`") && stderr.contains("twice"), "{stderr}");
+    assert!(!sweep_dir.join("lr-1e-3").exists(), "a run trained before the duplicate was found");
+    s.ok_output(&sweep("1e-3"));
+    let table = fs::read(sweep_dir.join("sweep.csv")).unwrap();
+    let stderr = s.fails(&sweep("1e-2"));
+    assert!(stderr.contains("`--out`") && stderr.contains("sweep.csv"), "{stderr}");
+    assert!(!sweep_dir.join("lr-1e-2").exists(), "a run trained into a directory holding a sweep");
+    assert_eq!(fs::read(sweep_dir.join("sweep.csv")).unwrap(), table);
+    // One of the rates' runs is there already (the table is not).
+    fs::remove_file(sweep_dir.join("sweep.csv")).unwrap();
+    fs::remove_file(sweep_dir.join("sweep.md")).unwrap();
+    let stderr = s.fails(&sweep("1e-2,1e-3"));
+    assert!(stderr.contains("lr-1e-3") && stderr.contains("already holds a run"), "{stderr}");
+    assert!(!sweep_dir.join("lr-1e-2").exists(), "the sweep trained before finding a taken directory");
+
+    let lr_find = s.path("lr-find");
+    let args = [&["lr-find", "--out", lr_find.to_str().unwrap()][..], &small].concat();
+    s.ok_output(&args);
+    let stderr = s.fails(&args);
+    assert!(stderr.contains("`--out`") && stderr.contains("lr_find.csv"), "{stderr}");
+}

@@ -10,7 +10,7 @@ use super::callbacks::{EarlyStopping, SaveBest, Verdict};
 use super::config::TrainConfig;
 use super::config::json_f32;
 use super::history::{EpochRecord, to_csv};
-use super::lr_find::{LrFindSettings, range_test, write_results};
+use super::lr_find::{LrFindSettings, RESULT_FILES, range_test, write_results};
 use super::resume::{FILE, ResumeState};
 use super::{EpochOutcome, EpochProgress, Event, PhaseSeconds, Trainer, steps_csv};
 use crate::data::cifar::IMAGE_BYTES;
@@ -41,8 +41,10 @@ pub struct RunSummary {
 }
 
 /// Trains as `cfg` says, on rayon's pool of `cfg.threads` threads, writing the run
-/// directory as it goes.
+/// directory as it goes. A directory that already holds a run is an error: training would
+/// replace its model, history and resumable state.
 pub fn train_run(cfg: &TrainConfig, on_event: &mut (dyn FnMut(Event<'_>) + Send)) -> Result<RunSummary> {
+    check_no_run_in(cfg)?;
     run(cfg, None, None, on_event)
 }
 
@@ -53,7 +55,46 @@ pub fn train_run_until(
     stop: &AtomicBool,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<RunSummary> {
+    check_no_run_in(cfg)?;
     run(cfg, None, Some(stop), on_event)
+}
+
+/// The files of a run directory that a new run would overwrite.
+const RUN_FILES: [&str; 5] = ["config.json", "history.csv", "summary.json", "best.simdnn", FILE];
+
+/// An error naming `--out` if `cfg.out_dir` holds a run's files, which a new run would
+/// overwrite (with `--lr auto`, a range test's too).
+fn check_no_run_in(cfg: &TrainConfig) -> Result<()> {
+    let dir = &cfg.out_dir;
+    if cfg.lr_auto {
+        check_out_dir_free(dir, &RESULT_FILES)?;
+    }
+    match first_present(dir, &RUN_FILES) {
+        Some(found) => Err(Error::config(
+            "--out",
+            format!(
+                "{} already holds a run ({found}): continue it with `simdnn train --resume {}`, or choose another directory",
+                dir.display(),
+                dir.display()
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An error naming `--out` if `dir` holds any of `files`, which a command would overwrite.
+pub fn check_out_dir_free(dir: &Path, files: &[&str]) -> Result<()> {
+    match first_present(dir, files) {
+        Some(found) => Err(Error::config(
+            "--out",
+            format!("{} already holds {found} from an earlier run; choose another directory", dir.display()),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn first_present<'f>(dir: &Path, files: &[&'f str]) -> Option<&'f str> {
+    files.iter().copied().find(|f| dir.join(f).exists())
 }
 
 /// Continues the run in `dir` from its `resume.state` with the settings of its
@@ -279,11 +320,26 @@ pub fn sweep(
     if rates.is_empty() {
         return Err(Error::config("--lr", "a sweep needs at least one rate (for example --lr 1e-5,1e-4,1e-3)"));
     }
+    let run_at = |rate: f32| TrainConfig {
+        lr: rate,
+        lr_auto: false,
+        out_dir: cfg.out_dir.join(format!("lr-{rate:e}")),
+        ..cfg.clone()
+    };
+    // Checked before the first run trains, not when a later one finds its directory taken.
+    check_out_dir_free(&cfg.out_dir, &["sweep.csv", "sweep.md"])?;
+    for (i, rate) in rates.iter().enumerate() {
+        if rates[..i].contains(rate) {
+            return Err(Error::config(
+                "--lr",
+                format!("lists {rate:e} twice (each rate trains into its own directory)"),
+            ));
+        }
+        check_no_run_in(&run_at(*rate))?;
+    }
     let mut results = Vec::new();
     for &rate in rates {
-        let run =
-            TrainConfig { lr: rate, lr_auto: false, out_dir: cfg.out_dir.join(format!("lr-{rate:e}")), ..cfg.clone() };
-        results.push((rate, train_run(&run, on_event)?));
+        results.push((rate, train_run(&run_at(rate), on_event)?));
     }
     let mut csv = String::from("lr,best_epoch,best_val_loss,best_val_accuracy,epochs_run,mean_epoch_seconds\n");
     for (rate, s) in &results {
