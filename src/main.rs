@@ -21,7 +21,7 @@ use simdnn::optim::OptimizerConfig;
 use simdnn::train::compare::{REPORT_FILE, SVG_FILE, write_report};
 use simdnn::train::deploy::{ExportOptions, export, predict_file, single_image_latency_us};
 use simdnn::train::lr_find::{LrFindSettings, range_test, write_results};
-use simdnn::train::run::{check_out_dir_free, resume_run, sweep, sweep_table, train_run_until};
+use simdnn::train::run::{SWEEP_FILES, check_out_dir_free, resume_run, sweep, sweep_table, train_run_until};
 use simdnn::train::{Event, Parallelism, TrainConfig, config::default_data_dir};
 use simdnn::{Error, Result};
 
@@ -476,7 +476,7 @@ fn cmd_lr_find(args: &TrainArgs, settings: LrFindSettings) -> Result<()> {
         cfg.out_dir = PathBuf::from(format!("runs/lr-find-{}-{}", cfg.preset, utc_stamp()));
     }
     cfg.validate()?;
-    check_out_dir_free(&cfg.out_dir, &simdnn::train::lr_find::RESULT_FILES)?;
+    check_out_dir_free(&cfg.out_dir, &simdnn::train::lr_find::LR_FIND_FILES)?;
     ensure_data(&cfg)?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.threads)
@@ -590,7 +590,7 @@ fn cmd_sweep(args: TrainArgs) -> Result<()> {
     };
     let results = sweep(&cfg, &rates, &mut on_event)?;
     print!("{}", sweep_table(&results));
-    println!("wrote {}", cfg.out_dir.join("sweep.md").display());
+    println!("wrote {}", cfg.out_dir.join(SWEEP_FILES[1]).display());
     Ok(())
 }
 

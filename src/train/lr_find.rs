@@ -78,19 +78,19 @@ pub fn range_test(
 }
 
 /// The files [`write_results`] writes: `lr,loss,smoothed_loss` per step, and the plot.
-pub const RESULT_FILES: [&str; 2] = ["lr_find.csv", "lr_find.svg"];
+pub const LR_FIND_FILES: [&str; 2] = ["lr_find.csv", "lr_find.svg"];
 
-/// [`RESULT_FILES`] in `dir`.
+/// [`LR_FIND_FILES`] in `dir`.
 pub fn write_results(dir: &Path, test: &LrRangeTest) -> Result<()> {
     use std::fmt::Write;
     let mut csv = String::from("lr,loss,smoothed_loss\n");
     for (lr, loss, smooth) in test.points() {
         let _ = writeln!(csv, "{lr},{loss},{smooth}");
     }
-    write_atomic(&dir.join(RESULT_FILES[0]), csv.as_bytes())?;
+    write_atomic(&dir.join(LR_FIND_FILES[0]), csv.as_bytes())?;
     let svg =
-        plot(test.points(), test.suggestions()).map_err(|e| Error::data(dir.join(RESULT_FILES[1]), e.to_string()))?;
-    write_atomic(&dir.join(RESULT_FILES[1]), svg.as_bytes())
+        plot(test.points(), test.suggestions()).map_err(|e| Error::data(dir.join(LR_FIND_FILES[1]), e.to_string()))?;
+    write_atomic(&dir.join(LR_FIND_FILES[1]), svg.as_bytes())
 }
 
 /// Smoothed and raw loss against the rate on a log axis, suggestions as vertical lines.

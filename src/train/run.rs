@@ -10,7 +10,7 @@ use super::callbacks::{EarlyStopping, SaveBest, Verdict};
 use super::config::TrainConfig;
 use super::config::json_f32;
 use super::history::{EpochRecord, to_csv};
-use super::lr_find::{LrFindSettings, RESULT_FILES, range_test, write_results};
+use super::lr_find::{LR_FIND_FILES, LrFindSettings, range_test, write_results};
 use super::resume::{FILE, ResumeState};
 use super::{EpochOutcome, EpochProgress, Event, PhaseSeconds, Trainer, steps_csv};
 use crate::data::cifar::IMAGE_BYTES;
@@ -67,7 +67,7 @@ const RUN_FILES: [&str; 5] = ["config.json", "history.csv", "summary.json", "bes
 fn check_no_run_in(cfg: &TrainConfig) -> Result<()> {
     let dir = &cfg.out_dir;
     if cfg.lr_auto {
-        check_out_dir_free(dir, &RESULT_FILES)?;
+        check_out_dir_free(dir, &LR_FIND_FILES)?;
     }
     match first_present(dir, &RUN_FILES) {
         Some(found) => Err(Error::config(
@@ -93,6 +93,7 @@ pub fn check_out_dir_free(dir: &Path, files: &[&str]) -> Result<()> {
     }
 }
 
+/// The first of `files` that exists in `dir`.
 fn first_present<'f>(dir: &Path, files: &[&'f str]) -> Option<&'f str> {
     files.iter().copied().find(|f| dir.join(f).exists())
 }
@@ -310,6 +311,9 @@ pub fn load_model(path: &Path) -> Result<SavedModel> {
     crate::format::from_bytes(&bytes).map_err(|e| e.in_file(path.display().to_string()))
 }
 
+/// A sweep's tables in its directory: one line per rate, and the same in Markdown.
+pub const SWEEP_FILES: [&str; 2] = ["sweep.csv", "sweep.md"];
+
 /// The notebook's grid search (exercise 8b) as one call: one full training run per rate,
 /// each in `cfg.out_dir/lr-<rate>`, then `sweep.csv` and `sweep.md` in `cfg.out_dir`.
 pub fn sweep(
@@ -327,7 +331,7 @@ pub fn sweep(
         ..cfg.clone()
     };
     // Checked before the first run trains, not when a later one finds its directory taken.
-    check_out_dir_free(&cfg.out_dir, &["sweep.csv", "sweep.md"])?;
+    check_out_dir_free(&cfg.out_dir, &SWEEP_FILES)?;
     for (i, rate) in rates.iter().enumerate() {
         if rates[..i].contains(rate) {
             return Err(Error::config(
@@ -348,8 +352,8 @@ pub fn sweep(
             s.best_epoch, s.best_val_loss, s.best_val_accuracy, s.epochs_run, s.mean_epoch_seconds
         );
     }
-    write_atomic(&cfg.out_dir.join("sweep.csv"), csv.as_bytes())?;
-    write_atomic(&cfg.out_dir.join("sweep.md"), sweep_table(&results).as_bytes())?;
+    write_atomic(&cfg.out_dir.join(SWEEP_FILES[0]), csv.as_bytes())?;
+    write_atomic(&cfg.out_dir.join(SWEEP_FILES[1]), sweep_table(&results).as_bytes())?;
     Ok(results)
 }
 
