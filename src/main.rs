@@ -188,7 +188,7 @@ struct TrainArgs {
     alpha_dropout: Option<f32>,
     #[arg(long, group = "settings")]
     seed: Option<u64>,
-    /// Worker threads [default: one per core].
+    /// Worker threads (0 or none: one per core).
     #[arg(long, group = "settings")]
     threads: Option<usize>,
     /// The dense layers' products in training: f32 (default), or bf16 (operands rounded to
@@ -231,7 +231,7 @@ struct EvalArgs {
     /// Size of the validation split (`--split val` and `train`).
     #[arg(long, default_value_t = 5000)]
     val_size: usize,
-    /// Worker threads [default: one per core].
+    /// Worker threads (0 or none: one per core).
     #[arg(long)]
     threads: Option<usize>,
     /// MC dropout: average this many stochastic passes (dropout on, batch norm in inference
