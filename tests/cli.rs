@@ -479,9 +479,10 @@ fn data_fetch_offline_points_at_the_data_flag() {
 }
 
 /// A command never writes over an earlier one's results: `train` into a directory holding a
-/// run (pointing at `--resume`), `sweep` into one holding a sweep or where one of its rates'
-/// runs is, `sweep` listing a rate twice, `lr-find` over a range test. Each fails before it
-/// trains, naming the flag, and the earlier files are as they were.
+/// run (pointing at `--resume`), `sweep` into one holding a sweep's tables or a run of other
+/// settings where one of its rates' runs goes, `sweep` listing a rate twice, `lr-find` over a
+/// range test. Each fails before it trains, naming the flag, and the earlier files are as
+/// they were.
 #[test]
 fn earlier_results_are_never_overwritten() {
     let s = scratch();
@@ -508,12 +509,18 @@ fn earlier_results_are_never_overwritten() {
     assert!(stderr.contains("`--out`") && stderr.contains("sweep.csv"), "{stderr}");
     assert!(!sweep_dir.join("lr-1e-2").exists(), "a run trained into a directory holding a sweep");
     assert_eq!(fs::read(sweep_dir.join("sweep.csv")).unwrap(), table);
-    // One of the rates' runs is there already (the table is not).
+    // A rate's directory holds a run of other settings (an unfinished sweep of the same
+    // ones continues instead: tests/resume.rs).
     fs::remove_file(sweep_dir.join("sweep.csv")).unwrap();
     fs::remove_file(sweep_dir.join("sweep.md")).unwrap();
-    let stderr = s.fails(&sweep("1e-2,1e-3"));
-    assert!(stderr.contains("lr-1e-3") && stderr.contains("already holds a run"), "{stderr}");
-    assert!(!sweep_dir.join("lr-1e-2").exists(), "the sweep trained before finding a taken directory");
+    let other = sweep_dir.join("lr-1e-2");
+    let other_args = ["train", "--out", other.to_str().unwrap(), "--lr", "1e-2", "--activation", "relu"];
+    s.ok_output(&[&other_args[..], &small].concat());
+    let before = fs::read(other.join("best.simdnn")).unwrap();
+    let stderr = s.fails(&sweep("1e-3,1e-2,1e-1"));
+    assert!(stderr.contains("lr-1e-2") && stderr.contains("other settings"), "{stderr}");
+    assert!(!sweep_dir.join("lr-1e-1").exists(), "the sweep trained before finding a taken directory");
+    assert_eq!(fs::read(other.join("best.simdnn")).unwrap(), before);
 
     let lr_find = s.path("lr-find");
     let args = [&["lr-find", "--out", lr_find.to_str().unwrap()][..], &small].concat();

@@ -167,3 +167,45 @@ fn resume_rejects_bad_state_and_extra_flags() {
     let out = s.command(&resume_args(s.tmp.path())).output().unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("config.json"));
 }
+
+/// A sweep stopped before its tables continues: rerun into the same directory, it resumes a
+/// rate's unfinished run (here one stopped by Ctrl-C) and trains the rest, ending as a sweep
+/// that was never stopped; a run of other settings in a rate's directory is refused.
+#[test]
+fn an_unfinished_sweep_continues() {
+    let _serial = serial();
+    let s = scratch();
+    let flags =
+        "--epochs 6 --depth 2 --width 32 --batch-size 8 --val-size 40 --threads 2 --quiet --seed 3 --patience 20";
+    let args = |head: &str, out: &Path| -> Vec<String> {
+        let mut args: Vec<String> = format!("{head} {flags}").split_whitespace().map(String::from).collect();
+        args.extend(["--out".into(), out.display().to_string()]);
+        args
+    };
+    let reference = s.tmp.path().join("reference");
+    s.ok(&args("sweep --lr 1e-3,1e-2", &reference));
+
+    let sweep = s.tmp.path().join("sweep");
+    let child = s.spawn(&args("train --lr 1e-3", &sweep.join("lr-1e-3")));
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let stopped = !child.wait_with_output().unwrap().status.success();
+    eprintln!("the first rate's run was {}", if stopped { "stopped mid-run" } else { "finished before the signal" });
+    s.ok(&args("sweep --lr 1e-3,1e-2", &sweep));
+    let table = |dir: &Path| -> Vec<String> {
+        let csv = fs::read_to_string(dir.join("sweep.csv")).unwrap();
+        csv.lines().map(|l| l.rsplit_once(',').map_or(l, |(head, _)| head).to_owned()).collect()
+    };
+    assert_eq!(table(&sweep), table(&reference));
+    for rate in ["lr-1e-3", "lr-1e-2"] {
+        let model = |dir: &Path| fs::read(dir.join(rate).join("best.simdnn")).unwrap();
+        assert!(model(&sweep) == model(&reference), "{rate}: the continued sweep's model differs");
+    }
+
+    let other = s.tmp.path().join("other");
+    s.ok(&args("train --lr 1e-3 --activation relu", &other.join("lr-1e-3")));
+    let stderr = s.fails(&args("sweep --lr 1e-3,1e-2", &other));
+    assert!(stderr.contains("`--out`") && stderr.contains("other settings"), "{stderr}");
+    assert!(!other.join("lr-1e-2").exists(), "the sweep trained before refusing");
+}

@@ -93,6 +93,33 @@ pub fn check_out_dir_free(dir: &Path, files: &[&str]) -> Result<()> {
     }
 }
 
+/// Whether `cfg.out_dir` holds a run (its `config.json`) of exactly `cfg`'s settings; an
+/// error naming `--out` if it holds one of other settings.
+fn holds_run_of(cfg: &TrainConfig) -> Result<bool> {
+    let path = cfg.out_dir.join("config.json");
+    if !path.exists() {
+        return Ok(false);
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::data(&path, format!("is not valid JSON: {e}")))?;
+    let mut wanted = cfg.to_json();
+    // Where the data and the run are is not a setting of the run.
+    for json in [&mut saved, &mut wanted] {
+        if let Some(map) = json.as_object_mut() {
+            map.remove("data_dir");
+            map.remove("out_dir");
+        }
+    }
+    if saved != wanted {
+        return Err(Error::config(
+            "--out",
+            format!("{} holds a run with other settings; choose another directory", cfg.out_dir.display()),
+        ));
+    }
+    Ok(true)
+}
+
 /// The first of `files` that exists in `dir`.
 fn first_present<'f>(dir: &Path, files: &[&'f str]) -> Option<&'f str> {
     files.iter().copied().find(|f| dir.join(f).exists())
@@ -315,7 +342,9 @@ pub fn load_model(path: &Path) -> Result<SavedModel> {
 pub const SWEEP_FILES: [&str; 2] = ["sweep.csv", "sweep.md"];
 
 /// The notebook's grid search (exercise 8b) as one call: one full training run per rate,
-/// each in `cfg.out_dir/lr-<rate>`, then `sweep.csv` and `sweep.md` in `cfg.out_dir`.
+/// each in `cfg.out_dir/lr-<rate>`, then `sweep.csv` and `sweep.md` in `cfg.out_dir`. An
+/// unfinished sweep (stopped before its tables) continues: a rate whose directory holds a
+/// run of the same settings resumes it, or takes its result if it finished.
 pub fn sweep(
     cfg: &TrainConfig,
     rates: &[f32],
@@ -332,6 +361,7 @@ pub fn sweep(
     };
     // Checked before the first run trains, not when a later one finds its directory taken.
     check_out_dir_free(&cfg.out_dir, &SWEEP_FILES)?;
+    let mut started = Vec::new();
     for (i, rate) in rates.iter().enumerate() {
         if rates[..i].contains(rate) {
             return Err(Error::config(
@@ -339,11 +369,18 @@ pub fn sweep(
                 format!("lists {rate:e} twice (each rate trains into its own directory)"),
             ));
         }
-        check_no_run_in(&run_at(*rate))?;
+        let run = run_at(*rate);
+        let continues = holds_run_of(&run)?;
+        if !continues {
+            check_no_run_in(&run)?;
+        }
+        started.push(continues);
     }
     let mut results = Vec::new();
-    for &rate in rates {
-        results.push((rate, train_run(&run_at(rate), on_event)?));
+    for (&rate, continues) in rates.iter().zip(started) {
+        let run = run_at(rate);
+        let summary = if continues { resume_run(&run.out_dir, None, on_event)? } else { train_run(&run, on_event)? };
+        results.push((rate, summary));
     }
     let mut csv = String::from("lr,best_epoch,best_val_loss,best_val_accuracy,epochs_run,mean_epoch_seconds\n");
     for (rate, s) in &results {
