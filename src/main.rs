@@ -588,7 +588,12 @@ fn cmd_sweep(args: TrainArgs) -> Result<()> {
         Event::Warning(w) => eprintln!("  warning: {w}"),
         _ => {}
     };
-    let results = sweep(&cfg, &rates, &mut on_event)?;
+    stop_on_ctrl_c();
+    let results = sweep(&cfg, &rates, Some(&STOP), &mut on_event).inspect_err(|e| {
+        if matches!(e, Error::Interrupted { .. }) {
+            eprintln!("the sweep stopped; the same command continues it");
+        }
+    })?;
     print!("{}", sweep_table(&results));
     println!("wrote {}", cfg.out_dir.join(SWEEP_FILES[1]).display());
     Ok(())
@@ -596,6 +601,16 @@ fn cmd_sweep(args: TrainArgs) -> Result<()> {
 
 /// Raised by Ctrl-C: training stops after the current step and saves its state.
 static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The first Ctrl-C raises [`STOP`]; a second ends the process at once.
+fn stop_on_ctrl_c() {
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
+    });
+}
 
 fn cmd_train(args: TrainArgs) -> Result<()> {
     let cfg = match &args.resume {
@@ -610,13 +625,7 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
     };
     cfg.validate()?;
     ensure_data(&cfg)?;
-    // A second Ctrl-C ends the process at once (the default), the first asks for a clean stop.
-    let _ = ctrlc::set_handler(|| {
-        if STOP.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
-        eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
-    });
+    stop_on_ctrl_c();
     let layers = cfg.layer_specs().len();
     eprintln!(
         "training preset {} ({} hidden x {} {}, {} layers) -> {}",

@@ -168,9 +168,9 @@ fn resume_rejects_bad_state_and_extra_flags() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("config.json"));
 }
 
-/// A sweep stopped before its tables continues: rerun into the same directory, it resumes a
-/// rate's unfinished run (here one stopped by Ctrl-C) and trains the rest, ending as a sweep
-/// that was never stopped; a run of other settings in a rate's directory is refused.
+/// A sweep stopped by Ctrl-C continues: the same command again resumes the rate's run that
+/// was stopped and trains the rest, ending as a sweep that was never stopped; a run of other
+/// settings in a rate's directory is refused.
 #[test]
 fn an_unfinished_sweep_continues() {
     let _serial = serial();
@@ -185,13 +185,23 @@ fn an_unfinished_sweep_continues() {
     let reference = s.tmp.path().join("reference");
     s.ok(&args("sweep --lr 1e-3,1e-2", &reference));
 
+    // The sweep stopped by Ctrl-C, then the same command again.
     let sweep = s.tmp.path().join("sweep");
-    let child = s.spawn(&args("train --lr 1e-3", &sweep.join("lr-1e-3")));
+    let child = s.spawn(&args("sweep --lr 1e-3,1e-2", &sweep));
     std::thread::sleep(Duration::from_millis(200));
     let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(sent.success());
-    let stopped = !child.wait_with_output().unwrap().status.success();
-    eprintln!("the first rate's run was {}", if stopped { "stopped mid-run" } else { "finished before the signal" });
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        eprintln!("the sweep finished before the signal arrived; only rerunning a finished sweep's runs is checked");
+        fs::remove_file(sweep.join("sweep.csv")).unwrap();
+        fs::remove_file(sweep.join("sweep.md")).unwrap();
+    } else {
+        assert_eq!(out.status.code(), Some(130), "{stderr}");
+        assert!(stderr.contains("the same command continues it") && stderr.contains("interrupted"), "{stderr}");
+        assert!(!sweep.join("sweep.csv").exists());
+    }
     s.ok(&args("sweep --lr 1e-3,1e-2", &sweep));
     let table = |dir: &Path| -> Vec<String> {
         let csv = fs::read_to_string(dir.join("sweep.csv")).unwrap();

@@ -344,10 +344,12 @@ pub const SWEEP_FILES: [&str; 2] = ["sweep.csv", "sweep.md"];
 /// The notebook's grid search (exercise 8b) as one call: one full training run per rate,
 /// each in `cfg.out_dir/lr-<rate>`, then `sweep.csv` and `sweep.md` in `cfg.out_dir`. An
 /// unfinished sweep (stopped before its tables) continues: a rate whose directory holds a
-/// run of the same settings resumes it, or takes its result if it finished.
+/// run of the same settings resumes it, or takes its result if it finished. `stop` stops
+/// the run in progress as [`train_run_until`] does.
 pub fn sweep(
     cfg: &TrainConfig,
     rates: &[f32],
+    stop: Option<&AtomicBool>,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<Vec<(f32, RunSummary)>> {
     if rates.is_empty() {
@@ -378,8 +380,12 @@ pub fn sweep(
     }
     let mut results = Vec::new();
     for (&rate, continues) in rates.iter().zip(started) {
-        let run = run_at(rate);
-        let summary = if continues { resume_run(&run.out_dir, None, on_event)? } else { train_run(&run, on_event)? };
+        let rate_run = run_at(rate);
+        let summary = match (continues, stop) {
+            (true, _) => resume_run(&rate_run.out_dir, stop, on_event)?,
+            (false, Some(stop)) => train_run_until(&rate_run, stop, on_event)?,
+            (false, None) => train_run(&rate_run, on_event)?,
+        };
         results.push((rate, summary));
     }
     let mut csv = String::from("lr,best_epoch,best_val_loss,best_val_accuracy,epochs_run,mean_epoch_seconds\n");
