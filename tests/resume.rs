@@ -115,16 +115,21 @@ fn ctrl_c_stops_after_a_step_saves_and_resumes_exactly() {
     }
 }
 
+/// `simdnn args...` sent SIGINT (Ctrl-C) after `ms` milliseconds, run to its end.
+fn ctrl_c_after(s: &CliScratch, args: &[String], ms: u64) -> std::process::Output {
+    let child = s.spawn(args);
+    std::thread::sleep(Duration::from_millis(ms));
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    child.wait_with_output().unwrap()
+}
+
 /// A run of `args`, interrupted by SIGINT and resumed, against the same run uninterrupted.
 fn ctrl_c_and_resume(s: &CliScratch, name: &str, args: fn(&Path) -> Vec<String>) {
     let reference = s.tmp.path().join(format!("{name}-reference"));
     s.ok(&args(&reference));
     let run = s.tmp.path().join(format!("{name}-interrupted"));
-    let child = s.spawn(&args(&run));
-    std::thread::sleep(Duration::from_millis(300));
-    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(sent.success());
-    let out = child.wait_with_output().unwrap();
+    let out = ctrl_c_after(s, &args(&run), 300);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         eprintln!("the run finished before the signal arrived; only resuming a finished run is checked");
@@ -187,11 +192,7 @@ fn an_unfinished_sweep_continues() {
 
     // The sweep stopped by Ctrl-C, then the same command again.
     let sweep = s.tmp.path().join("sweep");
-    let child = s.spawn(&args("sweep --lr 1e-3,1e-2", &sweep));
-    std::thread::sleep(Duration::from_millis(200));
-    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    assert!(sent.success());
-    let out = child.wait_with_output().unwrap();
+    let out = ctrl_c_after(&s, &args("sweep --lr 1e-3,1e-2", &sweep), 200);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
         eprintln!("the sweep finished before the signal arrived; only rerunning a finished sweep's runs is checked");
