@@ -21,7 +21,9 @@ use simdnn::optim::OptimizerConfig;
 use simdnn::train::compare::{REPORT_FILE, SVG_FILE, write_report};
 use simdnn::train::deploy::{ExportOptions, export, predict_file, single_image_latency_us};
 use simdnn::train::lr_find::{LrFindSettings, range_test, write_results};
-use simdnn::train::run::{SWEEP_FILES, check_out_dir_free, resume_run, sweep, sweep_table, train_run_until};
+use simdnn::train::run::{
+    SWEEP_FILES, check_out_dir_free, resume_run, saved_config_json, sweep, sweep_table, train_run_until,
+};
 use simdnn::train::{Event, Parallelism, TrainConfig, config::default_data_dir};
 use simdnn::{Error, Result};
 
@@ -614,13 +616,7 @@ fn stop_on_ctrl_c() {
 
 fn cmd_train(args: TrainArgs) -> Result<()> {
     let cfg = match &args.resume {
-        Some(dir) => {
-            let path = dir.join("config.json");
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            let json =
-                serde_json::from_str(&text).map_err(|e| Error::data(&path, format!("is not valid JSON: {e}")))?;
-            TrainConfig { out_dir: dir.clone(), ..TrainConfig::from_json(&json)? }
-        }
+        Some(dir) => TrainConfig { out_dir: dir.clone(), ..TrainConfig::from_json(&saved_config_json(dir)?)? },
         None => train_config(&args)?,
     };
     cfg.validate()?;

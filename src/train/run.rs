@@ -96,13 +96,10 @@ pub fn check_out_dir_free(dir: &Path, files: &[&str]) -> Result<()> {
 /// Whether `cfg.out_dir` holds a run (its `config.json`) of exactly `cfg`'s settings; an
 /// error naming `--out` if it holds one of other settings.
 fn holds_run_of(cfg: &TrainConfig) -> Result<bool> {
-    let path = cfg.out_dir.join("config.json");
-    if !path.exists() {
+    if !cfg.out_dir.join("config.json").exists() {
         return Ok(false);
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let mut saved: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::data(&path, format!("is not valid JSON: {e}")))?;
+    let mut saved = saved_config_json(&cfg.out_dir)?;
     let mut wanted = cfg.to_json();
     // Where the data and the run are is not a setting of the run.
     for json in [&mut saved, &mut wanted] {
@@ -120,6 +117,13 @@ fn holds_run_of(cfg: &TrainConfig) -> Result<bool> {
     Ok(true)
 }
 
+/// The run in `dir`'s `config.json`, parsed; errors name the file.
+pub fn saved_config_json(dir: &Path) -> Result<serde_json::Value> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::data(&path, format!("is not valid JSON: {e}")))
+}
+
 /// The first of `files` that exists in `dir`.
 fn first_present<'f>(dir: &Path, files: &[&'f str]) -> Option<&'f str> {
     files.iter().copied().find(|f| dir.join(f).exists())
@@ -133,11 +137,8 @@ pub fn resume_run(
     stop: Option<&AtomicBool>,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<RunSummary> {
-    let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::data(&path, format!("is not valid JSON: {e}")))?;
-    let mut cfg = TrainConfig::from_json(&json).map_err(|e| Error::data(&path, e.to_string()))?;
+    let json = saved_config_json(dir)?;
+    let mut cfg = TrainConfig::from_json(&json).map_err(|e| Error::data(dir.join("config.json"), e.to_string()))?;
     cfg.out_dir = dir.to_path_buf();
     let state = ResumeState::load(dir)?;
     run(&cfg, state, stop, on_event)
