@@ -23,6 +23,7 @@ use crate::kernels::bf16::{gemv_bf16, round_to_bf16};
 use crate::kernels::int8::{
     MAX_INPUTS, U8Quant, gemv_u8_i8, min_max, packed_column_sum, packed_len, packed_padding_is_zero, quantize_u8,
 };
+use crate::kernels::scalar::sqrtf;
 use crate::kernels::softmax::softmax_rows;
 use crate::rng::{seeded, uniform_f32};
 
@@ -443,7 +444,7 @@ impl<'a> Model<'a> {
         let k = samples.max(1) as f32;
         for (m, q) in mean.iter_mut().zip(std.iter_mut()) {
             *m /= k;
-            *q = (*q / k - *m * *m).max(0.0).sqrt();
+            *q = sqrtf((*q / k - *m * *m).max(0.0));
         }
         Ok((mean, std))
     }

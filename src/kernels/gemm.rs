@@ -793,7 +793,8 @@ struct Tile {
     b_step: usize,
     /// How far ahead of row `kk` of B to prefetch, in floats. 0 when B is in cache: the
     /// prefetch then touches the row just loaded, one load slot and no traffic (a branch
-    /// per depth would cost as much).
+    /// per depth would cost as much). Read on x86 only (elsewhere Rust has no stable prefetch).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     b_ahead: usize,
 }
 

@@ -290,6 +290,7 @@ unsafe fn narrow_panel_by_rows(kernel: Bf16Kernel, a: PackedA<'_>, panel: &[u32]
 
 /// The sums of rows `i0..i0 + rows` (at most `16 RV`; lanes past them are zero) for the
 /// first 4 columns of a B panel.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // `kernel` picks x86 kernels
 fn narrow_sums<const RV: usize>(
     kernel: Bf16Kernel,
     a: PackedA<'_>,
@@ -372,6 +373,7 @@ fn pair_word(even: f32, odd: f32) -> u32 {
 
 /// `out[j] = pair_word(even[j], odd[j])`, 16 words at a time; values past the end of `even` or
 /// `odd` (all of `odd` when there is none: an odd depth's last pair) count as zero.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // `kernel` picks x86 kernels
 fn pair_words(kernel: Bf16Kernel, even: &[f32], odd: Option<&[f32]>, out: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
     if kernel == Bf16Kernel::Avx512Bf16 {
@@ -432,6 +434,7 @@ fn pack_a<'w>(kernel: Bf16Kernel, a: Operand<'_>, pairs: usize, buf: &'w mut [u3
 
 /// One row's consecutive values as pair words (`words.len() = row.len().div_ceil(2)`), 16
 /// values rounded at a time.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))] // `kernel` picks x86 kernels
 fn pack_row_pairs(kernel: Bf16Kernel, row: &[f32], words: &mut [u32]) {
     #[cfg(target_arch = "x86_64")]
     if kernel == Bf16Kernel::Avx512Bf16 {

@@ -11,6 +11,7 @@ pub mod gemm_bf16;
 pub mod int8;
 pub mod quant;
 pub mod reference;
+pub mod scalar;
 pub mod softmax;
 pub mod transpose;
 pub mod vector;

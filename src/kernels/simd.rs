@@ -126,6 +126,7 @@ pub(crate) use for_each_gemv_block;
 
 /// For each of the `T` tiles of 16 outputs from `j0`, the mask of its lanes that are outputs
 /// (below `n_out`): all 16 but in the last tile of the layer.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 pub(crate) fn tile_masks<const T: usize>(n_out: usize, j0: usize) -> [u16; T] {
     core::array::from_fn(|t| {

@@ -7,6 +7,7 @@
 //! preceding dense layer by [`super::Sequential::fold_batch_norm`] so that it costs nothing.
 
 use crate::kernels::Activation;
+use crate::kernels::scalar::sqrtf;
 use crate::kernels::vector::activation_backward_with_bias_grad;
 
 pub const DEFAULT_MOMENTUM: f32 = 0.99;
@@ -89,7 +90,7 @@ impl BatchNorm {
         }
         for (var, inv) in stats.var.iter_mut().zip(stats.inv_std.iter_mut()) {
             *var /= n;
-            *inv = 1.0 / (*var + self.epsilon).sqrt();
+            *inv = 1.0 / sqrtf(*var + self.epsilon);
         }
         let (gamma, beta) = (self.gamma(params), self.beta(params));
         for ((row, out), hat) in x.chunks_exact(f).zip(y.chunks_exact_mut(f)).zip(stats.x_hat.chunks_exact_mut(f)) {

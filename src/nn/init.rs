@@ -1,6 +1,7 @@
 //! Weight initialisers with Keras's definitions (`VarianceScaling`): a scale over a fan,
 //! drawn from a truncated normal or a uniform distribution. Biases start at zero.
 
+use crate::kernels::scalar::sqrt;
 use crate::rng::{Xoshiro, normal, uniform_f64};
 
 /// He (scale 2, fan-in), LeCun (scale 1, fan-in) and Glorot (scale 1, fan-average), each
@@ -60,7 +61,7 @@ impl Initializer {
         let variance = self.variance(fan_in, fan_out);
         match self {
             Initializer::HeNormal | Initializer::LecunNormal | Initializer::GlorotNormal => {
-                let std = variance.sqrt() / TRUNCATED_NORMAL_STD;
+                let std = sqrt(variance) / TRUNCATED_NORMAL_STD;
                 for w in weights {
                     // Redraw outside two standard deviations, as tf.random.truncated_normal.
                     let z = loop {
@@ -73,7 +74,7 @@ impl Initializer {
                 }
             }
             Initializer::HeUniform | Initializer::LecunUniform | Initializer::GlorotUniform => {
-                let limit = (3.0 * variance).sqrt();
+                let limit = sqrt(3.0 * variance);
                 for w in weights {
                     *w = ((2.0 * uniform_f64(rng) - 1.0) * limit) as f32;
                 }

@@ -13,6 +13,7 @@ use super::dense::{Dense, ParamsRef};
 use super::dropout::{Dropout, DropoutKind, Noise};
 use super::init::Initializer;
 use crate::kernels::int8::min_max;
+use crate::kernels::scalar::sqrtf;
 use crate::kernels::softmax::{softmax_cross_entropy, softmax_cross_entropy_grad, softmax_rows};
 use crate::kernels::{Activation, Precision};
 use crate::rng::seeded;
@@ -308,7 +309,7 @@ impl Sequential {
         let k = samples.max(1) as f32;
         for (m, q) in mean.iter_mut().zip(std.iter_mut()) {
             *m /= k;
-            *q = (*q / k - *m * *m).max(0.0).sqrt();
+            *q = sqrtf((*q / k - *m * *m).max(0.0));
         }
     }
 

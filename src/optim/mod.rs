@@ -11,6 +11,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use crate::kernels::bf16::{Bf16Kernel, round_to_bf16_with};
+use crate::kernels::scalar::{sqrt, sqrtf};
 
 pub mod lr_range;
 pub mod schedule;
@@ -538,13 +539,13 @@ impl Optimizer for Adam {
         self.t += 1;
         let t = self.t as f64;
         let (b1, b2, eps) = (self.beta1, self.beta2, self.epsilon);
-        let alpha = (lr as f64 * (1.0 - libm::pow(b2 as f64, t)).sqrt() / (1.0 - libm::pow(b1 as f64, t))) as f32;
+        let alpha = (lr as f64 * sqrt(1.0 - libm::pow(b2 as f64, t)) / (1.0 - libm::pow(b1 as f64, t))) as f32;
         let decay = lr * self.weight_decay;
         self.moments.for_each(params, grads, |p, g, [m, v]| {
             *p -= decay * *p;
             *m += (g - *m) * (1.0 - b1);
             *v += (g * g - *v) * (1.0 - b2);
-            *p -= alpha * *m / (v.sqrt() + eps);
+            *p -= alpha * *m / (sqrtf(*v) + eps);
         });
     }
 
@@ -607,7 +608,7 @@ impl Optimizer for Nadam {
             *v += (g * g - *v) * (1.0 - b2);
             let m_hat = m_coef * *m + g_coef * g;
             let v_hat = *v * v_coef;
-            *p -= lr * m_hat / (v_hat.sqrt() + eps);
+            *p -= lr * m_hat / (sqrtf(v_hat) + eps);
         });
     }
 
@@ -649,7 +650,7 @@ impl Optimizer for RmsProp {
         let (rho, eps) = (self.rho, self.epsilon);
         self.mean_square.for_each(params, grads, |p, g, [v]| {
             *v = rho * *v + (1.0 - rho) * g * g;
-            *p -= lr * g / (*v + eps).sqrt();
+            *p -= lr * g / sqrtf(*v + eps);
         });
     }
 
@@ -689,7 +690,7 @@ impl Optimizer for AdaGrad {
         let eps = self.epsilon;
         self.accumulator.for_each(params, grads, |p, g, [a]| {
             *a += g * g;
-            *p -= lr * g / (*a + eps).sqrt();
+            *p -= lr * g / sqrtf(*a + eps);
         });
     }
 
