@@ -273,9 +273,10 @@ pub fn min_max(x: &[f32]) -> (f32, f32) {
     let (mut lo, mut hi) = (f32x16::splat(f32::INFINITY), f32x16::splat(f32::NEG_INFINITY));
     for c in &mut chunks {
         let v = f32x16::new(c.try_into().expect("16 lanes"));
-        // fast_min/fast_max return the second operand when one is NaN: NaN never enters.
-        lo = v.fast_min(lo);
-        hi = v.fast_max(hi);
+        // A comparison with NaN is false, so NaN never replaces a bound. (Not `fast_min`: it
+        // keeps or drops NaN as the target's instruction does, and NEON's keeps it.)
+        lo = v.simd_lt(lo).select(v, lo);
+        hi = v.simd_gt(hi).select(v, hi);
     }
     let (lo, hi) = (lo.to_array(), hi.to_array());
     let mut range =
@@ -295,9 +296,10 @@ pub fn quantize_u8(x: &[f32], quant: U8Quant, out: &mut [u8]) {
     let mut os = out.chunks_exact_mut(TILE);
     for (c, o) in (&mut xs).zip(&mut os) {
         let v = f32x16::new(c.try_into().expect("16 lanes")) * inv_v + zp_v;
-        // Not-NaN and at least 0, else 0; then at most 255; then round to nearest even.
+        // Not-NaN and at least 0, else 0; then at most 255; then round to nearest even
+        // (`round_int` alone rounds halves away from zero where `wide` has no SIMD).
         let v = v.simd_ge(f32x16::ZERO).select(v, f32x16::ZERO).fast_min(f32x16::splat(255.0));
-        let q = v.round_int().to_array();
+        let q = v.round_ties_even().trunc_int().to_array();
         for (o, q) in o.iter_mut().zip(q) {
             *o = q as u8;
         }
