@@ -2,18 +2,24 @@
 //!
 //! Dependencies point one way (see `README.md`, "Architecture"):
 //! `kernels` <- `nn` <- `optim`, and `format`; these build without `std`
-//! (`--no-default-features`: `#![no_std]` + `alloc`). `data` <- `train` and the CLI need `std`,
-//! as does `parallel`, the fork-join that the GEMM, the optimisers and the trainer use with it.
+//! (`--no-default-features --features alloc`: `#![no_std]` + `alloc`). `infer`, the inference
+//! path, and the kernels it runs need no heap either (`--no-default-features`). `data` <-
+//! `train` and the CLI need `std`, as does `parallel`, the fork-join that the GEMM, the
+//! optimisers and the trainer use with it.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "alloc")]
 extern crate alloc;
 
+#[cfg(feature = "alloc")]
 pub mod error;
 pub mod format;
 pub mod infer;
 pub mod kernels;
+#[cfg(feature = "alloc")]
 pub mod nn;
+#[cfg(feature = "alloc")]
 pub mod optim;
 pub mod rng;
 
@@ -30,4 +36,5 @@ pub mod parallel;
 #[cfg(feature = "std")]
 pub mod train;
 
+#[cfg(feature = "alloc")]
 pub use error::{Error, Result};

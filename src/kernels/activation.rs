@@ -61,15 +61,16 @@ impl Activation {
             Some((b, p)) => (b, Some(p.parse::<f32>().ok().filter(|a| a.is_finite() && *a > 0.0)?)),
             None => (name, None),
         };
-        let act = match (base.to_ascii_lowercase().as_str(), param) {
-            ("identity" | "linear", None) => Activation::Identity,
-            ("relu", None) => Activation::Relu,
-            ("leaky_relu" | "leakyrelu", a) => Activation::LeakyRelu { alpha: a.unwrap_or(0.2) },
-            ("elu", a) => Activation::Elu { alpha: a.unwrap_or(1.0) },
-            ("selu", None) => Activation::Selu,
-            ("tanh", None) => Activation::Tanh,
-            ("logistic" | "sigmoid", None) => Activation::Logistic,
-            ("softmax", None) => Activation::Softmax,
+        let is = |names: &[&str]| names.iter().any(|n| base.eq_ignore_ascii_case(n));
+        let act = match param {
+            None if is(&["identity", "linear"]) => Activation::Identity,
+            None if is(&["relu"]) => Activation::Relu,
+            a if is(&["leaky_relu", "leakyrelu"]) => Activation::LeakyRelu { alpha: a.unwrap_or(0.2) },
+            a if is(&["elu"]) => Activation::Elu { alpha: a.unwrap_or(1.0) },
+            None if is(&["selu"]) => Activation::Selu,
+            None if is(&["tanh"]) => Activation::Tanh,
+            None if is(&["logistic", "sigmoid"]) => Activation::Logistic,
+            None if is(&["softmax"]) => Activation::Softmax,
             _ => return None,
         };
         Some(act)

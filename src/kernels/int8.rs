@@ -12,6 +12,7 @@
 //! `pmaddwd`). Both are exact, so both equal the scalar twin
 //! [`super::reference::gemv_u8_i8`] bit for bit.
 
+#[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 
 use wide::{f32x16, i8x32, i16x32, i32x16};
@@ -33,6 +34,7 @@ pub fn packed_len(n_in: usize, n_out: usize) -> Option<usize> {
 }
 
 /// `[n_in, n_out]` row-major int8 weights in groups of four inputs (see the module docs).
+#[cfg(feature = "alloc")]
 pub fn pack_groups_of_4(q: &[i8], n_in: usize, n_out: usize) -> Vec<i8> {
     assert_eq!(q.len(), n_in * n_out, "pack: weights are not {n_in} x {n_out}");
     let mut packed = alloc::vec![0i8; n_in.div_ceil(GROUP) * n_out * GROUP];
@@ -46,6 +48,7 @@ pub fn pack_groups_of_4(q: &[i8], n_in: usize, n_out: usize) -> Vec<i8> {
 }
 
 /// The inverse of [`pack_groups_of_4`].
+#[cfg(feature = "alloc")]
 pub fn unpack_groups_of_4(packed: &[i8], n_in: usize, n_out: usize) -> Vec<i8> {
     assert_eq!(Some(packed.len()), packed_len(n_in, n_out), "unpack: not {n_in} x {n_out} packed weights");
     (0..n_in * n_out).map(|k| packed[((k / n_out) / GROUP * n_out + k % n_out) * GROUP + (k / n_out) % GROUP]).collect()

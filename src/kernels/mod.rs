@@ -6,7 +6,9 @@
 
 pub mod activation;
 pub mod bf16;
+#[cfg(feature = "alloc")]
 pub mod gemm;
+#[cfg(feature = "alloc")]
 pub mod gemm_bf16;
 pub mod int8;
 pub mod quant;
@@ -19,5 +21,7 @@ pub mod vector;
 mod simd;
 
 pub use activation::Activation;
+#[cfg(feature = "alloc")]
 pub use gemm::{Blocking, Epilogue, MatMut, MatRef, gemm};
+#[cfg(feature = "alloc")]
 pub use gemm_bf16::Precision;

@@ -2,6 +2,7 @@
 //! even) and int8 with one symmetric scale per output channel (per column of a dense
 //! layer's `[n_in, n_out]` weights), as TensorFlow Lite and PyTorch quantise weights.
 
+#[cfg(feature = "alloc")]
 use alloc::vec::Vec;
 
 /// f32 to bf16 bits, rounding to nearest even (NaN stays NaN).
@@ -16,6 +17,7 @@ pub fn f32_from_bf16(bits: u16) -> f32 {
 
 /// Per-column symmetric int8: `w[i][j] ~= q[i][j] * scale[j]` with `scale[j] = max_i
 /// |w[i][j]| / 127` (a zero column gets scale 1 and zeros). Returns `(scales, q)`.
+#[cfg(feature = "alloc")]
 pub fn quantize_per_column(w: &[f32], n_in: usize, n_out: usize) -> (Vec<f32>, Vec<i8>) {
     assert_eq!(w.len(), n_in * n_out, "quantize: weights are not {n_in} x {n_out}");
     let mut max = alloc::vec![0f32; n_out];

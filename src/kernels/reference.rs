@@ -2,6 +2,7 @@
 //! benches and fuzz targets compare the SIMD kernels against these.
 
 use super::activation::{Activation, SELU_ALPHA, SELU_SCALE};
+#[cfg(feature = "alloc")]
 use super::gemm::{MatMut, MatRef};
 use super::int8::U8Quant;
 
@@ -74,6 +75,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f64 {
 
 /// `C = act(alpha * op(A) op(B) + beta * C + bias)`, by the textbook triple loop with an f64
 /// accumulator. With `beta == 0`, C is not read (NaN in C does not leak).
+#[cfg(feature = "alloc")]
 pub fn gemm(
     alpha: f32,
     a: MatRef<'_>,
@@ -108,6 +110,7 @@ pub fn gemm(
 /// b(2p+1, j)) + a(i, 2p) b(2p, j)` (an odd last depth paired with zero), then
 /// `act(beta C + alpha acc + bias)` with `beta C` fused into the sum. C is not read when
 /// `beta == 0`.
+#[cfg(feature = "alloc")]
 pub fn gemm_bf16(
     alpha: f32,
     a: MatRef<'_>,
@@ -183,6 +186,7 @@ pub fn softmax_cross_entropy(logits: &[f32], n: usize, labels: &[u8], probs: &mu
 
 /// `acc[j] = sum_i x[i] * q[i][j]` for `[x.len(), n_out]` row-major int8 weights (not
 /// packed), in i64 and then checked to fit an i32.
+#[cfg(feature = "alloc")]
 pub fn gemv_u8_i8(x: &[u8], q: &[i8], n_out: usize) -> alloc::vec::Vec<i32> {
     (0..n_out)
         .map(|j| {
@@ -206,6 +210,7 @@ pub fn quantize_u8(x: &[f32], quant: U8Quant, out: &mut [u8]) {
 /// `y[j] = sum_i x[i] w[i][j]` for bf16 bits `x` and row-major bf16 bits `w`, summed as
 /// `vdpbf16ps` does: per pair of inputs, `y = (y + x[2p+1] w[2p+1][j]) + x[2p] w[2p][j]` in
 /// f32 (each product is exact), an odd last input paired with zero.
+#[cfg(feature = "alloc")]
 pub fn gemv_bf16(x: &[u16], w: &[u16], n_out: usize) -> alloc::vec::Vec<f32> {
     let f = super::quant::f32_from_bf16;
     (0..n_out)

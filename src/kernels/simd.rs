@@ -9,6 +9,7 @@ pub(crate) const LANES: usize = 16;
 ///
 /// # Safety
 /// `p..p+16` must be readable `f32`s.
+#[cfg(feature = "alloc")] // the GEMM's
 #[inline(always)]
 pub(crate) unsafe fn load(p: *const f32) -> f32x16 {
     // SAFETY: the caller guarantees 16 readable f32s; read_unaligned has no alignment needs.
@@ -19,6 +20,7 @@ pub(crate) unsafe fn load(p: *const f32) -> f32x16 {
 ///
 /// # Safety
 /// `p..p+16` must be writable `f32`s.
+#[cfg(feature = "alloc")] // the GEMM's
 #[inline(always)]
 pub(crate) unsafe fn store(p: *mut f32, v: f32x16) {
     // SAFETY: the caller guarantees 16 writable f32s; write_unaligned has no alignment needs.
@@ -140,6 +142,7 @@ pub(crate) fn tile_masks<const T: usize>(n_out: usize, j0: usize) -> [u16; T] {
 ///
 /// # Safety
 /// `p..p+4` must be readable `f32`s.
+#[cfg(feature = "alloc")] // the GEMM's
 #[inline(always)]
 pub(crate) unsafe fn broadcast4(p: *const f32) -> f32x16 {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
@@ -157,6 +160,7 @@ pub(crate) unsafe fn broadcast4(p: *const f32) -> f32x16 {
 }
 
 /// [`broadcast4`] of fewer than 4 floats, zero-padded.
+#[cfg(feature = "alloc")] // the GEMM's
 #[inline(always)]
 pub(crate) fn broadcast4_partial(xs: &[f32]) -> f32x16 {
     assert!(xs.len() <= 4, "broadcast4_partial takes at most 4 values");
