@@ -9,6 +9,12 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// The model file, the bf16 pair words and the int8 groups are read in place, little-endian.
+// On s390x (big-endian, under qemu) the bf16 and int8 kernels' tests fail: refuse to build
+// rather than compute wrong answers.
+#[cfg(target_endian = "big")]
+compile_error!("simdnn supports little-endian targets only (x86-64, AArch64, 32-bit ARM, RISC-V, ...)");
+
 #[cfg(feature = "alloc")]
 extern crate alloc;
 

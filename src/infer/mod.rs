@@ -95,14 +95,10 @@ impl Tensor<'_> {
     /// Values `i..i+16`.
     fn load16(&self, i: usize) -> f32x16 {
         let b = &self.bytes[4 * i..4 * i + 64];
-        #[cfg(target_endian = "little")]
-        {
-            // SAFETY: `b` holds 64 readable bytes (the slice above checked it); the f32s are
-            // little-endian like the host, and read_unaligned has no alignment needs.
-            f32x16::new(unsafe { core::ptr::read_unaligned(b.as_ptr() as *const [f32; 16]) })
-        }
-        #[cfg(target_endian = "big")]
-        f32x16::new(core::array::from_fn(|k| f32::from_le_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]])))
+        // SAFETY: `b` holds 64 readable bytes (the slice above checked it); the f32s are
+        // little-endian like every target the crate builds for (lib.rs), and read_unaligned
+        // has no alignment needs.
+        f32x16::new(unsafe { core::ptr::read_unaligned(b.as_ptr() as *const [f32; 16]) })
     }
 }
 

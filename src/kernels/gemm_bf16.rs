@@ -449,15 +449,12 @@ fn pack_row_pairs(kernel: Bf16Kernel, row: &[f32], words: &mut [u32]) {
     }
 }
 
-/// One row of rounded values as pair words (`words.len() = row.len().div_ceil(2)`): on a
-/// little-endian machine, the row's bytes.
+/// One row of rounded values as pair words (`words.len() = row.len().div_ceil(2)`): the row's
+/// bytes (the even value low, as on every target the crate builds for: little-endian).
 fn row_words(row: &[u16], words: &mut [u32]) {
     let halves: &mut [u16] = wide::bytemuck::cast_slice_mut(words);
     halves[..row.len()].copy_from_slice(row);
     halves[row.len()..].fill(0);
-    if cfg!(target_endian = "big") {
-        words.iter_mut().for_each(|w| *w = w.rotate_left(16));
-    }
 }
 
 /// `out[j] = even[j] | odd[j] << 16` for rounded values; past the end of `even` or `odd` (all
