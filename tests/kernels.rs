@@ -549,3 +549,27 @@ fn byte_conversions_match_the_scalar_formulas() {
         }
     }
 }
+
+#[test]
+fn activation_names_parse_as_keras_spells_them_in_any_case() {
+    let cases = [
+        ("elu", Some(Activation::ELU)),
+        ("ELU:0.5", Some(Activation::Elu { alpha: 0.5 })),
+        ("Leaky_ReLU", Some(Activation::LEAKY_RELU)),
+        ("leakyrelu:0.1", Some(Activation::LeakyRelu { alpha: 0.1 })),
+        ("linear", Some(Activation::Identity)),
+        ("SIGMOID", Some(Activation::Logistic)),
+        ("selu", Some(Activation::Selu)),
+        ("tanh", Some(Activation::Tanh)),
+        ("softmax", Some(Activation::Softmax)),
+        ("relu", Some(Activation::Relu)),
+        ("relu:0.5", None),
+        ("elu:0", None),
+        ("elu:nan", None),
+        ("gelu", None),
+        ("", None),
+    ];
+    for (name, want) in cases {
+        assert_eq!(Activation::parse(name), want, "{name:?}");
+    }
+}
