@@ -22,16 +22,30 @@ fn main() {
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
 
-    // 8e's shape, narrower: ELU and SELU layers, alpha dropout before the softmax output.
     let dense = |units, activation, init| LayerSpec::Dense { units, activation, init };
-    let specs = [
+    // A narrow net with every kind of layer the recipes use, in every weight type.
+    let small = [
         dense(48, Activation::ELU, Initializer::HeNormal),
         dense(32, Activation::Selu, Initializer::LecunNormal),
         LayerSpec::AlphaDropout { rate: 0.1 },
         dense(10, Activation::Softmax, Initializer::GlorotUniform),
     ];
-    let model = Sequential::new(3072, &specs, 7).expect("a valid model");
-    let saved = SavedModel { model, preprocess: Preprocess::Scale(1.0 / 255.0) };
+    // 8e's own network (20 x 100 SELU, alpha dropout), in the narrow types (its f32 file,
+    // 2 MB, would crowd the board's 4 MiB of code memory).
+    let mut exercise_8e = vec![dense(100, Activation::Selu, Initializer::LecunNormal); 20];
+    exercise_8e
+        .extend([LayerSpec::AlphaDropout { rate: 0.1 }, dense(10, Activation::Softmax, Initializer::LecunNormal)]);
+    let saved = |specs: &[LayerSpec]| SavedModel {
+        model: Sequential::new(3072, specs, 7).expect("a valid model"),
+        preprocess: Preprocess::Scale(1.0 / 255.0),
+    };
+    let models = [
+        ("small, f32", saved(&small), WeightType::F32),
+        ("small, bf16", saved(&small), WeightType::Bf16),
+        ("small, int8", saved(&small), WeightType::Int8),
+        ("8e, bf16", saved(&exercise_8e), WeightType::Bf16),
+        ("8e, int8", saved(&exercise_8e), WeightType::Int8),
+    ];
     let images: Vec<u8> =
         (0..IMAGES * 3072).map(|k| ((k * 37 + (k / 3072) * 101 + (k * k) % 251) % 256) as u8).collect();
     fs::write(out.join("images.bin"), &images).expect("OUT_DIR is writable");
@@ -43,10 +57,10 @@ fn main() {
     let mut scratch_len = 0;
     writeln!(expected, "/// Per image: the class probabilities, then MC dropout's mean.").unwrap();
     writeln!(expected, "pub type Expected = [[[f32; 10]; 2]; {IMAGES}];").unwrap();
-    expected.push_str("pub const MODELS: [(&str, &[u8], Expected); 3] = [\n");
-    for (name, weights) in [("f32", WeightType::F32), ("bf16", WeightType::Bf16), ("int8", WeightType::Int8)] {
-        let bytes = to_bytes_as(&saved, weights);
-        let file = format!("model-{name}.simdnn");
+    writeln!(expected, "pub const MODELS: [(&str, &[u8], Expected); {}] = [", models.len()).unwrap();
+    for (i, (name, saved, weights)) in models.iter().enumerate() {
+        let bytes = to_bytes_as(saved, *weights);
+        let file = format!("model-{i}.simdnn");
         fs::write(out.join(&file), &bytes).expect("OUT_DIR is writable");
         let model = Model::from_bytes(&bytes).expect("the file just written");
         scratch_len = scratch_len.max(model.scratch_len());
