@@ -300,9 +300,10 @@ pub fn quantize_u8(x: &[f32], quant: U8Quant, out: &mut [u8]) {
     for (c, o) in (&mut xs).zip(&mut os) {
         let v = f32x16::new(c.try_into().expect("16 lanes")) * inv_v + zp_v;
         // Not-NaN and at least 0, else 0; then at most 255; then round to nearest even
-        // (`round_int` alone rounds halves away from zero where `wide` has no SIMD).
+        // (`round_int` alone rounds halves away from zero where `wide` has no SIMD). Whole
+        // numbers in [0, 255] convert the same on every target, so the fast conversion.
         let v = v.simd_ge(f32x16::ZERO).select(v, f32x16::ZERO).fast_min(f32x16::splat(255.0));
-        let q = v.round_ties_even().trunc_int().to_array();
+        let q = v.round_ties_even().fast_trunc_int().to_array();
         for (o, q) in o.iter_mut().zip(q) {
             *o = q as u8;
         }
