@@ -39,12 +39,13 @@ fn main() {
         model: Sequential::new(3072, specs, 7).expect("a valid model"),
         preprocess: Preprocess::Scale(1.0 / 255.0),
     };
+    let (small, exercise_8e) = (saved(&small), saved(&exercise_8e));
     let models = [
-        ("small, f32", saved(&small), WeightType::F32),
-        ("small, bf16", saved(&small), WeightType::Bf16),
-        ("small, int8", saved(&small), WeightType::Int8),
-        ("8e, bf16", saved(&exercise_8e), WeightType::Bf16),
-        ("8e, int8", saved(&exercise_8e), WeightType::Int8),
+        ("small, f32", &small, WeightType::F32),
+        ("small, bf16", &small, WeightType::Bf16),
+        ("small, int8", &small, WeightType::Int8),
+        ("8e, bf16", &exercise_8e, WeightType::Bf16),
+        ("8e, int8", &exercise_8e, WeightType::Int8),
     ];
     let images: Vec<u8> =
         (0..IMAGES * 3072).map(|k| ((k * 37 + (k / 3072) * 101 + (k * k) % 251) % 256) as u8).collect();
